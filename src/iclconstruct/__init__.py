@@ -1,4 +1,28 @@
-"""iclconstruct: constructive transformers that run learning algorithms in context."""
+"""iclconstruct: constructive transformers that run learning algorithms in context.
+
+Build a :class:`Program` from the four primitives (``mov``, ``mul``, ``div``, ``aff``),
+run it exactly with :func:`interpret`, and turn it into a real transformer with
+:func:`compile`. See ``docs/concepts.md``.
+"""
 from . import errors, tokens
+from .compiler import compile
+from .constants import Constants
+from .interpreter import Trace, interpret
+from .layout import Layout, Slot
+from .model import ConstructedTransformer
+from .program import Program
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Program",
+    "Layout",
+    "Slot",
+    "Constants",
+    "compile",
+    "interpret",
+    "Trace",
+    "ConstructedTransformer",
+    "errors",
+    "tokens",
+]

@@ -1,0 +1,129 @@
+"""TransformerLens-style hooks and activation caches.
+
+Activations are named as in TransformerLens (``hook_embed``, ``hook_pos_embed``,
+``blocks.{l}.hook_resid_pre``, ``blocks.{l}.attn.hook_pattern``,
+``blocks.{l}.hook_resid_post`` ...), with ``l`` the index of the layer *as run*: a
+weight-tied loop body that runs ``n`` times yields ``n`` consecutive block indices.
+"""
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .errors import UnknownSlotError
+
+__all__ = ["ActivationCache", "HookManager", "HOOK_NAMES"]
+
+#: per-block activation names, in the order they are produced
+HOOK_NAMES = (
+    "hook_resid_pre",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_attn_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
+
+HookFn = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
+NameFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+
+def _matcher(names_filter: NameFilter) -> Callable[[str], bool]:
+    if names_filter is None:
+        return lambda n: True
+    if callable(names_filter):
+        return names_filter
+    pats = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+    return lambda n: any(n == p or fnmatch.fnmatchcase(n, p) for p in pats)
+
+
+class HookManager:
+    """Holds hook functions; the model calls :meth:`__call__` at every named activation."""
+
+    def __init__(self) -> None:
+        self._hooks: List[Tuple[Callable[[str], bool], HookFn]] = []
+        self.active = False
+
+    def add(self, names_filter: NameFilter, fn: HookFn) -> None:
+        self._hooks.append((_matcher(names_filter), fn))
+        self.active = True
+
+    def clear(self) -> None:
+        self._hooks.clear()
+        self.active = False
+
+    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        for match, fn in self._hooks:
+            if match(name):
+                y = fn(x, name)
+                if y is not None:
+                    x = y
+        return x
+
+
+class ActivationCache:
+    """Activations of one forward pass, keyed by hook name, with slot-aware readers.
+
+    ``cache['blocks.3.hook_resid_post']`` is ``(B, T, D)``; :meth:`slot` reads a named
+    slot out of any residual-stream activation.
+    """
+
+    def __init__(self, store: Dict[str, torch.Tensor], model) -> None:
+        self._store = store
+        self.model = model
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._store:
+            raise KeyError(f"no activation {name!r} in the cache; e.g. {next(iter(self._store), None)!r}")
+        return self._store[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._store
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def keys(self):
+        return self._store.keys()
+
+    def items(self):
+        return self._store.items()
+
+    @property
+    def n_layers(self) -> int:
+        return sum(1 for k in self._store if k.endswith(".hook_resid_post"))
+
+    def resid(self, layer: int, where: str = "post") -> torch.Tensor:
+        """Residual stream after (``post``), before (``pre``) or in the middle (``mid``) of ``layer``.
+
+        ``layer = -1`` is the last layer; ``resid(0, 'pre')`` is the embedding.
+        """
+        if layer < 0:
+            layer += self.n_layers
+        return self[f"blocks.{layer}.hook_resid_{where}"]
+
+    def slot(self, name: str, layer: int = -1, where: str = "post") -> torch.Tensor:
+        """Slot ``name`` of the residual stream at ``layer``: ``(B, T, size)``."""
+        lay = self.model.layout
+        if name not in lay:
+            raise UnknownSlotError(f"unknown slot {name!r}; slots: {', '.join(s.name for s in lay.slots())}")
+        s = lay[name]
+        return self.resid(layer, where)[..., s.start : s.stop]
+
+    def slot_by_layer(self, name: str) -> torch.Tensor:
+        """Slot ``name`` after every layer, stacked: ``(n_layers, B, T, size)``."""
+        return torch.stack([self.slot(name, l) for l in range(self.n_layers)])

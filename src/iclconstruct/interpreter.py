@@ -1,0 +1,218 @@
+"""The float64 RAW interpreter: the reference semantics of every program.
+
+It executes the ops of a :class:`~iclconstruct.program.Program` one after another on
+the hidden state ``H`` (numpy, ``(B, T, D)``), exactly — no approximation constants —
+following the read–arithmetic–write operator of Definition C.2 (constructions.md §3).
+Compiled models are tested against it at every boundary.
+
+Checks (``check=True``): inputs finite and within the program's bounds, every written
+slot within its declared bound, every ``div`` divisor at least ``div_min`` in
+magnitude. They raise the library's exceptions naming the op and the slot, so a
+program that would leave the range of its approximation constants fails loudly here
+and in the compiled model alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .constants import Constants
+from .errors import ContextTooLongError, DivisorTooSmallError, NonFiniteError, OutOfRangeError, ShapeError
+from .layout import Layout
+from .ops import Aff, Div, Mov, Mul, Op
+from .program import Program
+
+__all__ = ["interpret", "Trace", "apply_op", "embed_reference"]
+
+# relative slack of the runtime bound checks: values may exceed a bound by this much
+# (the compiled model's own error) before a check fires
+BOUND_SLACK = 1e-6
+
+
+@dataclass
+class Trace:
+    """Result of :func:`interpret`.
+
+    Attributes:
+        H: final hidden state ``(B, T, D)``.
+        output: the readout, ``(B, n_x)`` at x̃ columns or ``(B, T)`` for ``columns='all'``.
+        snapshots: ``H`` after each unit of ``steps`` (only with ``record=True``).
+        layout: the program's layout (to read slots: ``trace.slot('w')``).
+    """
+
+    H: np.ndarray
+    output: Optional[np.ndarray]
+    layout: Layout
+    snapshots: List[np.ndarray] = field(default_factory=list)
+
+    def slot(self, name: str, H: Optional[np.ndarray] = None) -> np.ndarray:
+        """Values of slot ``name``, ``(B, T, size)``."""
+        s = self.layout[name]
+        return (self.H if H is None else H)[..., s.start : s.stop]
+
+
+def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[int] = None,
+                    check: bool = True) -> np.ndarray:
+    """Initial ``H`` for ``tokens`` ``(B, T, d+1)``: inputs in ``y``/``x``, ``one`` and ``is_y`` set.
+
+    Position units and LayerNorm anchors are compiler internals; the reference leaves them 0.
+    """
+    tok = np.asarray(tokens, dtype=np.float64)
+    lay = program.layout
+    if tok.ndim == 2:
+        tok = tok[None]
+    if tok.ndim != 3 or tok.shape[-1] != lay.d + 1:
+        raise ShapeError(
+            f"tokens must be (B, T, d+1) = (B, T, {lay.d + 1}) for this program; got shape {tuple(tok.shape)}"
+        )
+    if not np.isfinite(tok).all():
+        raise NonFiniteError("tokens contain NaN or infinity; pass finite inputs")
+    B, T, _ = tok.shape
+    if max_len is not None and T > max_len:
+        raise ContextTooLongError(f"{T} tokens exceed the model's max_len={max_len}; compile with a larger max_len")
+    if check:
+        _check_inputs(program, tok)
+    H = np.zeros((B, T, lay.size))
+    H[..., lay["y"].start] = tok[..., 0]
+    H[..., lay["x"].start : lay["x"].stop] = tok[..., 1:]
+    H[..., lay["one"].start] = 1.0
+    H[..., lay["is_y"].start] = np.arange(T) % 2
+    return H
+
+
+def _check_inputs(program: Program, tok: np.ndarray) -> None:
+    lay = program.layout
+    for name, vals in (("y", tok[..., :1]), ("x", tok[..., 1:])):
+        b = lay[name].bound
+        m = float(np.abs(vals).max()) if vals.size else 0.0
+        if m > b:
+            raise OutOfRangeError(
+                f"input {name!r} reaches |{name}| = {m:.4g} but the program was built for |{name}| <= {b:g}; "
+                f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
+            )
+
+
+def _rows(lay: Layout, name: str) -> slice:
+    s = lay[name]
+    return slice(s.start, s.stop)
+
+
+def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
+    """Execute ``op`` on ``H`` in place (exact semantics)."""
+    if isinstance(op, Mov):
+        src = H[..., _rows(lay, op.src)].copy()
+        T = H.shape[1]
+        if op.read.kind == "offset":
+            idx = np.maximum(np.arange(T) - op.read.k, 0)
+            val = src[:, idx]
+        elif op.read.kind == "position":
+            idx = np.minimum(op.read.k, np.arange(T))
+            val = src[:, idx]
+        else:
+            val = np.cumsum(src, axis=1) / np.arange(1, T + 1)[None, :, None]
+        H[..., _rows(lay, op.dst)] = val
+    elif isinstance(op, Mul):
+        a, b, c = op.shape
+        A = H[..., _rows(lay, op.lhs)].reshape(H.shape[:2] + (a, b))
+        Bm = H[..., _rows(lay, op.rhs)].reshape(H.shape[:2] + (b, c))
+        val = op.coef * np.matmul(A, Bm).reshape(H.shape[:2] + (a * c,))
+        for s, W in op.plus:
+            val = val + H[..., _rows(lay, s)] @ W.T
+        if op.bias is not None:
+            val = val + op.bias
+        H[..., _rows(lay, op.dst)] = val
+    elif isinstance(op, Div):
+        c = np.abs(H[..., _rows(lay, op.divisor)])
+        H[..., _rows(lay, op.dst)] = H[..., _rows(lay, op.src)] / c
+    elif isinstance(op, Aff):
+        val = np.zeros(H.shape[:2] + (lay[op.dst].size,))
+        for s, W in op.terms:
+            val = val + H[..., _rows(lay, s)] @ W.T
+        if op.bias is not None:
+            val = val + op.bias
+        H[..., _rows(lay, op.dst)] = val
+    else:  # pragma: no cover
+        raise TypeError(f"unknown op {op!r}")
+
+
+def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: str, *, before: bool) -> None:
+    """Range checks around ``op``: divisor magnitude (before) and the written slot's bound (after)."""
+    if before:
+        if isinstance(op, Div):
+            c = np.abs(H[..., _rows(lay, op.divisor)])
+            m = float(c.min()) if c.size else np.inf
+            if m < constants.div_min:
+                raise DivisorTooSmallError(
+                    f"{where}: {op.describe()} divides by |{op.divisor}| = {m:.4g} < div_min = {constants.div_min:g}; "
+                    f"keep the divisor away from 0 or lower Constants.div_min (error grows as 1/c^2)"
+                )
+        return
+    dst = lay[op.writes()]
+    vals = H[..., dst.start : dst.stop]
+    if not np.isfinite(vals).all():
+        raise NonFiniteError(f"{where}: {op.describe()} produced NaN or infinity in slot {dst.name!r}")
+    m = float(np.abs(vals).max()) if vals.size else 0.0
+    if m > dst.bound * (1 + BOUND_SLACK):
+        raise OutOfRangeError(
+            f"{where}: {op.describe()} wrote |{dst.name}| = {m:.4g}, beyond its declared bound {dst.bound:g}; "
+            f"declare a larger bound for slot {dst.name!r} (larger bounds cost accuracy) or keep inputs smaller"
+        )
+
+
+def interpret(program: Program, tokens, *, constants: Optional[Constants] = None, check: bool = True,
+              record: bool = False, steps: Optional[Sequence[Sequence[Op]]] = None) -> Trace:
+    """Run ``program`` on ``tokens`` ``(B, T, d+1)`` exactly, in float64.
+
+    Args:
+        program: the program.
+        tokens: ``(B, T, d+1)`` (numpy or torch), e.g. from :func:`iclconstruct.tokens.encode`.
+        constants: only used for ``div_min`` in the checks.
+        check: raise on inputs or values outside their declared bounds, and on small divisors.
+        record: keep a snapshot of ``H`` after every op (or every entry of ``steps``).
+        steps: execute these groups of ops in this order instead of program order (used to
+            replay a compiled model's schedule layer by layer); each group is one snapshot.
+    """
+    constants = constants or Constants()
+    tok = tokens.detach().cpu().numpy() if hasattr(tokens, "detach") else np.asarray(tokens)
+    H = embed_reference(program, tok, check=check)
+    lay = program.layout
+    snaps: List[np.ndarray] = []
+    T = H.shape[1]
+    if steps is None:
+        groups: List[Tuple[str, Sequence[Op]]] = []
+        idx = 0
+        for seg in program.segments:
+            for it in range(seg.times(T) if seg.ops else 0):
+                for j, op in enumerate(seg.ops):
+                    tag = f"op {idx + j}" + (f" (loop iteration {it})" if seg.repeat != 1 else "")
+                    groups.append((tag, [op]))
+            idx += len(seg.ops)
+    else:
+        groups = [(f"step {i}", g) for i, g in enumerate(steps)]
+    for tag, group in groups:
+        if check:
+            for op in group:
+                check_op(op, H, lay, constants, tag, before=True)
+        if len(group) == 1:
+            apply_op(group[0], H, lay)
+        else:  # ops of one layer run in parallel: all read the same input
+            H0 = H.copy()
+            for op in group:
+                Hi = H0.copy()
+                apply_op(op, Hi, lay)
+                dst = lay[op.writes()]
+                H[..., dst.start : dst.stop] = Hi[..., dst.start : dst.stop]
+        if check:
+            for op in group:
+                check_op(op, H, lay, constants, tag, before=False)
+        if record:
+            snaps.append(H.copy())
+    out = None
+    if program.readout_slot is not None:
+        r = lay[program.readout_slot].start
+        out = H[..., r]
+        if program.readout_columns == "x":
+            out = out[:, 0::2]
+    return Trace(H=H, output=out, layout=lay, snapshots=snaps)

@@ -1,0 +1,243 @@
+"""The residual stream as named slots (constructions.md §1–2).
+
+This module is the only place that knows row numbers. A :class:`Layout` hands out
+*slots*: named, contiguous runs of rows of the hidden state ``H`` (here stored as
+``(B, T, D)``, so "rows" are the last axis). Everything else in the library speaks in
+slot names; :meth:`Layout.rows` turns a name into row indices at the very end.
+
+System slots (created by every layout, owned by the compiler):
+
+==========  ====  ==========================================================
+name        rows  content at every column ``j`` (written by the embedding)
+==========  ====  ==========================================================
+``y``       1     label channel (token channel 0): ``y_i`` at ỹ columns, else 0
+``x``       d     input channels (token channels 1..d): ``x_i`` at x̃ columns, else 0
+``pos``     2     position units ``(j/P, (j/P)^2)`` used by hard attention
+``one``     1     the constant 1 (biases of attention-written maps)
+``is_y``    1     1 at ỹ columns (odd ``j``), 0 at x̃ columns
+``anchor``  2     ``(+K, -K)``: pins LayerNorm's scale (Lemma 6)
+``pair``    2     ``(+M|c|, -M|c|)`` during a ``div`` layer, else 0 (Lemma 8)
+``bal``     1     minus the sum of all other rows: keeps the column mean at 0
+==========  ====  ==========================================================
+
+Why ``bal``: LayerNorm subtracts the column mean. If the mean were undone inside the
+MLP (from the anchors), every pre-activation would be a difference of terms of size
+``≈K`` and the product trick would amplify that round-off by ``N``. With the column
+sum held at exactly 0 (every sublayer writes a zero-sum update), ``LayerNorm(h) = h/σ``
+and the MLP reads ``h`` with relative precision.
+
+User slots are allocated after them. A freed slot's rows may be reused by a later
+slot; every row keeps the list of names that ever lived there (``row_labels``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
+
+__all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
+
+#: slots the embedding writes from the tokens
+INPUT_SLOTS = ("y", "x")
+#: slots that only the compiler writes (never a user op)
+SYSTEM_SLOTS = ("pos", "one", "is_y", "anchor", "pair", "bal")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A named run of rows ``start : start + size`` with a magnitude bound.
+
+    ``bound`` is the largest ``|value|`` the slot may hold: the approximation constants
+    give their stated error only inside it, products are scaled by it, and runtime checks
+    raise :class:`~iclconstruct.errors.OutOfRangeError` when a value exceeds it.
+    """
+
+    name: str
+    start: int
+    size: int
+    bound: float = 10.0
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.size
+
+    @property
+    def rows(self) -> range:
+        return range(self.start, self.stop)
+
+
+@dataclass
+class Layout:
+    """Named slots of a residual stream of width ``width`` (``None``: grows as needed).
+
+    Args:
+        d: input dimension (the token has ``d + 1`` channels).
+        width: fixed residual width ``D``; allocation past it raises
+            :class:`WidthOverflowError`. ``None`` lets the layout grow.
+        x_bound, y_bound: magnitude bounds of the input slots.
+    """
+
+    d: int
+    width: Optional[int] = None
+    x_bound: float = 10.0
+    y_bound: float = 10.0
+    _slots: Dict[str, Slot] = field(default_factory=dict, repr=False)
+    _live: Dict[str, Slot] = field(default_factory=dict, repr=False)
+    _labels: List[List[str]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if int(self.d) != self.d or self.d < 1:
+            raise LayoutError(f"d must be a positive integer; got {self.d!r}")
+        self.d = int(self.d)
+        self.alloc("y", 1, bound=self.y_bound)
+        self.alloc("x", self.d, bound=self.x_bound)
+        self.alloc("pos", 2, bound=1.0)
+        self.alloc("one", 1, bound=1.0)
+        self.alloc("is_y", 1, bound=1.0)
+        self.alloc("anchor", 2, bound=float("inf"))
+        self.alloc("pair", 2, bound=float("inf"))
+        self.alloc("bal", 1, bound=float("inf"))
+
+    # ------------------------------------------------------------------ allocation
+    @property
+    def size(self) -> int:
+        """Rows in use so far (the width the compiled model needs)."""
+        return len(self._labels)
+
+    def alloc(self, name: str, size: int, bound: float = 10.0, at: Optional[int] = None) -> Slot:
+        """Allocate a slot of ``size`` rows.
+
+        ``at`` pins the first row; otherwise the lowest free run of rows is used
+        (rows of freed slots are reused). Raises :class:`SlotOverlapError` if ``at``
+        collides with a live slot, :class:`LayoutError` for a duplicate name or bad size.
+        """
+        if not isinstance(name, str) or not name:
+            raise LayoutError(f"slot name must be a non-empty string; got {name!r}")
+        if name in self._slots:
+            raise LayoutError(f"slot {name!r} already exists; choose another name")
+        if int(size) != size or size < 1:
+            raise LayoutError(f"slot {name!r}: size must be a positive integer; got {size!r}")
+        if not (bound > 0):
+            raise LayoutError(f"slot {name!r}: bound must be > 0; got {bound!r}")
+        size = int(size)
+        if at is None:
+            at = self._first_fit(size)
+        else:
+            clash = self._clash(at, size)
+            if clash is not None:
+                raise SlotOverlapError(
+                    f"slot {name!r} at rows {at}:{at + size} overlaps live slot {clash.name!r} "
+                    f"(rows {clash.start}:{clash.stop}); free it first or pick other rows"
+                )
+        if self.width is not None and at + size > self.width:
+            raise WidthOverflowError(
+                f"slot {name!r} needs rows {at}:{at + size} but the residual width is {self.width}; "
+                f"raise width or free slots that are no longer needed"
+            )
+        slot = Slot(name, int(at), size, float(bound))
+        while len(self._labels) < slot.stop:
+            self._labels.append([])
+        for r in slot.rows:
+            self._labels[r].append(name)
+        self._slots[name] = slot
+        self._live[name] = slot
+        return slot
+
+    def free(self, name: str) -> None:
+        """Release a user slot; its rows may be reused by later allocations."""
+        if name in SYSTEM_SLOTS or name in INPUT_SLOTS:
+            raise LayoutError(f"slot {name!r} belongs to the system and cannot be freed")
+        self._require_live(name)
+        del self._live[name]
+
+    def _clash(self, start: int, size: int) -> Optional[Slot]:
+        for s in self._live.values():
+            if start < s.stop and s.start < start + size:
+                return s
+        return None
+
+    def _first_fit(self, size: int) -> int:
+        start = 0
+        for s in sorted(self._live.values(), key=lambda s: s.start):
+            if s.start - start >= size:
+                return start
+            start = max(start, s.stop)
+        return start
+
+    # ------------------------------------------------------------------ queries
+    def _require_live(self, name: str) -> Slot:
+        if name in self._live:
+            return self._live[name]
+        if name in self._slots:
+            raise UnknownSlotError(f"slot {name!r} was freed; allocate a new slot instead of reading it")
+        known = ", ".join(sorted(self._live)) or "none"
+        raise UnknownSlotError(f"unknown slot {name!r}; live slots are: {known}")
+
+    def __getitem__(self, name: str) -> Slot:
+        """The slot called ``name`` (live or freed)."""
+        if name in self._slots:
+            return self._slots[name]
+        return self._require_live(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._slots
+
+    def is_live(self, name: str) -> bool:
+        return name in self._live
+
+    def live(self, name: str) -> Slot:
+        """The live slot ``name``; raises :class:`UnknownSlotError` if unknown or freed."""
+        return self._require_live(name)
+
+    def rows(self, name: str) -> List[int]:
+        """Row indices of slot ``name``."""
+        return list(self[name].rows)
+
+    def slots(self) -> List[Slot]:
+        """Every slot ever allocated, in allocation order."""
+        return list(self._slots.values())
+
+    def user_slots(self) -> List[Slot]:
+        return [s for s in self._slots.values() if s.name not in SYSTEM_SLOTS]
+
+    def row_labels(self) -> List[str]:
+        """One label per row, e.g. ``'x[2]'``; reused rows read ``'a[0]|b[0]'``."""
+        out = []
+        for r, names in enumerate(self._labels):
+            parts = [f"{n}[{r - self._slots[n].start}]" for n in names]
+            out.append("|".join(parts) if parts else "")
+        return out
+
+    def system_rows(self) -> List[int]:
+        return [r for n in SYSTEM_SLOTS for r in self[n].rows]
+
+    def user_rows(self) -> List[int]:
+        sys_rows = set(self.system_rows())
+        return [r for r in range(self.size) if r not in sys_rows]
+
+    def to_dict(self) -> dict:
+        """JSON-able description (slot name → start, size, bound, live)."""
+        return {
+            "d": self.d,
+            "width": self.width,
+            "slots": [
+                {"name": s.name, "start": s.start, "size": s.size, "bound": s.bound, "live": s.name in self._live}
+                for s in self._slots.values()
+            ],
+        }
+
+    def table(self) -> str:
+        """A text table of the slots: name, rows, bound."""
+        lines = [f"{'slot':<14}{'rows':>12}{'size':>6}{'bound':>12}"]
+        for s in self._slots.values():
+            b = "-" if s.bound == float("inf") else f"{s.bound:g}"
+            lines.append(f"{s.name:<14}{f'{s.start}:{s.stop}':>12}{s.size:>6}{b:>12}")
+        return "\n".join(lines)
+
+    def overlapping(self, a: Sequence[int], b: Sequence[int]) -> bool:
+        return bool(set(a) & set(b))
+
+    def span(self, name: str) -> Tuple[int, int]:
+        s = self[name]
+        return s.start, s.stop

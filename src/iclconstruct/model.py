@@ -1,0 +1,369 @@
+"""The compiled model: a stack of the paper's Eq. 4 layers, nothing else.
+
+Each layer is::
+
+    a   = Σ_heads softmax_causal(Q Kᵀ / √d_head) V W_O            (multi-head attention)
+    h'  = (h + a) + W_out·GeLU(W_in·LayerNorm(h + a) + b_in) + b_out
+
+LayerNorm is over the full hidden vector, without affine parameters; GeLU is the exact
+(erf) GeLU; attention is standard causal softmax attention. A weight-tied loop body is
+one set of layers run several times, so parameters do not grow with the context.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import nn
+
+from .constants import Constants
+from .errors import (
+    ContextTooLongError,
+    DivisorTooSmallError,
+    NonFiniteError,
+    OutOfRangeError,
+    ShapeError,
+)
+from .hooks import ActivationCache, HookManager
+from .interpreter import BOUND_SLACK
+from .layout import Layout
+from .primitives import HeadWeights, MLPWeights
+from .program import Program
+from .schedule import LayerPlan, Schedule
+from .tokens import encode
+
+__all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
+
+
+@dataclass
+class LayerWeights:
+    heads: List[HeadWeights]
+    mlp: MLPWeights
+
+
+class Attention(nn.Module):
+    """Causal multi-head softmax attention, weights as ``W_Q[n_heads, d_model, d_head]`` (TransformerLens)."""
+
+    def __init__(self, n_heads: int, d_model: int, d_head: int, dtype: torch.dtype):
+        super().__init__()
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
+        self.W_Q, self.W_K, self.W_V = z(n_heads, d_model, d_head), z(n_heads, d_model, d_head), z(n_heads, d_model, d_head)
+        self.W_O = z(n_heads, d_head, d_model)
+        self.d_head = d_head
+        self.head_labels: List[str] = []
+
+    def forward(self, h: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
+        q = hook(prefix + "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
+        k = hook(prefix + "attn.hook_k", einsum(h, self.W_K, "b t d, h d e -> b t h e"))
+        v = hook(prefix + "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
+        scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
+        T = h.shape[1]
+        mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+        scores = hook(prefix + "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
+        pattern = hook(prefix + "attn.hook_pattern", torch.softmax(scores, dim=-1))
+        z = hook(prefix + "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
+        return einsum(z, self.W_O, "b q h e, h e d -> b q d")
+
+
+class MLP(nn.Module):
+    """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU."""
+
+    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype):
+        super().__init__()
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
+        self.W_in, self.b_in = z(d_model, d_mlp), z(d_mlp)
+        self.W_out, self.b_out = z(d_mlp, d_model), z(d_model)
+        self.unit_labels: List[str] = []
+
+    def forward(self, x: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
+        pre = hook(prefix + "mlp.hook_pre", x @ self.W_in + self.b_in)
+        post = hook(prefix + "mlp.hook_post", F.gelu(pre))
+        return post @ self.W_out + self.b_out
+
+
+class Block(nn.Module):
+    """One Eq. 4 layer: attention, residual, LayerNorm (full column, no affine), MLP, residual."""
+
+    def __init__(self, n_heads: int, d_model: int, d_head: int, d_mlp: int, ln_eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.attn = Attention(n_heads, d_model, d_head, dtype)
+        self.mlp = MLP(d_model, d_mlp, dtype)
+        self.ln_eps = ln_eps
+
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        p = f"blocks.{l}."
+        h = hook(p + "hook_resid_pre", h)
+        a = hook(p + "hook_attn_out", self.attn(h, hook, p))
+        mid = hook(p + "hook_resid_mid", h + a)
+        if hook.active:
+            var = mid.var(dim=-1, unbiased=False, keepdim=True)
+            hook(p + "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
+        x = hook(p + "ln2.hook_normalized", F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps))
+        m = hook(p + "hook_mlp_out", self.mlp(x, hook, p))
+        return hook(p + "hook_resid_post", mid + m)
+
+
+class ConstructedTransformer(nn.Module):
+    """A transformer whose weights were compiled from a :class:`~iclconstruct.program.Program`.
+
+    Call it on tokens ``(B, T, d+1)`` (see :func:`iclconstruct.tokens.encode`) to get the
+    readout row at every x̃ column, ``(B, ⌈T/2⌉)`` (or at every column, ``(B, T)``, for
+    programs whose readout is ``columns='all'``). Numpy in gives numpy out.
+
+    Attributes:
+        program, layout, schedule, constants: what it was compiled from.
+        row_labels: the slot label of every residual row.
+        n_layers_unique / d_model / d_mlp / n_heads / d_head / max_len: its shape.
+    """
+
+    def __init__(self, *, program: Program, schedule: Schedule, constants: Constants, layers: List[LayerWeights],
+                 W_E: np.ndarray, W_pos: np.ndarray, n_heads: int, d_head: int, d_mlp: int, d_model: int,
+                 max_len: int, dtype: torch.dtype, block: str):
+        super().__init__()
+        self.program = program
+        self.layout: Layout = program.layout
+        self.schedule = schedule
+        self.constants = constants
+        self.n_heads, self.d_head, self.d_mlp, self.d_model = n_heads, d_head, d_mlp, d_model
+        self.max_len = max_len
+        self.block_style = block
+        self.dtype = dtype
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=dtype), requires_grad=False)
+        self.W_E = t(W_E)
+        self.W_pos = t(W_pos)
+        self.blocks = nn.ModuleList()
+        self.plans: List[LayerPlan] = []
+        for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
+            blk = Block(n_heads, d_model, d_head, d_mlp, constants.ln_eps, dtype)
+            with torch.no_grad():
+                for i, hw in enumerate(lw.heads):
+                    blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
+                    blk.attn.W_K[i] = torch.as_tensor(hw.W_K)
+                    blk.attn.W_V[i] = torch.as_tensor(hw.W_V)
+                    blk.attn.W_O[i] = torch.as_tensor(hw.W_O)
+                blk.mlp.W_in.copy_(torch.as_tensor(lw.mlp.W_in))
+                blk.mlp.b_in.copy_(torch.as_tensor(lw.mlp.b_in))
+                blk.mlp.W_out.copy_(torch.as_tensor(lw.mlp.W_out))
+                blk.mlp.b_out.copy_(torch.as_tensor(lw.mlp.b_out))
+            blk.attn.head_labels = [hw.label for hw in lw.heads]
+            blk.mlp.unit_labels = lw.mlp.labels
+            self.blocks.append(blk)
+            self.plans.append(plan)
+        # execution plan: (block indices, repeat) per segment
+        self._segments: List[Tuple[List[int], object]] = []
+        i = 0
+        for seg in schedule.segments:
+            self._segments.append((list(range(i, i + len(seg.layers))), seg.repeat))
+            i += len(seg.layers)
+        self.hooks = HookManager()
+        self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
+
+    # ------------------------------------------------------------------ shape facts
+    @property
+    def d(self) -> int:
+        return self.layout.d
+
+    @property
+    def n_layers_unique(self) -> int:
+        """Distinct layers (a loop body counts once)."""
+        return len(self.blocks)
+
+    def depth(self, n_examples: Optional[int] = None) -> int:
+        """Layers run for ``n_examples`` examples (default: the loop bodies counted once)."""
+        total = 0
+        for idx, rep in self._segments:
+            times = 1 if rep == "examples" and n_examples is None else (n_examples if rep == "examples" else int(rep))
+            total += len(idx) * times
+        return total
+
+    def layers_per_example(self) -> int:
+        """Layers of the weight-tied per-example block (0 if the program has no loop)."""
+        return sum(len(idx) for idx, rep in self._segments if rep == "examples")
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def unrolled(self, T: int) -> List[int]:
+        """Block index run at each layer for a sequence of ``T`` tokens."""
+        out: List[int] = []
+        for idx, rep in self._segments:
+            times = T // 2 if rep == "examples" else int(rep)
+            out.extend(idx * times)
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def _prepare(self, tokens) -> Tuple[torch.Tensor, bool]:
+        numpy_in = not isinstance(tokens, torch.Tensor)
+        t = torch.as_tensor(np.asarray(tokens)) if numpy_in else tokens
+        if t.dim() == 2:
+            t = t.unsqueeze(0)
+        if t.dim() != 3 or t.shape[-1] != self.d + 1:
+            raise ShapeError(
+                f"tokens must be (B, T, d+1) = (B, T, {self.d + 1}); got shape {tuple(t.shape)}. "
+                f"Build them with iclconstruct.tokens.encode(X, y, x_query) for d = {self.d}"
+            )
+        t = t.to(self.dtype)
+        if not torch.isfinite(t).all():
+            raise NonFiniteError("tokens contain NaN or infinity; pass finite inputs")
+        T = t.shape[1]
+        if T > self.max_len:
+            raise ContextTooLongError(
+                f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
+            )
+        for name, vals in (("y", t[..., :1]), ("x", t[..., 1:])):
+            b = self.layout[name].bound
+            m = float(vals.abs().max()) if vals.numel() else 0.0
+            if m > b:
+                raise OutOfRangeError(
+                    f"input {name!r} reaches |{name}| = {m:.4g} but the model was built for |{name}| <= {b:g}; "
+                    f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
+                )
+        return t, numpy_in
+
+    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
+        lay = self.layout
+        if before:
+            if plan.divisor is not None:
+                c = h[..., lay[plan.divisor].start].abs()
+                m = float(c.min())
+                if m < self.constants.div_min:
+                    raise DivisorTooSmallError(
+                        f"layer {l}: div by |{plan.divisor}| = {m:.4g} < div_min = {self.constants.div_min:g}; "
+                        f"keep the divisor away from 0 or lower Constants.div_min (error grows as 1/c^2)"
+                    )
+            return
+        for op in plan.ops:
+            s = lay[op.writes()]
+            v = h[..., s.start : s.stop]
+            if not torch.isfinite(v).all():
+                raise NonFiniteError(f"layer {l}: {op.describe()} produced NaN or infinity in slot {s.name!r}")
+            m = float(v.abs().max())
+            if m > s.bound * (1 + BOUND_SLACK) + BOUND_SLACK:
+                raise OutOfRangeError(
+                    f"layer {l}: {op.describe()} wrote |{s.name}| = {m:.4g}, beyond its declared bound {s.bound:g}; "
+                    f"declare a larger bound for slot {s.name!r} (larger bounds cost accuracy) or keep inputs smaller"
+                )
+
+    def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
+        """Final residual stream ``(B, T, D)`` (torch)."""
+        t, _ = self._prepare(tokens)
+        return self._run(t, check)
+
+    def _run(self, t: torch.Tensor, check: bool) -> torch.Tensor:
+        T = t.shape[1]
+        hook = self.hooks
+        h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
+        for l, bi in enumerate(self.unrolled(T)):
+            plan = self.plans[bi]
+            if check:
+                self._check_layer(h, plan, l, before=True)
+            h = self.blocks[bi](h, hook, l)
+            if check:
+                self._check_layer(h, plan, l, before=False)
+        return h
+
+    def _readout(self, h: torch.Tensor) -> torch.Tensor:
+        r = self.layout[self.program.readout_slot].start
+        out = h[..., r]
+        return out[:, 0::2] if self.program.readout_columns == "x" else out
+
+    def forward(self, tokens, *, check: bool = True):
+        """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).
+
+        With ``check=True`` (default) inputs, divisors and every written slot are checked
+        against the ranges the approximation constants were designed for.
+        """
+        t, numpy_in = self._prepare(tokens)
+        with torch.no_grad():
+            out = self._readout(self._run(t, check))
+        return out.numpy() if numpy_in else out
+
+    def run_with_cache(self, tokens, *, names_filter=None, check: bool = True):
+        """``(output, ActivationCache)`` keyed TransformerLens-style (``blocks.{l}.hook_resid_post`` ...)."""
+        t, numpy_in = self._prepare(tokens)
+        store: Dict[str, torch.Tensor] = {}
+
+        def save(x, name):
+            store[name] = x.detach()
+
+        saved = list(self.hooks._hooks)
+        self.hooks.add(names_filter, save)
+        try:
+            with torch.no_grad():
+                out = self._readout(self._run(t, check))
+        finally:
+            self.hooks._hooks = saved
+            self.hooks.active = bool(saved)
+        return (out.numpy() if numpy_in else out), ActivationCache(store, self)
+
+    def add_hook(self, names_filter, fn) -> None:
+        """Call ``fn(activation, name)`` at every matching hook (may return a replacement)."""
+        self.hooks.add(names_filter, fn)
+
+    def reset_hooks(self) -> None:
+        self.hooks.clear()
+
+    # ------------------------------------------------------------------ convenience
+    def predict(self, X, y, x_query):
+        """Prediction for ``x_query`` after all ``n`` examples.
+
+        ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
+        ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
+        """
+        numpy_in = not isinstance(X, torch.Tensor)
+        Xa = X if not numpy_in else np.asarray(X, dtype=np.float64)
+        if Xa.ndim not in (2, 3):
+            raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xa.shape)}")
+        if Xa.shape[-1] != self.d:
+            raise ShapeError(f"X has d = {Xa.shape[-1]} features but the model was built for d = {self.d}")
+        if Xa.shape[-2] == 0:
+            raise ShapeError("X has no examples (n = 0); pass at least one (x, y) pair")
+        tok = encode(X if not numpy_in else Xa, y, x_query, dtype=self.dtype if not numpy_in else None)
+        out = self.forward(tok)[:, -1]
+        if Xa.ndim == 2:
+            out = out[0]
+        return out
+
+    def error_budget(self) -> Dict[str, float]:
+        """Worst-case error estimates of the approximations for this model's bounds (float64)."""
+        c = self.constants
+        lay = self.layout
+        user = [s for s in lay.user_slots() if s.name not in ("pos", "one", "is_y")]
+        norm_sq = sum(s.size * s.bound ** 2 for s in user) + 4.0
+        prods = [c.product_error(lay[op.lhs].bound, lay[op.rhs].bound) for p in self.plans for op in p.mlp_ops
+                 if type(op).__name__ == "Mul"]
+        divisors = [lay[p.divisor] for p in self.plans if p.divisor is not None]
+        return {
+            "product_abs_max": max(prods, default=0.0),
+            "layernorm_rel": c.ln_error(norm_sq),
+            "div_rel_at_div_min": c.div_error(norm_sq, c.div_min) if divisors else 0.0,
+            "attention_leak": 2.0 * math.exp(-c.attn_hardness),
+        }
+
+    def summary(self) -> str:
+        """Depth, width, MLP width, heads, parameters, the layers with their ops, and the slot layout."""
+        lines = [
+            f"ConstructedTransformer {self.program.name!r}  (block style {self.block_style!r}, {str(self.dtype).replace('torch.', '')})",
+            f"  d = {self.d}   width D = {self.d_model}   MLP width = {self.d_mlp}   heads = {self.n_heads} x d_head {self.d_head}",
+            f"  distinct layers = {self.n_layers_unique}   layers per example = {self.layers_per_example()}   "
+            f"parameters = {self.n_params():,}   max_len = {self.max_len}",
+        ]
+        k = 0
+        for si, (idx, rep) in enumerate(self._segments):
+            head = f"loop x {rep}" if rep != 1 else "straight"
+            lines.append(f"  segment {si} ({head}):")
+            for bi in idx:
+                lines.append(f"    layer {bi}: {self.plans[bi].describe()}")
+            k += len(idx)
+        lines.append("  slots:")
+        lines += ["    " + ln for ln in self.layout.table().splitlines()]
+        return "\n".join(lines)
+
+    def extra_repr(self) -> str:
+        return (f"d={self.d}, d_model={self.d_model}, d_mlp={self.d_mlp}, n_heads={self.n_heads}, "
+                f"d_head={self.d_head}, layers={self.n_layers_unique}, per_example={self.layers_per_example()}")

@@ -1,0 +1,135 @@
+"""The four primitives of the paper as data (constructions.md §3, Lemma 1).
+
+An op names the slots it reads and writes; it knows nothing about rows. The
+argument order is always *source(s) first, destination last* — the paper's
+definition ``mov(H; s, t, ...)`` — which fixes the paper's traces, whose ``mov`` calls
+list the target first (constructions.md §6).
+
+==========  ====================================================  =================
+op          meaning, per column ``t`` (writes overwrite)           realised by
+==========  ====================================================  =================
+``Mov``     ``dst[t] ← src[r(t)]`` with ``r(t) = max(t − k, 0)``   attention head
+            (offset), ``min(p, t)`` (position) or the mean over
+            ``j ≤ t`` (the RAW averaging read)
+``Mul``     ``dst ← coef·(A₁ @ A₂) + Σ W·h[s] + b``, ``A₁`` (a×b)   MLP (Lemma 4)
+            row-major in ``lhs``, ``A₂`` (b×c) in ``rhs``
+``Div``     ``dst ← src / |divisor|``                              LayerNorm (Lemma 8)
+``Aff``     ``dst ← Σ W·h[s] + b``                                 attention self-head or MLP (Lemma 5)
+==========  ====================================================  =================
+
+The clamped reads of ``Mov`` are exactly what hard attention does when the wanted
+column does not exist (before the start of the sequence, or not yet seen); the
+interpreter reproduces them so that both paths agree everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+__all__ = ["Op", "Mov", "Mul", "Div", "Aff", "Read"]
+
+Terms = Tuple[Tuple[str, np.ndarray], ...]
+
+
+@dataclass(frozen=True)
+class Read:
+    """Which column(s) a ``Mov`` reads: ``kind`` is ``'offset'``, ``'position'`` or ``'mean'``."""
+
+    kind: str
+    k: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "offset":
+            return "t" if self.k == 0 else f"t-{self.k}"
+        if self.kind == "position":
+            return f"@{self.k}"
+        return "mean(≤t)"
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """Base class: subclasses define ``reads``/``writes`` (slot names) and ``describe``."""
+
+    def reads(self) -> Tuple[str, ...]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def writes(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__.lower()
+
+
+@dataclass(frozen=True, eq=False)
+class Mov(Op):
+    src: str
+    dst: str
+    read: Read = field(default_factory=lambda: Read("offset", 1))
+
+    def reads(self):
+        return (self.src,)
+
+    def writes(self):
+        return self.dst
+
+    def describe(self) -> str:
+        return f"mov({self.src}[{self.read.describe()}] -> {self.dst})"
+
+
+@dataclass(frozen=True, eq=False)
+class Mul(Op):
+    lhs: str
+    rhs: str
+    dst: str
+    shape: Tuple[int, int, int]
+    coef: float = 1.0
+    plus: Terms = ()
+    bias: Optional[np.ndarray] = None
+
+    def reads(self):
+        return (self.lhs, self.rhs) + tuple(s for s, _ in self.plus)
+
+    def writes(self):
+        return self.dst
+
+    def describe(self) -> str:
+        a, b, c = self.shape
+        extra = "".join(f" + W·{s}" for s, _ in self.plus) + (" + b" if self.bias is not None else "")
+        coef = "" if self.coef == 1.0 else f"{self.coef:g}·"
+        return f"mul({coef}{self.lhs} ({a}x{b}) @ {self.rhs} ({b}x{c}){extra} -> {self.dst})"
+
+
+@dataclass(frozen=True, eq=False)
+class Div(Op):
+    src: str
+    divisor: str
+    dst: str
+
+    def reads(self):
+        return (self.src, self.divisor)
+
+    def writes(self):
+        return self.dst
+
+    def describe(self) -> str:
+        return f"div({self.src} / |{self.divisor}| -> {self.dst})"
+
+
+@dataclass(frozen=True, eq=False)
+class Aff(Op):
+    dst: str
+    terms: Terms
+    bias: Optional[np.ndarray] = None
+
+    def reads(self):
+        return tuple(s for s, _ in self.terms)
+
+    def writes(self):
+        return self.dst
+
+    def describe(self) -> str:
+        parts = [f"W·{s}" for s, _ in self.terms] + (["b"] if self.bias is not None else [])
+        return f"aff({' + '.join(parts) or '0'} -> {self.dst})"

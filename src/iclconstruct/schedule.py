@@ -1,0 +1,179 @@
+"""Packing ops into layers (Lemma 7, parallel RAW).
+
+A layer of Eq. 4 has two *stages*: the attention sublayer (stage ``2l``) and the MLP
+sublayer (stage ``2l + 1``). Ops that read the same input and write disjoint rows can
+share a stage. :func:`schedule` places each op, in program order, at the earliest stage
+that its kind allows and that keeps the program's meaning:
+
+* ``mov`` → attention (one head per distinct read; offset-0 copies join the self head);
+* ``aff`` → attention (the *self head*: hard attention to the own column, any linear map
+  of it, exact) or MLP (GeLU bypass), whichever comes first;
+* ``mul`` → MLP (GeLU product units);
+* ``div`` → the MLP of a *div layer*, whose attention writes the ``pair`` rows
+  ``(+M·c, −M·c)`` and clears the destination; that MLP hosts only ``div`` ops by the
+  same divisor, because it sees every row divided by ``|c|``.
+
+Dependencies are computed on *rows*, so slots that reuse freed rows are handled: an op
+that reads rows another op writes goes strictly later (read-after-write); an op that
+writes rows an earlier op reads goes no earlier (write-after-read: ops in one stage all
+read the stage's input); two writes of the same rows are ordered strictly.
+
+Each segment (a weight-tied loop body, or the straight code around it) is scheduled on
+its own; a segment boundary is a barrier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+from .layout import Layout
+from .ops import Aff, Div, Mov, Mul, Op
+from .program import Program
+
+__all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
+
+
+@dataclass
+class LayerPlan:
+    """What one layer does.
+
+    Attributes:
+        attn_ops: ``mov`` and ``aff`` ops run by the attention sublayer.
+        mlp_ops: ops run by the MLP sublayer (``mul``/``aff``, or only ``div`` in a div layer).
+        divisor: name of the divisor slot if this is a div layer, else ``None``.
+        reset: the attention restores the LayerNorm anchors and clears ``pair``
+            (needed after a div layer).
+    """
+
+    attn_ops: List[Op] = field(default_factory=list)
+    mlp_ops: List[Op] = field(default_factory=list)
+    divisor: Optional[str] = None
+    reset: bool = False
+
+    @property
+    def ops(self) -> List[Op]:
+        return self.attn_ops + self.mlp_ops
+
+    def describe(self) -> str:
+        att = ", ".join(op.describe() for op in self.attn_ops) or "-"
+        if self.divisor is not None:
+            att = f"[div setup |{self.divisor}|] " + att
+        if self.reset:
+            att = "[reset anchors] " + att
+        mlp = ", ".join(op.describe() for op in self.mlp_ops) or "-"
+        return f"attn: {att}\n      mlp:  {mlp}"
+
+
+@dataclass
+class SegmentPlan:
+    layers: List[LayerPlan]
+    repeat: Union[int, str]
+
+
+@dataclass
+class Schedule:
+    segments: List[SegmentPlan]
+
+    def unrolled(self, T: int) -> List[Tuple[int, int, LayerPlan]]:
+        """``(segment, layer-in-segment, plan)`` for every layer run on ``T`` tokens."""
+        out = []
+        for si, seg in enumerate(self.segments):
+            times = (T // 2) if seg.repeat == "examples" else int(seg.repeat)
+            for _ in range(times):
+                for li, plan in enumerate(seg.layers):
+                    out.append((si, li, plan))
+        return out
+
+    def stages(self, T: int) -> List[List[Op]]:
+        """Ops grouped by stage (attention, MLP, attention, ...) in execution order."""
+        out = []
+        for _, _, plan in self.unrolled(T):
+            out.append(list(plan.attn_ops))
+            out.append(list(plan.mlp_ops))
+        return out
+
+
+def _rows(lay: Layout, names) -> Set[int]:
+    out: Set[int] = set()
+    for n in names:
+        out |= set(lay[n].rows)
+    return out
+
+
+def _footprint(op: Op, lay: Layout) -> List[Tuple[int, Set[int], Set[int]]]:
+    """``(stage offset, rows read, rows written)`` relative to the op's main stage."""
+    w = _rows(lay, [op.writes()])
+    if isinstance(op, Div):
+        return [(-1, _rows(lay, [op.divisor]), set(w)), (0, _rows(lay, [op.src]), set(w))]
+    return [(0, _rows(lay, op.reads()), w)]
+
+
+def _allowed_parity(op: Op) -> Tuple[int, ...]:
+    if isinstance(op, Mov):
+        return (0,)
+    if isinstance(op, Aff):
+        return (0, 1)
+    return (1,)
+
+
+def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
+    placed: List[Tuple[int, Set[int], Set[int]]] = []
+    where: List[int] = []
+    mlp_mode: Dict[int, Optional[str]] = {}  # MLP stage -> None (normal) or divisor name
+    for op in ops:
+        fp = _footprint(op, lay)
+        lb = 1 if isinstance(op, Div) else 0
+        for delta, R, W in fp:
+            for s2, R2, W2 in placed:
+                if W2 & R or W2 & W:
+                    lb = max(lb, s2 - delta + 1)
+                if R2 & W:
+                    lb = max(lb, s2 - delta)
+        s = lb
+        while True:
+            if s % 2 in _allowed_parity(op):
+                if s % 2 == 0:
+                    break
+                mode = mlp_mode.get(s, "free")
+                want = op.divisor if isinstance(op, Div) else None
+                if mode == "free" or mode == want:
+                    mlp_mode[s] = want
+                    break
+            s += 1
+        where.append(s)
+        for delta, R, W in fp:
+            placed.append((s + delta, R, W))
+    if not ops:
+        return []
+    n_layers = max(where) // 2 + 1
+    layers = [LayerPlan() for _ in range(n_layers)]
+    for op, s in zip(ops, where):
+        plan = layers[s // 2]
+        (plan.attn_ops if s % 2 == 0 else plan.mlp_ops).append(op)
+    for s, mode in mlp_mode.items():
+        if mode is not None:
+            layers[s // 2].divisor = mode
+    return layers
+
+
+def schedule(program: Program) -> Schedule:
+    """Pack ``program`` into layers; returns a :class:`Schedule` (one plan per segment)."""
+    lay = program.layout
+    segs: List[SegmentPlan] = []
+    for seg in program.segments:
+        layers = _schedule_segment(seg.ops, lay)
+        if layers:
+            segs.append(SegmentPlan(layers, seg.repeat))
+    # a layer that follows a div layer restores the anchors (a div layer's own setup
+    # overwrites them anyway). Segment starts always reset when the program divides:
+    # a loop may wrap around a div layer or run zero times. Resetting is idempotent.
+    any_div = any(p.divisor is not None for seg in segs for p in seg.layers)
+    for seg in segs:
+        for i, plan in enumerate(seg.layers):
+            prev_div = i > 0 and seg.layers[i - 1].divisor is not None
+            if any_div and plan.divisor is None and (i == 0 or prev_div):
+                plan.reset = True
+    # a trailing div layer leaves anchors silenced: add a cleanup layer
+    if segs and segs[-1].layers[-1].divisor is not None:
+        segs.append(SegmentPlan([LayerPlan(reset=True)], 1))
+    return Schedule(segs)
