@@ -4,7 +4,7 @@ Build a :class:`Program` from the four primitives (``mov``, ``mul``, ``div``, ``
 run it exactly with :func:`interpret`, and turn it into a real transformer with
 :func:`compile`. See ``docs/concepts.md``.
 """
-from . import errors, tokens
+from . import circuits, errors, tokens
 from .compiler import compile
 from .constants import Constants
 from .interpreter import Trace, interpret
@@ -24,5 +24,6 @@ __all__ = [
     "Trace",
     "ConstructedTransformer",
     "errors",
+    "circuits",
     "tokens",
 ]

@@ -66,7 +66,8 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
         ab.overwrite(pair, m)
         ab.overwrite(anchor)
         for op in plan.mlp_ops:
-            ab.overwrite(lay.rows(op.writes()))
+            if not op.accumulate:
+                ab.overwrite(lay.rows(op.writes()))
     elif plan.reset:
         m = np.zeros((2, D))
         m[0, one] = c.ln_anchor
@@ -84,8 +85,8 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
             src = lay[op.src]
             for i in range(dst.size):
                 C = np.zeros(D)
-                C[src.start + i] = 1.0
-                mb.linear(dst.start + i, C, 0.0, f"{op.dst}[{i}] = {op.src}[{i}]/|{op.divisor}|")
+                C[src.start + i] = op.coef
+                mb.linear(dst.start + i, C, 0.0, f"{op.dst}[{i}] {'+' if op.accumulate else ''}= {op.src}[{i}]/|{op.divisor}|")
             continue
         if isinstance(op, Mul):
             lin = _coeffs(lay, D, op.plus, dst.size) + _bias_coeffs(lay, D, op.bias, dst.size)

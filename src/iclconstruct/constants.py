@@ -34,11 +34,15 @@ class Constants:
         ln_anchor: ``K`` of the LayerNorm bypass (Lemma 6). Rows ``(+K, −K)`` dominate the
             column variance so the MLP recovers ``h`` linearly from ``LayerNorm(h)``; the
             recovered column is scaled by ``1 − ‖h‖²/(4K²)`` (relative error) and carries
-            round-off ``≈ ε·K`` (absolute). ``1e7``: ``2.5e-11`` relative for ``‖h‖² = 10⁴``,
-            ``≈2e-9`` absolute.
+            round-off ``≈ ε·K`` (absolute, the same for every row, so products barely feel
+            it). ``1e8``: ``2.5e-13`` relative for ``‖h‖² = 10⁴``, ``≈2e-8`` absolute. The scale
+            error multiplies every value an MLP writes, so columns holding large
+            intermediates (the ridge circuit's ``u uᵀ``) need a large ``K``; measured on the
+            ridge circuit (d = 16, lam = 0.1): K = 1e6 → 2e-4, 1e7 → 2e-6, 1e8 → 5e-8,
+            1e9 → 2e-7 (round-off takes over).
         div_scale: ``M`` of division by LayerNorm (Lemma 8). During a ``div`` layer the rows
             ``(+M·c, −M·c)`` replace the anchors, so the MLP reads ``h/|c|`` with relative error
-            ``‖h‖²/(4M²c²)`` and absolute round-off ``≈ ε·M``.
+            ``‖h‖²/(4M²c²)`` and absolute round-off ``≈ ε·M`` (same trade-off as ``ln_anchor``).
         div_min: smallest divisor magnitude ``|c|`` accepted by ``div``; smaller raises
             :class:`~iclconstruct.errors.DivisorTooSmallError` (the relative error above grows as ``1/c²``).
         attn_hardness: logit gap ``A`` between the attended position and its neighbours in
@@ -54,8 +58,8 @@ class Constants:
     """
 
     product_scale: float = 1e5
-    ln_anchor: float = 1e7
-    div_scale: float = 1e7
+    ln_anchor: float = 1e8
+    div_scale: float = 1e8
     div_min: float = 0.1
     attn_hardness: float = 50.0
     bypass_scale: Optional[float] = None

@@ -125,7 +125,11 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         H[..., _rows(lay, op.dst)] = val
     elif isinstance(op, Div):
         c = np.abs(H[..., _rows(lay, op.divisor)])
-        H[..., _rows(lay, op.dst)] = H[..., _rows(lay, op.src)] / c
+        q = op.coef * H[..., _rows(lay, op.src)] / c
+        if op.accumulate:
+            H[..., _rows(lay, op.dst)] += q
+        else:
+            H[..., _rows(lay, op.dst)] = q
     elif isinstance(op, Aff):
         val = np.zeros(H.shape[:2] + (lay[op.dst].size,))
         for s, W in op.terms:

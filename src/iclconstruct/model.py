@@ -161,6 +161,8 @@ class ConstructedTransformer(nn.Module):
             self._segments.append((list(range(i, i + len(seg.layers))), seg.repeat))
             i += len(seg.layers)
         self.hooks = HookManager()
+        #: extra input checks ``fn(tokens)`` run before every forward (circuits register theirs)
+        self.token_checks: List = []
         self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
 
     # ------------------------------------------------------------------ shape facts
@@ -223,6 +225,8 @@ class ConstructedTransformer(nn.Module):
                     f"input {name!r} reaches |{name}| = {m:.4g} but the model was built for |{name}| <= {b:g}; "
                     f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
                 )
+        for fn in self.token_checks:
+            fn(t)
         return t, numpy_in
 
     def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:

@@ -13,7 +13,7 @@ op          meaning, per column ``t`` (writes overwrite)           realised by
             ``j ≤ t`` (the RAW averaging read)
 ``Mul``     ``dst ← coef·(A₁ @ A₂) + Σ W·h[s] + b``, ``A₁`` (a×b)   MLP (Lemma 4)
             row-major in ``lhs``, ``A₂`` (b×c) in ``rhs``
-``Div``     ``dst ← src / |divisor|``                              LayerNorm (Lemma 8)
+``Div``     ``dst ← src / |divisor|`` (or ``dst += coef·src/|c|``)  LayerNorm (Lemma 8)
 ``Aff``     ``dst ← Σ W·h[s] + b``                                 attention self-head or MLP (Lemma 5)
 ==========  ====================================================  =================
 
@@ -107,15 +107,19 @@ class Div(Op):
     src: str
     divisor: str
     dst: str
+    coef: float = 1.0
+    accumulate: bool = False
 
     def reads(self):
-        return (self.src, self.divisor)
+        return (self.src, self.divisor) + ((self.dst,) if self.accumulate else ())
 
     def writes(self):
         return self.dst
 
     def describe(self) -> str:
-        return f"div({self.src} / |{self.divisor}| -> {self.dst})"
+        coef = "" if self.coef == 1.0 else f"{self.coef:g}·"
+        arrow = "+=>" if self.accumulate else "->"
+        return f"div({coef}{self.src} / |{self.divisor}| {arrow} {self.dst})"
 
 
 @dataclass(frozen=True, eq=False)

@@ -66,6 +66,8 @@ class Program:
         self.readout_slot: Optional[str] = None
         self.readout_columns = "x"
         self._ops_total = 0
+        #: free-form description of what built the program (circuits record their arguments)
+        self.meta: dict = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -270,24 +272,31 @@ class Program:
         return self._add(Mul(lhs, rhs, dst, (a, b, c), float(coef), self._terms(plus, D.size, what),
                              self._bias(bias, D.size, what)))
 
-    def div(self, src: str, divisor: str, dst: str) -> Op:
-        """``dst ← src / |divisor|`` per column (LayerNorm, Lemma 8). ``divisor`` has 1 row.
+    def div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False) -> Op:
+        """``dst ← coef·src / |divisor|`` per column (LayerNorm, Lemma 8). ``divisor`` has 1 row.
 
-        ``dst`` must not overlap ``src`` (the layer clears ``dst`` before the MLP writes it).
+        With ``accumulate=True`` the quotient is *added*: ``dst ← dst + coef·src/|divisor|``
+        (the residual connection does the addition, so no extra layer is needed).
+        Otherwise ``dst`` must not overlap ``src`` (the layer clears ``dst`` before the MLP
+        writes it).
         """
         what = "div"
         S = self._readable(src, what)
         C = self._readable(divisor, what)
+        if accumulate:
+            self._readable(dst, what)
         D = self._writable(dst, what)
         if C.size != 1:
             raise ShapeError(f"div: divisor {divisor!r} must have 1 row; it has {C.size}")
         if S.size != D.size:
             raise ShapeError(f"div: {src!r} has {S.size} rows but {dst!r} has {D.size}; sizes must match")
-        if set(S.rows) & set(D.rows):
+        if not accumulate and set(S.rows) & set(D.rows):
             raise LayoutError(f"div: dst {dst!r} overlaps src {src!r}; divide into a separate slot")
         if set(C.rows) & set(D.rows):
             raise LayoutError(f"div: dst {dst!r} overlaps divisor {divisor!r}; divide into a separate slot")
-        return self._add(Div(src, divisor, dst))
+        if not np.isfinite(coef):
+            raise ShapeError(f"div: coef must be finite; got {coef!r}")
+        return self._add(Div(src, divisor, dst, float(coef), bool(accumulate)))
 
     def aff(self, dst: str, terms: TermsArg = None, bias=None) -> Op:
         """``dst ← Σ W·h[s] + bias`` per column (``terms``: ``{slot: W}``; W a matrix, vector (diagonal) or scalar)."""

@@ -104,6 +104,8 @@ def _footprint(op: Op, lay: Layout) -> List[Tuple[int, Set[int], Set[int]]]:
     """``(stage offset, rows read, rows written)`` relative to the op's main stage."""
     w = _rows(lay, [op.writes()])
     if isinstance(op, Div):
+        if op.accumulate:  # no clearing: the attention stage only reads the divisor
+            return [(-1, _rows(lay, [op.divisor]), set()), (0, _rows(lay, [op.src, op.dst]), set(w))]
         return [(-1, _rows(lay, [op.divisor]), set(w)), (0, _rows(lay, [op.src]), set(w))]
     return [(0, _rows(lay, op.reads()), w)]
 

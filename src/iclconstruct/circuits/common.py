@@ -1,0 +1,42 @@
+"""Pieces shared by the algorithm circuits: the example-gathering prologue and the readout.
+
+Wavefront schedule (used by both circuits). Every column runs the same weight-tied
+block. The ỹ column of example ``k`` reads the state (``w``, ``A⁻¹``) of the ỹ column two
+positions back (example ``k − 1``) and applies one update with its own example. After
+``b`` blocks the ỹ columns of examples ``1..b`` hold their exact states, so ``n`` blocks
+give every prefix at once. x̃ columns see the example ``xe = 0`` and ``y = 0``, an
+identity update, so they keep the initial state — which is also what the first ỹ column
+reads (its read of "two back" clamps to column 0).
+"""
+from __future__ import annotations
+
+import math
+
+from ..program import Program
+
+__all__ = ["gather_examples", "predict_from", "default_bounds"]
+
+
+def default_bounds(d: int, x_bound, y_bound):
+    """Defaults for ``N(0, I)`` inputs and weights: ``|x_i| ≤ 6``, ``|y| ≤ 8·√d`` (beyond 6σ)."""
+    xb = 6.0 if x_bound is None else float(x_bound)
+    yb = 8.0 * math.sqrt(d) * xb / 6.0 if y_bound is None else float(y_bound)
+    return xb, yb
+
+
+def gather_examples(p: Program, xe: str) -> None:
+    """``xe ← x`` of the previous column at ỹ columns, 0 at x̃ columns (one layer).
+
+    ``mov`` from offset 1 brings ``x_k`` to the ỹ column of example ``k``; at x̃ columns it
+    brings the zero x-rows of a ỹ column, except at column 0, which reads itself — the
+    product with the ``is_y`` flag zeroes that.
+    """
+    p.mov("x", xe, offset=1)
+    p.mul(xe, "is_y", xe, shape=(p.d, 1, 1))
+
+
+def predict_from(p: Program, w: str, scratch: str, out: str) -> None:
+    """``out ← w(t−1)ᵀ x(t)``: each x̃ column predicts with the state of the ỹ column before it."""
+    p.mov(w, scratch, offset=1)
+    p.mul(scratch, "x", out, shape=(1, p.d, 1))
+    p.readout(out, columns="x")

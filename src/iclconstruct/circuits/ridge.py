@@ -1,0 +1,99 @@
+"""Theorem 2: ridge regression by Sherman–Morrison updates, one weight-tied block per example.
+
+With ``A₀⁻¹ = I/lam`` and ``w₀ = 0``, each example ``(x, y)`` updates (recursive least squares)::
+
+    u = A⁻¹x,   c = 1 + xᵀu,   A⁻¹ ← A⁻¹ − u uᵀ / c,   w ← w + u·(y − xᵀw) / c
+
+which after ``n`` examples gives ``w = (XᵀX + lam·I)⁻¹ Xᵀy`` exactly (``A⁻¹x`` after the
+update is ``u/c``). The paper's trace takes 14 primitives (≈14 layers) and ≈3d²+5d+3
+rows. Packed (Lemma 7, and ``div`` accumulating into its destination) the block here is
+**3 layers** and ``2d² + 5d + 3`` user rows:
+
+====  ==========================================  ===============================================
+      attention                                   MLP
+====  ==========================================  ===============================================
+L0    ``A⁻¹ ← A⁻¹(t−2)``, ``w ← w(t−2)``           ``u ← A⁻¹·xe``; ``r ← y − wᵀxe``
+L1    —                                           ``c ← 1 + xeᵀu``; ``O ← u uᵀ``; ``v ← u·r``
+L2    div set-up (``pair ← ±M·c``)                ``A⁻¹ += −O/|c|``; ``w += v/|c|`` (Lemma 8)
+====  ==========================================  ===============================================
+
+``c ≥ 1`` always (``A⁻¹`` is positive definite), so the division is well conditioned.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..compiler import compile
+from ..constants import Constants
+from ..errors import ICLConstructError, ShapeError
+from ..program import Program
+from .common import default_bounds, gather_examples, predict_from
+
+__all__ = ["ridge", "ridge_program"]
+
+
+def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
+                  w_bound: Optional[float] = None) -> Program:
+    """The Sherman–Morrison ridge program (see :func:`ridge`)."""
+    if int(d) != d or d < 1:
+        raise ShapeError(f"d must be a positive integer; got {d!r}")
+    d = int(d)
+    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam > 0):
+        raise ICLConstructError(f"lam must be a finite number > 0 for ridge; got {lam!r}")
+    lam = float(lam)
+    xb, yb = default_bounds(d, x_bound, y_bound)
+    wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else float(w_bound)
+    ab = 1.0 / lam                       # eigenvalues of A⁻¹ lie in (0, 1/lam]
+    ub = math.sqrt(d) * xb / lam         # ‖A⁻¹x‖ ≤ ‖x‖/lam
+    rb = yb + math.sqrt(d) * wb * xb     # |y − wᵀx|
+    cb = 1.0 + d * xb * xb / lam         # 1 + xᵀA⁻¹x
+    p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
+    p.slot("xe", d, bound=xb)
+    p.slot("Ainv", d * d, bound=ab)
+    p.slot("w", d, bound=wb)
+    p.slot("u", d, bound=ub)
+    p.slot("r", 1, bound=rb)
+    p.slot("c", 1, bound=cb)
+    p.slot("O", d * d, bound=ub * ub)
+    p.slot("v", d, bound=ub * rb)
+    p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
+    gather_examples(p, "xe")
+    p.aff("Ainv", bias=(np.eye(d) / lam).reshape(-1))
+    p.aff("w", bias=np.zeros(d))
+    with p.loop("examples"):
+        p.mov("Ainv", "Ainv", offset=2)
+        p.mov("w", "w", offset=2)
+        p.mul("Ainv", "xe", "u", shape=(d, d, 1))
+        p.mul("w", "xe", "r", shape=(1, d, 1), coef=-1.0, plus={"y": 1.0})
+        p.mul("xe", "u", "c", shape=(1, d, 1), bias=1.0)
+        p.mul("u", "u", "O", shape=(d, 1, d))
+        p.mul("u", "r", "v", shape=(d, 1, 1))
+        p.div("O", "c", "Ainv", coef=-1.0, accumulate=True)
+        p.div("v", "c", "w", accumulate=True)
+    p.free("u")
+    p.slot("wq", d, bound=wb)
+    predict_from(p, "w", "wq", "pred")
+    p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb}
+    return p
+
+
+def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
+          w_bound: Optional[float] = None, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
+          max_len: int = 1025):
+    """Theorem 2 as a compiled transformer: ridge regression, one Sherman–Morrison update per example.
+
+    Matches :func:`iclconstruct.reference.ridge` (``(XᵀX + lam·I)⁻¹Xᵀy``) on every prefix;
+    ``n = 1`` is Theorem 2 exactly.
+
+    Args:
+        d: input dimension. lam: ridge weight, ``> 0``.
+        x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
+            suit ``x, w ~ N(0, I)``: 6, 8√d, 4 + 2√d); inputs or iterates beyond them raise.
+        constants, dtype, max_len: see :func:`iclconstruct.compile`.
+    """
+    p = ridge_program(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
+    return compile(p, constants=constants, dtype=dtype, max_len=max_len)

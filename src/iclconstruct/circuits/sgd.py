@@ -1,0 +1,113 @@
+"""Theorem 1: one step of gradient descent per example, as a weight-tied block.
+
+Per example ``(x, y)`` (the paper's 2·lr sum-of-squares convention, Eq. 11)::
+
+    w ← w − 2·lr·(x (xᵀw − y) + lam·w)
+
+The paper's trace uses nine primitives (≈9 layers) and ≈4+4d rows per step. Packed
+(Lemma 7), the block here is **2 layers**:
+
+====  ===========================================  ===========================================
+      attention                                    MLP
+====  ===========================================  ===========================================
+L0    ``wprev ← w(t−2)``                            ``e ← wprevᵀxe − y``; ``dec ← is_y·wprev``
+L1    —                                             ``w ← wprev − 2·lr·xe·e − 2·lr·lam·dec``
+====  ===========================================  ===========================================
+
+``dec`` (the regulariser applied only at ỹ columns, so that x̃ columns keep ``w0``) is
+dropped when ``lam = 0``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..compiler import compile
+from ..constants import Constants
+from ..errors import DivergenceError, ICLConstructError, ShapeError
+from ..program import Program
+from .common import default_bounds, gather_examples, predict_from
+
+__all__ = ["sgd", "sgd_program"]
+
+
+def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
+                y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
+    """The one-pass SGD program (see :func:`sgd`)."""
+    if int(d) != d or d < 1:
+        raise ShapeError(f"d must be a positive integer; got {d!r}")
+    d = int(d)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ICLConstructError(f"lr must be a finite positive number; got {lr!r}")
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ICLConstructError(f"lam must be finite and >= 0; got {lam!r}")
+    w0v = np.zeros(d) if w0 is None else np.asarray(w0, dtype=np.float64).reshape(-1)
+    if w0v.shape != (d,):
+        raise ShapeError(f"w0 must have shape ({d},); got {np.shape(w0)}")
+    if not np.isfinite(w0v).all():
+        raise ShapeError("w0 contains NaN or infinity")
+    xb, yb = default_bounds(d, x_bound, y_bound)
+    wb = float(w_bound) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
+    eb = yb + math.sqrt(d) * wb * xb
+    p = Program(d, x_bound=xb, y_bound=yb, name=f"sgd(d={d}, lr={lr:g}, lam={lam:g})")
+    p.slot("xe", d, bound=xb)
+    p.slot("w", d, bound=wb)
+    p.slot("wprev", d, bound=wb)
+    p.slot("e", 1, bound=eb)
+    if lam > 0:
+        p.slot("dec", d, bound=wb)
+    p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
+    gather_examples(p, "xe")
+    p.aff("w", bias=w0v)
+    with p.loop("examples"):
+        p.mov("w", "wprev", offset=2)
+        p.mul("wprev", "xe", "e", shape=(1, d, 1), plus={"y": -1.0})
+        plus = {"wprev": 1.0}
+        if lam > 0:
+            p.mul("wprev", "is_y", "dec", shape=(d, 1, 1))
+            plus["dec"] = -2.0 * lr * lam
+        p.mul("xe", "e", "w", shape=(d, 1, 1), coef=-2.0 * lr, plus=plus)
+    predict_from(p, "w", "wprev", "pred")
+    p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
+              "x_bound": xb, "y_bound": yb, "w_bound": wb}
+    return p
+
+
+def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
+        y_bound: Optional[float] = None, w_bound: Optional[float] = None, constants: Optional[Constants] = None,
+        dtype: torch.dtype = torch.float64, max_len: int = 1025):
+    """Theorem 1 as a compiled transformer: one-pass SGD over the context.
+
+    Matches :func:`iclconstruct.reference.sgd` (``w ← w − 2·lr·(x xᵀw − y x + lam·w)``,
+    examples in order, starting at ``w0``); the readout at x̃ column ``i`` is ``x_iᵀ w_{i−1}``.
+
+    Args:
+        d: input dimension. lr: step size (2·lr convention). lam: L2 weight (≥ 0).
+        w0: initial weights (default 0), baked into the weights.
+        x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
+            suit ``x, w ~ N(0, I)``: 6, 8√d, 4 + 2√d); inputs or iterates beyond them raise.
+        constants, dtype, max_len: see :func:`iclconstruct.compile`. ``max_len`` tokens is
+            the longest context: ``(max_len − 1) / 2`` examples.
+
+    ``predict`` raises :class:`~iclconstruct.errors.DivergenceError` if ``2·lr·‖x_i‖² > 1``
+    for some example (one-pass SGD is then not stable and the iterates grow).
+    """
+    p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
+    m = compile(p, constants=constants, dtype=dtype, max_len=max_len)
+
+    def check_stable(tokens: torch.Tensor) -> None:
+        xs = tokens[:, 0 : 2 * (tokens.shape[1] // 2) : 2, 1:]
+        if xs.numel() == 0:
+            return
+        worst = float(2.0 * lr * (xs * xs).sum(-1).max())
+        if worst > 1.0 + 1e-12:
+            raise DivergenceError(
+                f"2·lr·‖x_i‖² reaches {worst:.4g} > 1: one-pass SGD with lr={lr:g} is not stable on this input "
+                f"and its iterates grow without bound; use lr <= {0.5 / float((xs * xs).sum(-1).max()):.4g}"
+            )
+
+    m.token_checks.append(check_stable)
+    return m
