@@ -163,18 +163,21 @@ def load(path, device="cpu") -> ICLTransformer:
 
 
 # ---------------------------------------------------------------------- optimizer state
-def save_optimizer(out_dir, optimizer: torch.optim.Optimizer) -> None:
-    """Adam state as safetensors (tensors) + JSON (hyper-parameters) in the metadata."""
+def save_optimizer(out_dir, optimizer: torch.optim.Optimizer, step: Optional[int] = None) -> None:
+    """Adam state as safetensors (tensors) + JSON (hyper-parameters, step) in the metadata."""
     sd = optimizer.state_dict()
     tensors = {}
     for idx, st in sd["state"].items():
         for key, val in st.items():
             tensors[f"{idx}.{key}"] = val if torch.is_tensor(val) else torch.tensor(val)
     meta = {"format": FORMAT + "/optimizer", "param_groups": json.dumps(sd["param_groups"])}
+    if step is not None:
+        meta["step"] = str(int(step))
     _save_tensors(Path(out_dir) / OPTIM, tensors, meta)
 
 
-def load_optimizer(out_dir, optimizer: torch.optim.Optimizer) -> None:
+def load_optimizer(out_dir, optimizer: torch.optim.Optimizer) -> Optional[int]:
+    """Restore Adam state; returns the step it was saved at (None for files without one)."""
     path = Path(out_dir) / OPTIM
     tensors, meta = _read_tensors(path)
     if meta.get("format") != FORMAT + "/optimizer":
@@ -187,3 +190,4 @@ def load_optimizer(out_dir, optimizer: torch.optim.Optimizer) -> None:
         optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     except Exception as exc:
         raise CheckpointError(f"{path} does not match the optimizer: {exc}") from None
+    return int(meta["step"]) if "step" in meta else None

@@ -124,7 +124,7 @@ def run_train(args) -> int:
     from .model import ICLTransformer
     from .plots import plot_loss
     from .shipped import list_pretrained, pretrained_path
-    from .train import preset, train
+    from .training import preset, train
 
     _threads(args.threads)
     p = preset(args.preset)
@@ -156,7 +156,7 @@ def run_train(args) -> int:
 def run_compare(args) -> int:
     import numpy as np
 
-    from .compare import compare, mspd_table
+    from .comparison import compare, mspd_table
     from .data import sample_tasks
     from .plots import plot_error_curves, plot_mspd_heatmap, plot_spd_curves
     from .predictors import default_predictors, ridge

@@ -12,6 +12,7 @@ import csv
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -160,9 +161,12 @@ def train(
                 "use a fresh out_dir or resume=False to overwrite"
             )
         ckpt.load_weights(model, out)
-        if (out / ckpt.OPTIM).is_file():
-            ckpt.load_optimizer(out, opt)
         start = int(doc.get("step", 0))
+        opt_step = ckpt.load_optimizer(out, opt) if (out / ckpt.OPTIM).is_file() else -1
+        if opt_step not in (start, None):
+            warnings.warn(f"{out}: optimizer state is from step {opt_step}, weights from step {start}; "
+                          "resuming with fresh Adam moments (the run is no longer bit-exact)")
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         history = _read_log(out)
     elif init_from is not None:
         ckpt.load_weights(model, init_from)
@@ -215,8 +219,9 @@ def train(
         if bar is not None:
             bar.update(1)
         if out is not None and is_main and (done % ckpt_every == 0 or done == steps):
+            # optimizer first: config.json (written last) is the commit marker of a checkpoint
+            ckpt.save_optimizer(out, opt, step=done)
             ckpt.save_checkpoint(out, model, train_config=train_cfg, step=done)
-            ckpt.save_optimizer(out, opt)
     if bar is not None:
         bar.close()
     model.eval()
