@@ -55,8 +55,11 @@ class ComparisonTable:
         if prefixes is None:
             prefixes = range(1, 2 * self.d + 1)
         prefixes = list(prefixes)
-        out = [(p, float(np.nanmean(self.column(p, key, prefixes)))) for p in self.predictors()]
-        return sorted(out, key=lambda t: t[1])
+        out = []
+        for p in self.predictors():
+            col = self.column(p, key, prefixes)
+            out.append((p, float(np.mean(col[np.isfinite(col)])) if np.isfinite(col).any() else float("nan")))
+        return sorted(out, key=lambda t: (not np.isfinite(t[1]), t[1]))
 
     def closest(self, prefixes: Optional[Sequence[int]] = None, key: str = "spd_per_d") -> str:
         return self.summary(prefixes, key)[0][0]
@@ -77,7 +80,10 @@ class ComparisonTable:
         lines = [f"Learner: **{self.learner}** (d = {self.d}); means over prefix lengths "
                  f"{'1…' + str(2 * self.d) if prefixes is None else list(prefixes)}", "",
                  "| predictor | SPD/d | ILWD/d |", "|---|---|---|"]
-        lines += [f"| {p} | {v:.4g} | {ilwd.get(p, float('nan')):.4g} |" for p, v in summ]
+        def fmt(v):
+            return f"{v:.4g}" if np.isfinite(v) else "–"
+
+        lines += [f"| {p} | {fmt(v)} | {fmt(ilwd.get(p, float('nan')))} |" for p, v in summ]
         ks = sorted({r["prefix"] for r in self.rows})
         lines += ["", "SPD/d per prefix length:", "",
                   "| predictor | " + " | ".join(str(k) for k in ks) + " |", "|---|" + "---|" * len(ks)]

@@ -39,15 +39,18 @@ def plot_error_curves(table, path, title=None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     curves = {table.learner: table.learner_curve, **table.predictor_curves}
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
     for i, (name, c) in enumerate(curves.items()):
         ks = np.arange(len(c["mean"]))
         lw, ls = (2.5, "-") if i == 0 else (1.2, "--")
-        ax.plot(ks, c["mean"], ls, lw=lw, label=name, color="k" if i == 0 else None)
-        ax.fill_between(ks, c["lo"], c["hi"], alpha=0.15)
+        col = "k" if i == 0 else colors[(2 * i) % 20 if i < 11 else (2 * i + 1) % 20]
+        ax.plot(ks, c["mean"], ls, lw=lw, label=name, color=col)
+        ax.fill_between(ks, c["lo"], c["hi"], alpha=0.12, color=col)
+    # keep the learner readable: wild predictors (averaging, k-NN at n = 1) are clipped
+    ax.set_ylim(0, 1.6 * float(np.max(table.learner_curve["hi"])))
     ax.axvline(table.d, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("number of in-context examples")
     ax.set_ylabel("squared error / d")
-    ax.set_ylim(bottom=0)
     ax.set_title(title or f"Prediction error (d = {table.d})")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
@@ -57,9 +60,10 @@ def plot_spd_curves(table, path, title=None) -> Path:
     """SPD ÷ d between the learner and each predictor vs number of examples (log scale)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name in table.predictors():
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    for i, name in enumerate(table.predictors()):
         ks = np.arange(len(table.column(name, "spd_per_d")))
-        ax.plot(ks, np.maximum(table.column(name, "spd_per_d"), 1e-8), label=name)
+        ax.plot(ks, np.maximum(table.column(name, "spd_per_d"), 1e-8), label=name, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
     ax.set_yscale("log")
     ax.axvline(table.d, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("number of in-context examples")

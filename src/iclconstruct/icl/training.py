@@ -149,6 +149,8 @@ def train(
                      warmup_frac=warmup_frac, grad_clip=grad_clip, weight_decay=weight_decay,
                      init_from=str(init_from) if init_from else None, world_size=world)
 
+    if str(device).startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     start, history = 0, []
@@ -175,7 +177,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if str(device).startswith("cuda") else None)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device)] if str(device).startswith("cuda") else None)
     is_main = rank == 0
     bar = None
     if progress and is_main:
