@@ -1,0 +1,120 @@
+"""Figures of the empirical study (matplotlib, Agg backend; Akyürek et al. 2023, Fig. 1, 2, 4–5).
+
+* :func:`plot_error_curves` — squared error ÷ d vs number of examples per predictor (Fig. 1).
+* :func:`plot_spd_curves` — SPD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
+* :func:`plot_mspd_heatmap` — noise σ² × ridge-λ MSPD table (Fig. 2).
+* :func:`plot_probes` — probe error by layer per target and probe kind (Fig. 4–5).
+* :func:`plot_loss` — training loss ÷ d vs step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["plot_error_curves", "plot_spd_curves", "plot_mspd_heatmap", "plot_probes", "plot_loss"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
+def plot_error_curves(table, path, title=None) -> Path:
+    """Squared error ÷ d per prefix length, learner and predictors, with bootstrap bands (Fig. 1)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    curves = {table.learner: table.learner_curve, **table.predictor_curves}
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    for i, (name, c) in enumerate(curves.items()):
+        ks = np.arange(len(c["mean"]))
+        lw, ls = (2.5, "-") if i == 0 else (1.2, "--")
+        col = "k" if i == 0 else colors[(2 * i) % 20 if i < 11 else (2 * i + 1) % 20]
+        ax.plot(ks, c["mean"], ls, lw=lw, label=name, color=col)
+        ax.fill_between(ks, c["lo"], c["hi"], alpha=0.12, color=col)
+    # keep the learner readable: wild predictors (averaging, k-NN at n = 1) are clipped
+    ax.set_ylim(0, 1.6 * float(np.max(table.learner_curve["hi"])))
+    ax.axvline(table.d, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("number of in-context examples")
+    ax.set_ylabel("squared error / d")
+    ax.set_title(title or f"Prediction error (d = {table.d})")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_spd_curves(table, path, title=None) -> Path:
+    """SPD ÷ d between the learner and each predictor vs number of examples (log scale)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    for i, name in enumerate(table.predictors()):
+        ks = np.arange(len(table.column(name, "spd_per_d")))
+        ax.plot(ks, np.maximum(table.column(name, "spd_per_d"), 1e-8), label=name, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
+    ax.set_yscale("log")
+    ax.axvline(table.d, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("number of in-context examples")
+    ax.set_ylabel(f"SPD / d to {table.learner}")
+    ax.set_title(title or "Squared prediction difference")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], path, title=None) -> Path:
+    """Heat map of MSPD (rows predictors, columns training noise σ²); NaN cells stay blank (Fig. 2)."""
+    plt = _plt()
+    M = np.asarray(M, float)
+    fig, ax = plt.subplots(figsize=(1.3 * M.shape[1] + 2.5, 0.6 * M.shape[0] + 1.8))
+    im = ax.imshow(np.log10(np.maximum(M, 1e-12)), cmap="viridis_r", aspect="auto")
+    for i in range(M.shape[0]):
+        col = M[:, :]
+        for j in range(M.shape[1]):
+            if np.isfinite(M[i, j]):
+                best = np.nanargmin(col[:, j]) == i
+                ax.text(j, i, f"{M[i, j]:.2e}", ha="center", va="center", fontsize=8,
+                        color="red" if best else "white", fontweight="bold" if best else "normal")
+    ax.set_xticks(range(M.shape[1]), [f"σ²={c}" for c in col_labels])
+    ax.set_yticks(range(M.shape[0]), list(row_labels))
+    fig.colorbar(im, ax=ax, label="log10 MSPD")
+    ax.set_title(title or "MSPD: learner trained at σ² vs ridge(λ)")
+    return _save(fig, path)
+
+
+def plot_probes(results, path, title=None) -> Path:
+    """Held-out relative probe error by layer, one line per (target, method) (Fig. 4–5)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    keys = sorted({(r.target, r.method) for r in results})
+    for tgt, m in keys:
+        rs = sorted((r for r in results if r.target == tgt and r.method == m), key=lambda r: r.layer)
+        ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], marker="o", label=f"{tgt} / {m}")
+    ax.set_xlabel("layer (0 = embedding)")
+    ax.set_ylabel("held-out relative MSE")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or "Probe error by layer")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_loss(history, path, title=None) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot([h["step"] for h in history], [h["loss_per_d"] for h in history])
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss / d_active")
+    ax.set_title(title or "Training loss")
+    return _save(fig, path)

@@ -1,0 +1,33 @@
+"""Small learners shipped with the package (``src/iclconstruct/pretrained/*.safetensors``).
+
+Each was trained by the repository's own ``iclconstruct train`` command, written next to it
+in ``pretrained/README.md``. :func:`pretrained` loads one by name; :func:`list_pretrained`
+lists them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from ..errors import CheckpointError
+from .checkpoint import load
+
+__all__ = ["pretrained", "list_pretrained", "pretrained_path", "PRETRAINED_DIR"]
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def list_pretrained() -> List[str]:
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def pretrained_path(name: str) -> Path:
+    p = PRETRAINED_DIR / f"{name}.safetensors"
+    if not p.is_file():
+        raise CheckpointError(f"no shipped learner named {name!r}; available: {list_pretrained()}")
+    return p
+
+
+def pretrained(name: str = "lite-d8", device="cpu"):
+    """Load a shipped learner, e.g. ``pretrained("lite-d8")`` (d = 8, noiseless)."""
+    return load(pretrained_path(name), device=device)
