@@ -4,7 +4,7 @@ Build a :class:`Program` from the four primitives (``mov``, ``mul``, ``div``, ``
 run it exactly with :func:`interpret`, and turn it into a real transformer with
 :func:`compile`. See ``docs/concepts.md``.
 """
-from . import circuits, errors, tokens
+from . import circuits, errors, reference, tokens
 from .compiler import compile
 from .constants import Constants
 from .interpreter import Trace, interpret
@@ -25,5 +25,18 @@ __all__ = [
     "ConstructedTransformer",
     "errors",
     "circuits",
+    "reference",
+    "icl",
     "tokens",
 ]
+
+
+def __getattr__(name):
+    # optional parts load on first use (they need the [icl] / [plot] extras)
+    if name in ("icl", "viz", "testing"):
+        import importlib
+
+        mod = importlib.import_module(f".{name}", __name__)
+        globals()[name] = mod
+        return mod
+    raise AttributeError(f"module 'iclconstruct' has no attribute {name!r}")
