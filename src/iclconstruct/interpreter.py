@@ -195,19 +195,25 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
             idx += len(seg.ops)
     else:
         groups = [(f"step {i}", g) for i, g in enumerate(steps)]
+    H_prev = H.copy()  # input of the previous group (stage replay: a div reads its divisor there)
     for tag, group in groups:
-        if check:
-            for op in group:
-                check_op(op, H, lay, constants, tag, before=True)
-        if len(group) == 1:
+        H_in = H.copy()
+        if steps is None:
+            if check:
+                check_op(group[0], H, lay, constants, tag, before=True)
             apply_op(group[0], H, lay)
-        else:  # ops of one layer run in parallel: all read the same input
-            H0 = H.copy()
+        else:  # ops of one sublayer run in parallel: all read the same input
             for op in group:
-                Hi = H0.copy()
+                Hi = H_in.copy()
+                if isinstance(op, Div):  # the divisor was read by the attention stage before
+                    c = lay[op.divisor]
+                    Hi[..., c.start : c.stop] = H_prev[..., c.start : c.stop]
+                if check:
+                    check_op(op, Hi, lay, constants, tag, before=True)
                 apply_op(op, Hi, lay)
                 dst = lay[op.writes()]
                 H[..., dst.start : dst.stop] = Hi[..., dst.start : dst.stop]
+        H_prev = H_in
         if check:
             for op in group:
                 check_op(op, H, lay, constants, tag, before=False)
