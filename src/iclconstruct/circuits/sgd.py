@@ -31,7 +31,7 @@ from ..errors import DivergenceError, ICLConstructError, ShapeError
 from ..program import Program
 from .common import default_bounds, gather_examples, predict_from
 
-__all__ = ["sgd", "sgd_program"]
+__all__ = ["sgd", "sgd_program", "attach_stability_check"]
 
 
 def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
@@ -97,17 +97,22 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
     """
     p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
     m = compile(p, constants=constants, dtype=dtype, max_len=max_len)
+    attach_stability_check(m, lr)
+    return m
+
+
+def attach_stability_check(model, lr: float) -> None:
+    """Make ``model`` refuse inputs on which one-pass SGD with step ``lr`` is unstable."""
 
     def check_stable(tokens: torch.Tensor) -> None:
         xs = tokens[:, 0 : 2 * (tokens.shape[1] // 2) : 2, 1:]
         if xs.numel() == 0:
             return
-        worst = float(2.0 * lr * (xs * xs).sum(-1).max())
-        if worst > 1.0 + 1e-12:
+        sq = float((xs * xs).sum(-1).max())
+        if 2.0 * lr * sq > 1.0 + 1e-12:
             raise DivergenceError(
-                f"2·lr·‖x_i‖² reaches {worst:.4g} > 1: one-pass SGD with lr={lr:g} is not stable on this input "
-                f"and its iterates grow without bound; use lr <= {0.5 / float((xs * xs).sum(-1).max()):.4g}"
+                f"2·lr·‖x_i‖² reaches {2.0 * lr * sq:.4g} > 1: one-pass SGD with lr={lr:g} is not stable on this "
+                f"input and its iterates grow without bound; use lr <= {0.5 / sq:.4g}"
             )
 
-    m.token_checks.append(check_stable)
-    return m
+    model.token_checks.append(check_stable)
