@@ -1,0 +1,169 @@
+"""Benchmarks of the algorithm circuits (not tests). Writes its tables into docs/algorithms.md.
+
+    python bench/bench_circuits.py            # full run (≈10 min on 2 cores)
+    python bench/bench_circuits.py --quick    # small sizes, prints only
+
+Tables:
+  (a) error vs the numpy reference as a function of d, n, dtype and the precision constants;
+  (b) depth, width and parameter count vs d, next to the paper's counts;
+  (c) build time, memory and forward time for a batch of tasks, as a ratio to the numpy
+      solver on the same batch, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import platform
+import re
+import resource
+import time
+
+import numpy as np
+import torch
+
+import iclconstruct as ic
+
+DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "algorithms.md"
+
+
+def task(rng, B, n, d):
+    X = rng.standard_normal((B, n, d))
+    y = np.einsum("bnd,bd->bn", X, rng.standard_normal((B, d)))
+    return X, y, rng.standard_normal((B, d))
+
+
+def sgd_lr(X):
+    return 0.5 / (2 * float((X * X).sum(-1).max()))
+
+
+def err_sgd(d, n, B, rng, dtype=torch.float64, constants=None, lam=0.1):
+    X, y, xq = task(rng, B, n, d)
+    lr = sgd_lr(X)
+    m = ic.circuits.sgd(d, lr, lam=lam, dtype=dtype, constants=constants, max_len=2 * n + 1)
+    pred = m.predict(torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype), torch.as_tensor(xq, dtype=dtype))
+    ref = np.einsum("bd,bd->b", xq, ic.reference.sgd(X, y, lr, lam=lam))
+    return float(np.max(np.abs(pred.double().numpy() - ref) / (1 + np.abs(ref))))
+
+
+def err_ridge(d, n, B, rng, dtype=torch.float64, constants=None, lam=0.1):
+    X, y, xq = task(rng, B, n, d)
+    m = ic.circuits.ridge(d, lam, dtype=dtype, constants=constants, max_len=2 * n + 1)
+    pred = m.predict(torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype), torch.as_tensor(xq, dtype=dtype))
+    ref = np.einsum("bd,bd->b", xq, ic.reference.ridge(X, y, lam))
+    return float(np.max(np.abs(pred.double().numpy() - ref) / (1 + np.abs(ref))))
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def section_errors(quick):
+    rng = np.random.default_rng(0)
+    B = 8
+    rows = []
+    sizes = [(4, 8), (8, 16)] if quick else [(4, 16), (16, 32), (32, 64)]
+    for d, n in sizes:
+        rows.append(("sgd", d, n, "float64", "default", f"{err_sgd(d, n, B, rng):.1e}"))
+    for d, n in ([(4, 8)] if quick else [(4, 16), (8, 16), (16, 32)]):
+        rows.append(("ridge (λ=0.1)", d, n, "float64", "default", f"{err_ridge(d, n, B, rng):.1e}"))
+    for d, n in [(4, 8)] if quick else [(4, 8), (8, 16)]:
+        rows.append(("sgd", d, n, "float32", "Constants.float32()", f"{err_sgd(d, n, B, rng, dtype=torch.float32):.1e}"))
+        rows.append(("ridge (λ=0.1)", d, n, "float32", "Constants.float32()",
+                     f"{err_ridge(d, n, B, rng, dtype=torch.float32):.1e}"))
+    t1 = table(["circuit", "d", "n", "dtype", "constants", "max err/(1+|ref|)"], rows)
+    # precision constants (float64, d = 8, n = 16, ridge λ = 0.1 and sgd)
+    rows = []
+    d, n = (4, 8) if quick else (8, 16)
+    for N in ([1e4, 1e5] if quick else [1e3, 1e4, 1e5, 1e6]):
+        c = ic.Constants(product_scale=N)
+        rows.append((f"product_scale N = {N:g}", f"{err_sgd(d, n, B, rng, constants=c):.1e}",
+                     f"{err_ridge(d, n, B, rng, constants=c):.1e}"))
+    for K in ([1e6, 1e8] if quick else [1e6, 1e7, 1e8, 1e9]):
+        c = ic.Constants(ln_anchor=K, div_scale=K)
+        rows.append((f"ln_anchor K = div_scale M = {K:g}", f"{err_sgd(d, n, B, rng, constants=c):.1e}",
+                     f"{err_ridge(d, n, B, rng, constants=c):.1e}"))
+    t2 = table(["constants (others default)", f"sgd d={d} n={n}", f"ridge d={d} n={n}"], rows)
+    return t1 + "\n\nError against the precision constants (float64, max err/(1+|ref|) over 8 tasks):\n\n" + t2
+
+
+def section_costs(quick):
+    rows = []
+    for d in ([2, 4] if quick else [1, 2, 4, 8, 16, 32]):
+        s = ic.circuits.sgd(d, 0.01, lam=0.1)
+        r = ic.circuits.ridge(d, 0.1)
+        su = len(s.layout.user_rows()) - 3
+        ru = len(r.layout.user_rows()) - 3
+        rows.append((d, f"{s.layers_per_example()} (paper ≈9)", f"{su} / {s.d_model} (paper ≈{4 + 4 * d})",
+                     f"{s.n_params():,}",
+                     f"{r.layers_per_example()} (paper ≈14)", f"{ru} / {r.d_model} (paper ≈{3 * d * d + 5 * d + 3})",
+                     f"{r.n_params():,}"))
+    return table(["d", "sgd layers/example", "sgd rows: algorithm / total", "sgd params",
+                  "ridge layers/example", "ridge rows: algorithm / total", "ridge params"], rows)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def section_speed(quick):
+    rng = np.random.default_rng(1)
+    B = 16
+    rows = []
+    cases = [("sgd", d, min(2 * d, 64)) for d in ([4, 8] if quick else [4, 16, 32, 64])]
+    cases += [("ridge", d, 16 if d <= 16 else 8) for d in ([4] if quick else [4, 8, 16, 32])]
+    for name, d, n in cases:
+        X, y, xq = task(rng, B, n, d)
+        t0 = time.perf_counter()
+        m = ic.circuits.sgd(d, sgd_lr(X), max_len=2 * n + 1) if name == "sgd" else ic.circuits.ridge(d, 0.1, max_len=2 * n + 1)
+        build = time.perf_counter() - t0
+        m.predict(X[:1], y[:1], xq[:1])  # warm-up
+        t0 = time.perf_counter()
+        m.predict(X, y, xq)
+        fwd = time.perf_counter() - t0
+        solve = ic.reference.sgd if name == "sgd" else ic.reference.ridge
+        arg = sgd_lr(X) if name == "sgd" else 0.1
+        reps = 20
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            np.einsum("bd,bd->b", xq, solve(X, y, arg))
+        base = (time.perf_counter() - t0) / reps
+        mb = m.n_params() * m.W_E.element_size() / 2**20
+        rows.append((name, d, n, B, f"{build * 1e3:.0f} ms", f"{mb:.1f} MB", f"{fwd * 1e3:.0f} ms",
+                     f"{base * 1e3:.2f} ms", f"{fwd / base:,.0f}×", f"{peak_rss_mb():.0f} MB"))
+    return table(["circuit", "d", "n", "batch", "build", "parameters", "forward (batch)", "numpy solver (batch)",
+                  "forward / numpy", "peak RSS so far"], rows)
+
+
+def write(doc_sections):
+    text = DOC.read_text()
+    for key, body in doc_sections.items():
+        pat = re.compile(rf"(<!-- bench:{key} -->\n).*?(\n<!-- /bench:{key} -->)", re.S)
+        if not pat.search(text):
+            raise SystemExit(f"marker bench:{key} missing in {DOC}")
+        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    DOC.write_text(text)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    stamp = (f"_Measured {time.strftime('%Y-%m-%d')} by `python bench/bench_circuits.py` on "
+             f"{platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}._\n\n")
+    secs = {}
+    for key, fn in (("costs", section_costs), ("errors", section_errors), ("speed", section_speed)):
+        t0 = time.perf_counter()
+        secs[key] = stamp + fn(args.quick)
+        print(secs[key], f"\n({key}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+    if not args.quick:
+        write(secs)
+        print(f"tables written to {DOC}")
+
+
+if __name__ == "__main__":
+    main()
