@@ -12,11 +12,9 @@ Tables:
 from __future__ import annotations
 
 import argparse
-import math
 import pathlib
 import platform
 import re
-import resource
 import time
 
 import numpy as np
@@ -104,10 +102,6 @@ def section_costs(quick):
                   "ridge layers/example", "ridge rows: algorithm / total", "ridge params"], rows)
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def section_speed(quick):
     rng = np.random.default_rng(1)
     B = 16
@@ -130,11 +124,14 @@ def section_speed(quick):
         for _ in range(reps):
             np.einsum("bd,bd->b", xq, solve(X, y, arg))
         base = (time.perf_counter() - t0) / reps
-        mb = m.n_params() * m.W_E.element_size() / 2**20
-        rows.append((name, d, n, B, f"{build * 1e3:.0f} ms", f"{mb:.1f} MB", f"{fwd * 1e3:.0f} ms",
-                     f"{base * 1e3:.2f} ms", f"{fwd / base:,.0f}×", f"{peak_rss_mb():.0f} MB"))
-    return table(["circuit", "d", "n", "batch", "build", "parameters", "forward (batch)", "numpy solver (batch)",
-                  "forward / numpy", "peak RSS so far"], rows)
+        item = m.W_E.element_size()
+        mb = m.n_params() * item / 2**20
+        T = 2 * n + 1  # one layer's live activations: residual, MLP hidden units, attention scores
+        act = B * T * (2 * m.d_model + 2 * m.d_mlp + m.n_heads * (T + 3 * m.d_head)) * item / 2**20
+        rows.append((name, d, n, B, f"{build * 1e3:.0f} ms", f"{mb:.1f} MB", f"{act:.1f} MB", f"{fwd * 1e3:.0f} ms",
+                     f"{base * 1e3:.2f} ms", f"{fwd / base:,.0f}×"))
+    return table(["circuit", "d", "n", "batch", "build", "parameters", "activations / layer", "forward (batch)",
+                  "numpy solver (batch)", "forward / numpy"], rows)
 
 
 def write(doc_sections):
@@ -151,12 +148,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=["costs", "errors", "speed"], default=None, help="run (and write) one table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     stamp = (f"_Measured {time.strftime('%Y-%m-%d')} by `python bench/bench_circuits.py` on "
              f"{platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}._\n\n")
     secs = {}
     for key, fn in (("costs", section_costs), ("errors", section_errors), ("speed", section_speed)):
+        if args.only and key != args.only:
+            continue
         t0 = time.perf_counter()
         secs[key] = stamp + fn(args.quick)
         print(secs[key], f"\n({key}: {time.perf_counter() - t0:.0f} s)\n", flush=True)

@@ -122,7 +122,7 @@ def test_summary_and_error_budget():
     budget = m.error_budget()
     assert 0 < budget["product_abs_max"] < 1e-5 and budget["attention_leak"] < 1e-20
     assert m.n_params() == sum(p.numel() for p in m.parameters())
-    assert "d_model" in repr(m)
+    assert "layer 0" in repr(m) and "d_model" in m.extra_repr()
 
 
 def test_torch_in_torch_out_numpy_in_numpy_out():

@@ -1,6 +1,5 @@
 """Each primitive alone, compiled, matches the interpreter within 1e-6·(1 + |ref|) on inputs in [-10, 10]."""
 import numpy as np
-import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st

@@ -17,10 +17,10 @@ import torch
 from .constants import Constants
 from .errors import ICLConstructError
 from .layout import Layout
-from .ops import Aff, Div, Mov, Mul, Op
-from .primitives import AttentionBuilder, HeadWeights, MLPBuilder, MLPWeights, balance, position_units
+from .ops import Aff, Div, Mov, Mul
+from .primitives import AttentionBuilder, MLPBuilder, balance, position_units
 from .program import Program
-from .schedule import LayerPlan, Schedule, schedule
+from .schedule import LayerPlan, schedule
 
 __all__ = ["compile", "BLOCK_STYLES"]
 

@@ -32,7 +32,7 @@ slot; every row keeps the list of names that ever lived there (``row_labels``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional
 
 from .errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
 
@@ -234,10 +234,3 @@ class Layout:
             b = "-" if s.bound == float("inf") else f"{s.bound:g}"
             lines.append(f"{s.name:<14}{f'{s.start}:{s.stop}':>12}{s.size:>6}{b:>12}")
         return "\n".join(lines)
-
-    def overlapping(self, a: Sequence[int], b: Sequence[int]) -> bool:
-        return bool(set(a) & set(b))
-
-    def span(self, name: str) -> Tuple[int, int]:
-        s = self[name]
-        return s.start, s.stop

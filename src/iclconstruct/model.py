@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
+from einops import einsum
 from torch import nn
 
 from .constants import Constants
@@ -33,6 +33,7 @@ from .hooks import ActivationCache, HookManager
 from .interpreter import BOUND_SLACK
 from .layout import Layout
 from .primitives import HeadWeights, MLPWeights
+from .ops import Mul
 from .program import Program
 from .schedule import LayerPlan, Schedule
 from .tokens import encode
@@ -341,7 +342,7 @@ class ConstructedTransformer(nn.Module):
         user = [s for s in lay.user_slots() if s.name not in ("pos", "one", "is_y")]
         norm_sq = sum(s.size * s.bound ** 2 for s in user) + 4.0
         prods = [c.product_error(lay[op.lhs].bound, lay[op.rhs].bound) for p in self.plans for op in p.mlp_ops
-                 if type(op).__name__ == "Mul"]
+                 if isinstance(op, Mul)]
         divisors = [lay[p.divisor] for p in self.plans if p.divisor is not None]
         return {
             "product_abs_max": max(prods, default=0.0),
@@ -358,16 +359,18 @@ class ConstructedTransformer(nn.Module):
             f"  distinct layers = {self.n_layers_unique}   layers per example = {self.layers_per_example()}   "
             f"parameters = {self.n_params():,}   max_len = {self.max_len}",
         ]
-        k = 0
         for si, (idx, rep) in enumerate(self._segments):
             head = f"loop x {rep}" if rep != 1 else "straight"
             lines.append(f"  segment {si} ({head}):")
             for bi in idx:
                 lines.append(f"    layer {bi}: {self.plans[bi].describe()}")
-            k += len(idx)
         lines.append("  slots:")
         lines += ["    " + ln for ln in self.layout.table().splitlines()]
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        """``print(model)`` shows :meth:`summary`: layers, the ops packed into each, the slot layout."""
+        return self.summary()
 
     def extra_repr(self) -> str:
         return (f"d={self.d}, d_model={self.d_model}, d_mlp={self.d_mlp}, n_heads={self.n_heads}, "

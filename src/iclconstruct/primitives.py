@@ -137,7 +137,7 @@ class AttentionBuilder:
 
     def heads(self, d_head: int) -> List[HeadWeights]:
         """Weights of every head, each padded to ``d_head``."""
-        D, lay = self.D, self.lay
+        lay = self.lay
         out: List[HeadWeights] = []
         u1, u2 = lay["pos"].start, lay["pos"].start + 1
         one = lay["one"].start

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from .layout import Layout
-from .ops import Aff, Div, Mov, Mul, Op
+from .ops import Aff, Div, Mov, Op
 from .program import Program
 
 __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]

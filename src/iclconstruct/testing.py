@@ -14,7 +14,7 @@ Requires ``hypothesis`` (``pip install iclconstruct[test]``).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
