@@ -16,6 +16,7 @@ Rows reused by several slots are labelled ``"u|wq"``. Needs matplotlib (``pip in
 """
 from __future__ import annotations
 
+import io as _io
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,16 +32,31 @@ INTERNAL_SLOTS = ("anchor", "pair", "bal")
 _WHICH = ("W_Q", "W_K", "W_V", "W_O", "OV", "QK", "W_in", "b_in", "W_out", "b_out", "W_E", "W_pos")
 
 
+_FIGURE = None
+
+
 def _mpl():
+    """``(Figure class, matplotlib.colors)``; the class is a plain Figure that Jupyter shows as PNG."""
+    global _FIGURE
     try:
-        import matplotlib  # noqa: F401
         from matplotlib import colors
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "iclconstruct.viz needs matplotlib; install it with: pip install 'iclconstruct[plot]'"
         ) from exc
-    return Figure, colors
+    if _FIGURE is None:
+        class ShownFigure(Figure):
+            """A :class:`~matplotlib.figure.Figure` with ``_repr_png_``: Jupyter displays it as an
+            image under any backend (a pyplot-free Figure would otherwise print as text)."""
+
+            def _repr_png_(self):
+                buf = _io.BytesIO()
+                self.savefig(buf, format="png", dpi=90)
+                return buf.getvalue()
+
+        _FIGURE = ShownFigure
+    return _FIGURE, colors
 
 
 # ---------------------------------------------------------------------- labels
