@@ -5,7 +5,6 @@ Blocks of one file run in order in one namespace, in a scratch working directory
 fenced as ```python no-run (or any other language) is not executed.
 """
 import importlib.util
-import os
 import pathlib
 import re
 

@@ -1,7 +1,6 @@
 """Every notebook in examples/ runs top to bottom (CI executes them all) and is committed without outputs."""
 import os
 import pathlib
-import sys
 import time
 
 import pytest
