@@ -4,10 +4,11 @@ Build a :class:`Program` from the four primitives (``mov``, ``mul``, ``div``, ``
 run it exactly with :func:`interpret`, and turn it into a real transformer with
 :func:`compile`. See ``docs/concepts.md``.
 """
-from . import circuits, errors, reference, tokens
+from . import circuits, errors, io, reference, tokens
 from .compiler import compile
 from .constants import Constants
 from .interpreter import Trace, interpret
+from .io import load
 from .layout import Layout, Slot
 from .model import ConstructedTransformer
 from .program import Program
@@ -27,6 +28,9 @@ __all__ = [
     "circuits",
     "reference",
     "icl",
+    "io",
+    "load",
+    "viz",
     "tokens",
 ]
 

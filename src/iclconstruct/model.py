@@ -335,6 +335,22 @@ class ConstructedTransformer(nn.Module):
             out = out[0]
         return out
 
+    def predict_prefixes(self, X, y):
+        """``out[:, k]``: the prediction for ``x_{k+1}`` from the first ``k`` examples, for ``k = 0..n−1``.
+
+        One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
+        """
+        numpy_in = not isinstance(X, torch.Tensor)
+        tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
+        out = self.forward(tok)
+        return out[0] if np.ndim(X) == 2 else out
+
+    def save(self, path) -> None:
+        """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
+        from .io import save
+
+        save(self, path)
+
     def error_budget(self) -> Dict[str, float]:
         """Worst-case error estimates of the approximations for this model's bounds (float64)."""
         c = self.constants
