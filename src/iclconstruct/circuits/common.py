@@ -18,9 +18,13 @@ __all__ = ["gather_examples", "predict_from", "default_bounds"]
 
 
 def default_bounds(d: int, x_bound, y_bound):
-    """Defaults for ``N(0, I)`` inputs and weights: ``|x_i| ≤ 6``, ``|y| ≤ 8·√d`` (beyond 6σ)."""
+    """Defaults for ``N(0, I)`` inputs and weights: ``|x_i| ≤ 6`` and ``|y| ≤ 10·(√d + 1)``.
+
+    ``y = wᵀx`` is a sum of products of Gaussians, whose tails are heavier than a
+    Gaussian's (for ``d = 1``, ``P(|wx| > 8) ≈ 1e-4``); the ``+1`` covers small ``d``.
+    """
     xb = 6.0 if x_bound is None else float(x_bound)
-    yb = 8.0 * math.sqrt(d) * xb / 6.0 if y_bound is None else float(y_bound)
+    yb = 10.0 * (math.sqrt(d) + 1.0) * xb / 6.0 if y_bound is None else float(y_bound)
     return xb, yb
 
 

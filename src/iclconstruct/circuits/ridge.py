@@ -92,7 +92,7 @@ def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optio
     Args:
         d: input dimension. lam: ridge weight, ``> 0``.
         x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
-            suit ``x, w ~ N(0, I)``: 6, 8√d, 4 + 2√d); inputs or iterates beyond them raise.
+            suit ``x, w ~ N(0, I)``: 6, 10(√d + 1), 4 + 2√d); inputs or iterates beyond them raise.
         constants, dtype, max_len: see :func:`iclconstruct.compile`.
     """
     p = ridge_program(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)

@@ -88,7 +88,7 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
         d: input dimension. lr: step size (2·lr convention). lam: L2 weight (≥ 0).
         w0: initial weights (default 0), baked into the weights.
         x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
-            suit ``x, w ~ N(0, I)``: 6, 8√d, 4 + 2√d); inputs or iterates beyond them raise.
+            suit ``x, w ~ N(0, I)``: 6, 10(√d + 1), 4 + 2√d); inputs or iterates beyond them raise.
         constants, dtype, max_len: see :func:`iclconstruct.compile`. ``max_len`` tokens is
             the longest context: ``(max_len − 1) / 2`` examples.
 
