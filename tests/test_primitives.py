@@ -14,11 +14,13 @@ def tok_of(task):
     return ic.tokens.encode(*task)
 
 
-@given(st.integers(1, 4), st.sampled_from(["offset", "position", "mean"]), st.integers(0, 5), st.data())
+@given(st.integers(1, 4), st.sampled_from(["offset", "position", "mean", "mean_x", "mean_y"]), st.integers(0, 5),
+       st.data())
 def test_mov(d, how, k, data):
     p = ic.Program(d)
     p.slot("dst", d)
-    kw = {"offset": {"offset": k}, "position": {"position": k}, "mean": {"mean": True}}[how]
+    kw = {"offset": {"offset": k}, "position": {"position": k}, "mean": {"mean": True}, "mean_x": {"mean": "x"},
+          "mean_y": {"mean": "y"}}[how]
     p.mov("x", "dst", **kw)
     p.slot("out", 1)
     p.aff("out", {"dst": np.eye(d)[:1]})
@@ -110,3 +112,19 @@ def test_float32_primitives_have_documented_error():
     out = m32(torch.as_tensor(tok, dtype=torch.float32)).double().numpy()
     rel = np.abs(out - ref) / (1 + np.abs(ref))
     assert out.dtype == np.float64 and rel.max() < 2e-3  # measured ≈4e-4
+
+
+def test_mean_over_y_columns_is_the_averaging_predictor():
+    rng = np.random.default_rng(1)
+    d, n = 3, 5
+    p = ic.Program(d)
+    p.slot("xp", d); p.slot("yx", d, bound=100); p.slot("w", d, bound=100); p.slot("pred", 1, bound=3000)
+    p.mov("x", "xp", offset=1)
+    p.mul("y", "xp", "yx")
+    p.mov("yx", "w", mean="y")
+    p.mul("w", "x", "pred")
+    p.readout("pred")
+    m = ic.compile(p)
+    X, y, xq = rng.standard_normal((2, n, d)), rng.standard_normal((2, n)), rng.standard_normal((2, d))
+    np.testing.assert_allclose(m.predict(X, y, xq), np.einsum("bd,bd->b", xq, ic.reference.averaging(X, y)),
+                               rtol=1e-6, atol=1e-6)

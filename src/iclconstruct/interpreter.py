@@ -111,7 +111,14 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
             idx = np.minimum(op.read.k, np.arange(T))
             val = src[:, idx]
         else:
-            val = np.cumsum(src, axis=1) / np.arange(1, T + 1)[None, :, None]
+            j = np.arange(T)
+            member = np.ones(T) if op.read.k == 0 else (j % 2 == op.read.k - 1).astype(float)
+            count = np.cumsum(member)
+            empty = count == 0  # no member yet: hard attention spreads over all columns
+            weight = np.where(empty[None, :], 1.0, member[:, None] * 1.0)  # (j, t) -> weight
+            weight = np.where(j[:, None] <= j[None, :], weight, 0.0)
+            weight = weight / weight.sum(axis=0, keepdims=True)
+            val = np.einsum("jt,bjk->btk", weight, src)
         H[..., _rows(lay, op.dst)] = val
     elif isinstance(op, Mul):
         a, b, c = op.shape

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ICLConstructError
-from .ops import Aff, Div, Mov, Mul, Op
+from .ops import Aff, Div, Mov, Mul, Op, Read
 
 __all__ = ["save", "load", "to_json", "program_to_dict", "program_from_dict", "FORMAT", "FORMAT_VERSION",
            "WEIGHTS_FILE", "CIRCUIT_FILE"]
@@ -150,7 +150,7 @@ def _add_op(p, o: dict) -> None:
         elif r["kind"] == "position":
             p.mov(o["src"], o["dst"], position=int(r["k"]))
         elif r["kind"] == "mean":
-            p.mov(o["src"], o["dst"], mean=True)
+            p.mov(o["src"], o["dst"], mean=Read.MEAN_SETS[int(r["k"])])
         else:
             raise CheckpointError(f"circuit.json: unknown mov read kind {r['kind']!r}")
     elif kind == "mul":

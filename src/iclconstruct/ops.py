@@ -10,7 +10,8 @@ op          meaning, per column ``t`` (writes overwrite)           realised by
 ==========  ====================================================  =================
 ``Mov``     ``dst[t] ← src[r(t)]`` with ``r(t) = max(t − k, 0)``   attention head
             (offset), ``min(p, t)`` (position) or the mean over
-            ``j ≤ t`` (the RAW averaging read)
+            ``j ≤ t`` — all columns, or only x̃ or ỹ ones (the
+            RAW averaging read over a set of earlier positions)
 ``Mul``     ``dst ← coef·(A₁ @ A₂) + Σ W·h[s] + b``, ``A₁`` (a×b)   MLP (Lemma 4)
             row-major in ``lhs``, ``A₂`` (b×c) in ``rhs``
 ``Div``     ``dst ← src / |divisor|`` (or ``dst += coef·src/|c|``)  LayerNorm (Lemma 8)
@@ -35,17 +36,24 @@ Terms = Tuple[Tuple[str, np.ndarray], ...]
 
 @dataclass(frozen=True)
 class Read:
-    """Which column(s) a ``Mov`` reads: ``kind`` is ``'offset'``, ``'position'`` or ``'mean'``."""
+    """Which column(s) a ``Mov`` reads: ``kind`` is ``'offset'``, ``'position'`` or ``'mean'``.
+
+    For ``'mean'``, ``k`` names the set averaged over: 0 all columns ``j ≤ t``, 1 the x̃
+    columns, 2 the ỹ columns (if the set has no column yet, all columns ``j ≤ t``).
+    """
 
     kind: str
     k: int = 0
+
+    #: names of the averaging sets, indexed by ``k``
+    MEAN_SETS = ("all", "x", "y")
 
     def describe(self) -> str:
         if self.kind == "offset":
             return "t" if self.k == 0 else f"t-{self.k}"
         if self.kind == "position":
             return f"@{self.k}"
-        return "mean(≤t)"
+        return "mean(≤t)" if self.k == 0 else f"mean({self.MEAN_SETS[self.k]}̃ ≤t)"
 
 
 @dataclass(frozen=True, eq=False)

@@ -163,9 +163,18 @@ class AttentionBuilder:
             elif read.kind == "position":
                 WQ[one, 0] = 2.0 * gain * read.k / P
                 WQ[one, 1] = -gain
-            # 'mean': zero query -> uniform weights over j <= t
-            WK[u1, 0] = 1.0
-            WK[u2, 1] = 1.0
+            elif read.k:  # mean over x̃ (k=1) or ỹ (k=2) columns: logit A on members, 0 elsewhere
+                flag = lay["is_y"].start
+                WQ[one, 0] = self.c.attn_hardness * math.sqrt(d_head)
+                if read.k == 2:
+                    WK[flag, 0] = 1.0
+                else:
+                    WK[one, 0] = 1.0
+                    WK[flag, 0] = -1.0
+            # 'mean' over all columns: zero query -> uniform weights over j <= t
+            if read.kind != "mean":
+                WK[u1, 0] = 1.0
+                WK[u2, 1] = 1.0
             i = 0
             for src, dst in mv:
                 for s, d in zip(src, dst):

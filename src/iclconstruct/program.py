@@ -206,12 +206,14 @@ class Program:
 
     # ------------------------------------------------------------------ the four primitives
     def mov(self, src: str, dst: str, *, offset: Optional[int] = None, position: Optional[int] = None,
-            mean: bool = False) -> Op:
+            mean: Union[bool, str] = False) -> Op:
         """``dst[t] ← src[t − offset]`` (attention, one head). Source first, destination last.
 
         Exactly one of ``offset`` (k ≥ 0 columns back; ``t − k < 0`` reads column 0),
         ``position`` (absolute column ``p``; columns ``t < p`` read themselves) or
-        ``mean=True`` (the RAW averaging read: mean of ``src`` over columns ``0..t``).
+        ``mean=True`` (the RAW averaging read: mean of ``src`` over columns ``0..t``;
+        ``mean='y'`` or ``mean='x'`` averages over the ỹ or x̃ columns among them only, falling
+        back to all columns while the set is still empty).
         """
         what = "mov"
         chosen = [offset is not None, position is not None, bool(mean)]
@@ -232,7 +234,10 @@ class Program:
                 raise CausalityError(f"mov: position must be a non-negative integer; got {position!r}")
             read = Read("position", int(position))
         else:
-            read = Read("mean")
+            sets = {True: 0, "all": 0, "x": 1, "y": 2}
+            if mean not in sets:
+                raise ICLConstructError(f"mov: mean must be True, 'all', 'x' or 'y'; got {mean!r}")
+            read = Read("mean", sets[mean])
         s = self._readable(src, what)
         t = self._writable(dst, what)
         if s.size != t.size:

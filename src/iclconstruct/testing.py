@@ -134,13 +134,13 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             srcs = [s for s in readable(k) if bounds[s] <= bounds[dst] and s not in ("one", "is_y", "pos")]
             if srcs:
                 src = draw(st.sampled_from(srcs))
-                how = draw(st.sampled_from(["offset", "position", "mean"]))
+                how = draw(st.sampled_from(["offset", "position", "mean", "mean_x", "mean_y"]))
                 if how == "offset":
                     p.mov(src, dst, offset=draw(st.integers(0, 3)))
                 elif how == "position":
                     p.mov(src, dst, position=draw(st.integers(0, 4)))
                 else:
-                    p.mov(src, dst, mean=True)
+                    p.mov(src, dst, mean={"mean": True, "mean_x": "x", "mean_y": "y"}[how])
                 written.add(dst)
                 continue
             kind = "aff"
