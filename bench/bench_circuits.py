@@ -102,6 +102,22 @@ def section_costs(quick):
                   "ridge layers/example", "ridge rows: algorithm / total", "ridge params"], rows)
 
 
+def costs_of(name, quick):
+    rows = []
+    for d in ([2, 4] if quick else [1, 2, 4, 8, 16, 32]):
+        if name == "sgd":
+            m0, m = ic.circuits.sgd(d, 0.01), ic.circuits.sgd(d, 0.01, lam=0.1)
+            paper = (9, 4 + 4 * d)
+        else:
+            m0 = m = ic.circuits.ridge(d, 0.1)
+            paper = (14, 3 * d * d + 5 * d + 3)
+        rows.append((d, m.layers_per_example(), paper[0], f"{len(m0.layout.user_rows()) - 3}"
+                     + ("" if m0 is m else f" (lam=0) / {len(m.layout.user_rows()) - 3} (lam>0)"),
+                     paper[1], m.d_model, m.d_mlp, f"{m.n_heads} × {m.d_head}", f"{m.n_params():,}"))
+    return table(["d", "layers / example", "paper", "algorithm rows", "paper rows", "width D", "MLP width",
+                  "heads × d_head", "parameters"], rows)
+
+
 def section_speed(quick):
     rng = np.random.default_rng(1)
     B = 16
@@ -134,27 +150,33 @@ def section_speed(quick):
                   "numpy solver (batch)", "forward / numpy"], rows)
 
 
+DOCS = {"costs_sgd": DOC.parent / "circuit_sgd.md", "costs_ridge": DOC.parent / "circuit_ridge.md"}
+
+
 def write(doc_sections):
-    text = DOC.read_text()
     for key, body in doc_sections.items():
+        path = DOCS.get(key, DOC)
+        text = path.read_text()
         pat = re.compile(rf"(<!-- bench:{key} -->\n).*?(\n<!-- /bench:{key} -->)", re.S)
         if not pat.search(text):
-            raise SystemExit(f"marker bench:{key} missing in {DOC}")
-        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
-    DOC.write_text(text)
+            raise SystemExit(f"marker bench:{key} missing in {path}")
+        path.write_text(pat.sub(lambda m: m.group(1) + body + m.group(2), text))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", choices=["costs", "errors", "speed"], default=None, help="run (and write) one table")
+    ap.add_argument("--only", choices=["costs", "costs_sgd", "costs_ridge", "errors", "speed"], default=None,
+                    help="run (and write) one table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     stamp = (f"_Measured {time.strftime('%Y-%m-%d')} by `python bench/bench_circuits.py` on "
              f"{platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}._\n\n")
     secs = {}
-    for key, fn in (("costs", section_costs), ("errors", section_errors), ("speed", section_speed)):
+    for key, fn in (("costs", section_costs), ("costs_sgd", lambda q: costs_of("sgd", q)),
+                    ("costs_ridge", lambda q: costs_of("ridge", q)), ("errors", section_errors),
+                    ("speed", section_speed)):
         if args.only and key != args.only:
             continue
         t0 = time.perf_counter()
