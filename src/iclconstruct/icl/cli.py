@@ -64,9 +64,10 @@ def add_subcommands(subparsers) -> None:
                                           "readouts; writes probes.csv, probes.md and probes.png.")
     r.add_argument("--model", default="lite-d8")
     r.add_argument("--out", required=True)
-    r.add_argument("--n-tasks", type=int, default=2000)
+    r.add_argument("--n-tasks", type=int, default=4000)
     r.add_argument("--n-points", type=int, default=None, help="context examples (default: 2d, capped by the model)")
-    r.add_argument("--targets", nargs="+", default=["xty", "w_ols"])
+    r.add_argument("--targets", nargs="+", default=["xty", "w_ols", "y_query"],
+                   help="xty, w_ols (paper §5) and y_query = wᵀx_q (positive control: what the model outputs)")
     r.add_argument("--methods", nargs="+", default=["linear", "mlp", "readout"])
     r.add_argument("--steps", type=int, default=300, help="Adam steps per position probe")
     r.add_argument("--control", action="store_true", help="also probe an untrained model of the same architecture")
@@ -224,7 +225,7 @@ def run_probe(args) -> int:
     n = min(args.n_points or 2 * cfg.d, cfg.max_points - 1)
     tasks = sample_tasks(args.n_tasks, n + 1, cfg.d, seed=args.seed)
     X, y, xq = tasks.X[:, :n], tasks.y[:, :n], tasks.X[:, n]
-    targets = {t: probe_target(X, y, t) for t in args.targets}
+    targets = {t: probe_target(X, y, t, x_query=xq, w=tasks.w) for t in args.targets}
     results = probe_layers(model_hidden_states(model, X, y, xq), targets, args.methods, steps=args.steps, seed=args.seed)
     rows = [dict(model=model.name, **r.as_row()) for r in results]
     if args.control:
