@@ -69,7 +69,7 @@ def add_subcommands(subparsers) -> None:
     r.add_argument("--targets", nargs="+", default=["xty", "w_ols", "y_query"],
                    help="xty, w_ols (paper §5) and y_query = wᵀx_q (positive control: what the model outputs)")
     r.add_argument("--methods", nargs="+", default=["linear", "mlp", "readout"])
-    r.add_argument("--steps", type=int, default=300, help="Adam steps per position probe")
+    r.add_argument("--steps", type=int, default=200, help="Adam steps per position probe")
     r.add_argument("--control", action="store_true", help="also probe an untrained model of the same architecture")
     r.add_argument("--seed", type=int, default=1234)
     r.set_defaults(func=run_probe)
