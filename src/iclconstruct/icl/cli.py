@@ -119,6 +119,16 @@ def _write_md(path: Path, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- train
+def _maybe_init_distributed() -> None:
+    """Under ``torchrun`` (WORLD_SIZE > 1) start the process group: NCCL on GPUs, Gloo on CPU."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 def run_train(args) -> int:
     import torch
 
@@ -128,6 +138,7 @@ def run_train(args) -> int:
     from .training import preset, train
 
     _threads(args.threads)
+    _maybe_init_distributed()
     p = preset(args.preset)
     m, t = p["model"], p["train"]
     for key, attr in [("d", "d"), ("n_layers", "layers"), ("width", "width"), ("n_heads", "heads"),
@@ -146,9 +157,14 @@ def run_train(args) -> int:
     res = train(model, **t, noise_var=args.noise_var, prior_var=args.prior_var, out_dir=args.out,
                 seed=args.seed if args.seed is not None else 0, init_from=init, progress=not args.no_progress)
     out = Path(args.out)
-    fig = plot_loss(res.history, out / "loss.png", title=f"training loss ({args.preset}, σ²={args.noise_var:g})")
-    print(f"trained {res.step} steps in {res.seconds:.0f} s; final loss/d {res.history[-1]['loss_per_d']:.4f}")
-    print(f"wrote {out / 'model.safetensors'}, {out / 'config.json'}, {out / 'log.csv'}, {fig}")
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank == 0:
+        fig = plot_loss(res.history, out / "loss.png", title=f"training loss ({args.preset}, σ²={args.noise_var:g})")
+        print(f"trained {res.step} steps in {res.seconds:.0f} s; final loss/d {res.history[-1]['loss_per_d']:.4f}")
+        print(f"wrote {out / 'model.safetensors'}, {out / 'config.json'}, {out / 'log.csv'}, {fig}")
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     del torch
     return 0
 
