@@ -176,7 +176,7 @@ def run_compare(args) -> int:
     from .comparison import compare, mspd_table
     from .data import sample_tasks
     from .plots import plot_error_curves, plot_mspd_heatmap, plot_spd_curves
-    from .predictors import default_predictors, ridge
+    from .predictors import default_predictors
 
     _threads(1)
     out = Path(args.out)
@@ -207,7 +207,7 @@ def run_compare(args) -> int:
             d = d or lr_.config.d
             learners[_num(s2)] = lr_
         M, noises = mspd_table(learners, args.lams, d, n_tasks=args.n_tasks, seed=args.seed)
-        rows = [ridge(l).name if l else "OLS" for l in args.lams]
+        rows = [f"Ridge({Fraction(l).limit_denominator(100)})" if l else "OLS" for l in args.lams]
         cols = [str(Fraction(s).limit_denominator(100)) for s in noises]
         with (out / "mspd.csv").open("w", newline="") as fh:
             w = csv.writer(fh)

@@ -80,16 +80,16 @@ def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], p
     fig, ax = plt.subplots(figsize=(1.3 * M.shape[1] + 2.5, 0.6 * M.shape[0] + 1.8))
     im = ax.imshow(np.log10(np.maximum(M, 1e-12)), cmap="viridis_r", aspect="auto")
     for i in range(M.shape[0]):
-        col = M[:, :]
         for j in range(M.shape[1]):
             if np.isfinite(M[i, j]):
-                best = np.nanargmin(col[:, j]) == i
-                ax.text(j, i, f"{M[i, j]:.2e}", ha="center", va="center", fontsize=8,
-                        color="red" if best else "white", fontweight="bold" if best else "normal")
+                best = np.nanargmin(M[:, j]) == i
+                light = im.norm(np.log10(max(M[i, j], 1e-12))) < 0.5  # viridis_r: small values are light
+                ax.text(j, i, f"{M[i, j]:.2e}" + (" *" if best else ""), ha="center", va="center", fontsize=8,
+                        color="black" if light else "white", fontweight="bold" if best else "normal")
     ax.set_xticks(range(M.shape[1]), [f"σ²={c}" for c in col_labels])
     ax.set_yticks(range(M.shape[0]), list(row_labels))
     fig.colorbar(im, ax=ax, label="log10 MSPD")
-    ax.set_title(title or "MSPD: learner trained at σ² vs ridge(λ)")
+    ax.set_title(title or "MSPD: learner trained at σ² vs ridge(λ)  (* = closest)")
     return _save(fig, path)
 
 
