@@ -94,18 +94,31 @@ def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], p
 
 
 def plot_probes(results, path, title=None) -> Path:
-    """Held-out relative probe error by layer, one line per (target, method) (Fig. 4–5)."""
+    """Held-out relative probe error by layer: one panel per target, one line per probe kind;
+    methods whose name contains "control" are dashed (Fig. 4–5)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    keys = sorted({(r.target, r.method) for r in results})
-    for tgt, m in keys:
-        rs = sorted((r for r in results if r.target == tgt and r.method == m), key=lambda r: r.layer)
-        ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], marker="o", label=f"{tgt} / {m}")
-    ax.set_xlabel("layer (0 = embedding)")
-    ax.set_ylabel("held-out relative MSE")
-    ax.set_ylim(bottom=0)
-    ax.set_title(title or "Probe error by layer")
-    ax.legend(fontsize=7)
+    targets = sorted({r.target for r in results})
+    methods = sorted({r.method for r in results})
+    base = sorted({m.replace(" (control)", "") for m in methods})
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(base)}
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets) + 0.5, 3.8), squeeze=False, sharey=True)
+    for ax, tgt in zip(axes[0], targets):
+        for m in methods:
+            rs = sorted((r for r in results if r.target == tgt and r.method == m), key=lambda r: r.layer)
+            if not rs:
+                continue
+            ctrl = "control" in m
+            ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], "--" if ctrl else "-",
+                    marker="o", ms=3, color=colors[m.replace(" (control)", "")], alpha=0.6 if ctrl else 1.0, label=m)
+        layers = sorted({r.layer for r in results})
+        ax.set_xticks(layers)
+        ax.set_xlabel("layer (0 = embedding)")
+        ax.set_title(tgt)
+        ax.set_ylim(0, 1.1)
+        ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+    axes[0][0].set_ylabel("held-out relative MSE")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title or "Probe error by layer")
     return _save(fig, path)
 
 
