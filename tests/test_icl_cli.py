@@ -53,3 +53,11 @@ def test_bad_model_name(tmp_path):
 
     with pytest.raises(CheckpointError, match="neither"):
         run(["compare", "--model", "no-such-model", "--out", str(tmp_path)])
+
+
+def test_circuit_spec_needs_d_and_module(tmp_path):
+    from iclconstruct.errors import CheckpointError
+    from iclconstruct.icl.cli import resolve_learner
+
+    with pytest.raises(CheckpointError, match="circuit"):
+        resolve_learner("circuit:sgd", None)

@@ -134,3 +134,13 @@ def test_presets():
     icl.ICLTransformer(**p["model"])
     with pytest.raises(Exception, match="preset"):
         icl.preset("huge")
+
+
+def test_garg_curriculum_string():
+    res = icl.train(small(d=4), 120, batch_size=4, progress=False, curriculum="garg", log_every=1)
+    d_act = [h["d_active"] for h in res.history]
+    n_act = [h["n_points"] for h in res.history]
+    assert d_act[0] == 1 and d_act[-1] == 4 and n_act[0] == 3 and n_act[-1] == 7
+    assert d_act == sorted(d_act) and n_act == sorted(n_act)
+    with pytest.raises(Exception, match="curriculum"):
+        icl.train(small(), 2, curriculum="fast", progress=False)

@@ -1,15 +1,35 @@
 """Trained in-context learners and their comparison with classical predictors
-(Akyürek et al., ICLR 2023, §4–5, App. D–H)."""
-from .data import Tasks, sample_tasks, sample_batch, X_DISTS
-from .model import ICLTransformer, ModelConfig
-from .checkpoint import load, load_weights, save_checkpoint, read_config
-from .training import Curriculum, PRESETS, preset, train, TrainResult
-from .predictors import (LinearPredictor, KNNPredictor, NamedPredictor, as_predictor, default_predictors,
-                         predict_prefixes)
+(Akyürek et al., ICLR 2023, §4–5, App. D–H).
+
+Modules, one job each: ``data`` (task samplers), ``model`` (ICLTransformer), ``training``
+(train loop, presets, curriculum), ``checkpoint`` (safetensors I/O), ``predictors`` (one
+predict interface), ``metrics`` (SPD, ILWD, MSPD, R², bootstrap), ``comparison`` (tables),
+``probes`` (§5 probes), ``plots`` (figures), ``shipped`` (bundled learners), ``cli`` (jobs).
+"""
 from . import predictors
-from .metrics import spd, mspd, ilwd, implicit_weights, error_curve, bootstrap_ci
-from .comparison import compare, ComparisonTable, mspd_table
-from .probes import (PositionProbe, ProbeResult, fit_position_probe, fit_linear_readout, probe_layers,
-                     probe_target, model_hidden_states)
-from .shipped import pretrained, list_pretrained
+from .checkpoint import load, load_weights, read_config, save_checkpoint
 from .cli import add_subcommands
+from .comparison import ComparisonTable, compare, mspd_table
+from .data import X_DISTS, Tasks, sample_batch, sample_tasks
+from .metrics import bootstrap_ci, error_curve, ilwd, implicit_weights, mspd, spd
+from .model import ICLTransformer, ModelConfig
+from .predictors import (KNNPredictor, LinearPredictor, NamedPredictor, as_predictor, default_predictors,
+                         predict_prefixes)
+from .probes import (PositionProbe, ProbeResult, fit_linear_readout, fit_position_probe, model_hidden_states,
+                     probe_layers, probe_target)
+from .shipped import list_pretrained, pretrained
+from .training import PRESETS, Curriculum, TrainResult, preset, train
+
+__all__ = [
+    "Tasks", "sample_tasks", "sample_batch", "X_DISTS",
+    "ICLTransformer", "ModelConfig",
+    "train", "TrainResult", "Curriculum", "PRESETS", "preset",
+    "load", "load_weights", "save_checkpoint", "read_config", "pretrained", "list_pretrained",
+    "predictors", "LinearPredictor", "KNNPredictor", "NamedPredictor", "as_predictor", "default_predictors",
+    "predict_prefixes",
+    "spd", "mspd", "ilwd", "implicit_weights", "error_curve", "bootstrap_ci",
+    "compare", "ComparisonTable", "mspd_table",
+    "PositionProbe", "ProbeResult", "fit_position_probe", "fit_linear_readout", "probe_layers", "probe_target",
+    "model_hidden_states",
+    "add_subcommands",
+]

@@ -64,11 +64,12 @@ def add_subcommands(subparsers) -> None:
                                           "readouts; writes probes.csv, probes.md and probes.png.")
     r.add_argument("--model", default="lite-d8")
     r.add_argument("--out", required=True)
-    r.add_argument("--n-tasks", type=int, default=2000)
+    r.add_argument("--n-tasks", type=int, default=4000)
     r.add_argument("--n-points", type=int, default=None, help="context examples (default: 2d, capped by the model)")
-    r.add_argument("--targets", nargs="+", default=["xty", "w_ols"])
+    r.add_argument("--targets", nargs="+", default=["xty", "w_ols", "y_query"],
+                   help="xty, w_ols (paper §5) and y_query = wᵀx_q (positive control: what the model outputs)")
     r.add_argument("--methods", nargs="+", default=["linear", "mlp", "readout"])
-    r.add_argument("--steps", type=int, default=300, help="Adam steps per position probe")
+    r.add_argument("--steps", type=int, default=200, help="Adam steps per position probe")
     r.add_argument("--control", action="store_true", help="also probe an untrained model of the same architecture")
     r.add_argument("--seed", type=int, default=1234)
     r.set_defaults(func=run_probe)
@@ -118,6 +119,16 @@ def _write_md(path: Path, text: str) -> Path:
 
 
 # --------------------------------------------------------------------------- train
+def _maybe_init_distributed() -> None:
+    """Under ``torchrun`` (WORLD_SIZE > 1) start the process group: NCCL on GPUs, Gloo on CPU."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 def run_train(args) -> int:
     import torch
 
@@ -127,6 +138,7 @@ def run_train(args) -> int:
     from .training import preset, train
 
     _threads(args.threads)
+    _maybe_init_distributed()
     p = preset(args.preset)
     m, t = p["model"], p["train"]
     for key, attr in [("d", "d"), ("n_layers", "layers"), ("width", "width"), ("n_heads", "heads"),
@@ -145,9 +157,14 @@ def run_train(args) -> int:
     res = train(model, **t, noise_var=args.noise_var, prior_var=args.prior_var, out_dir=args.out,
                 seed=args.seed if args.seed is not None else 0, init_from=init, progress=not args.no_progress)
     out = Path(args.out)
-    fig = plot_loss(res.history, out / "loss.png", title=f"training loss ({args.preset}, σ²={args.noise_var:g})")
-    print(f"trained {res.step} steps in {res.seconds:.0f} s; final loss/d {res.history[-1]['loss_per_d']:.4f}")
-    print(f"wrote {out / 'model.safetensors'}, {out / 'config.json'}, {out / 'log.csv'}, {fig}")
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank == 0:
+        fig = plot_loss(res.history, out / "loss.png", title=f"training loss ({args.preset}, σ²={args.noise_var:g})")
+        print(f"trained {res.step} steps in {res.seconds:.0f} s; final loss/d {res.history[-1]['loss_per_d']:.4f}")
+        print(f"wrote {out / 'model.safetensors'}, {out / 'config.json'}, {out / 'log.csv'}, {fig}")
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     del torch
     return 0
 
@@ -159,7 +176,7 @@ def run_compare(args) -> int:
     from .comparison import compare, mspd_table
     from .data import sample_tasks
     from .plots import plot_error_curves, plot_mspd_heatmap, plot_spd_curves
-    from .predictors import default_predictors, ridge
+    from .predictors import default_predictors
 
     _threads(1)
     out = Path(args.out)
@@ -190,7 +207,7 @@ def run_compare(args) -> int:
             d = d or lr_.config.d
             learners[_num(s2)] = lr_
         M, noises = mspd_table(learners, args.lams, d, n_tasks=args.n_tasks, seed=args.seed)
-        rows = [ridge(l).name if l else "OLS" for l in args.lams]
+        rows = [f"Ridge({Fraction(l).limit_denominator(100)})" if l else "OLS" for l in args.lams]
         cols = [str(Fraction(s).limit_denominator(100)) for s in noises]
         with (out / "mspd.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
@@ -224,7 +241,7 @@ def run_probe(args) -> int:
     n = min(args.n_points or 2 * cfg.d, cfg.max_points - 1)
     tasks = sample_tasks(args.n_tasks, n + 1, cfg.d, seed=args.seed)
     X, y, xq = tasks.X[:, :n], tasks.y[:, :n], tasks.X[:, n]
-    targets = {t: probe_target(X, y, t) for t in args.targets}
+    targets = {t: probe_target(X, y, t, x_query=xq, w=tasks.w) for t in args.targets}
     results = probe_layers(model_hidden_states(model, X, y, xq), targets, args.methods, steps=args.steps, seed=args.seed)
     rows = [dict(model=model.name, **r.as_row()) for r in results]
     if args.control:

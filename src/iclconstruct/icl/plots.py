@@ -80,32 +80,45 @@ def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], p
     fig, ax = plt.subplots(figsize=(1.3 * M.shape[1] + 2.5, 0.6 * M.shape[0] + 1.8))
     im = ax.imshow(np.log10(np.maximum(M, 1e-12)), cmap="viridis_r", aspect="auto")
     for i in range(M.shape[0]):
-        col = M[:, :]
         for j in range(M.shape[1]):
             if np.isfinite(M[i, j]):
-                best = np.nanargmin(col[:, j]) == i
-                ax.text(j, i, f"{M[i, j]:.2e}", ha="center", va="center", fontsize=8,
-                        color="red" if best else "white", fontweight="bold" if best else "normal")
+                best = np.nanargmin(M[:, j]) == i
+                light = im.norm(np.log10(max(M[i, j], 1e-12))) < 0.5  # viridis_r: small values are light
+                ax.text(j, i, f"{M[i, j]:.2e}" + (" *" if best else ""), ha="center", va="center", fontsize=8,
+                        color="black" if light else "white", fontweight="bold" if best else "normal")
     ax.set_xticks(range(M.shape[1]), [f"σ²={c}" for c in col_labels])
     ax.set_yticks(range(M.shape[0]), list(row_labels))
     fig.colorbar(im, ax=ax, label="log10 MSPD")
-    ax.set_title(title or "MSPD: learner trained at σ² vs ridge(λ)")
+    ax.set_title(title or "MSPD: learner trained at σ² vs ridge(λ)  (* = closest)")
     return _save(fig, path)
 
 
 def plot_probes(results, path, title=None) -> Path:
-    """Held-out relative probe error by layer, one line per (target, method) (Fig. 4–5)."""
+    """Held-out relative probe error by layer: one panel per target, one line per probe kind;
+    methods whose name contains "control" are dashed (Fig. 4–5)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    keys = sorted({(r.target, r.method) for r in results})
-    for tgt, m in keys:
-        rs = sorted((r for r in results if r.target == tgt and r.method == m), key=lambda r: r.layer)
-        ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], marker="o", label=f"{tgt} / {m}")
-    ax.set_xlabel("layer (0 = embedding)")
-    ax.set_ylabel("held-out relative MSE")
-    ax.set_ylim(bottom=0)
-    ax.set_title(title or "Probe error by layer")
-    ax.legend(fontsize=7)
+    targets = sorted({r.target for r in results})
+    methods = sorted({r.method for r in results})
+    base = sorted({m.replace(" (control)", "") for m in methods})
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(base)}
+    fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets) + 0.5, 3.8), squeeze=False, sharey=True)
+    for ax, tgt in zip(axes[0], targets):
+        for m in methods:
+            rs = sorted((r for r in results if r.target == tgt and r.method == m), key=lambda r: r.layer)
+            if not rs:
+                continue
+            ctrl = "control" in m
+            ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], "--" if ctrl else "-",
+                    marker="o", ms=3, color=colors[m.replace(" (control)", "")], alpha=0.6 if ctrl else 1.0, label=m)
+        layers = sorted({r.layer for r in results})
+        ax.set_xticks(layers)
+        ax.set_xlabel("layer (0 = embedding)")
+        ax.set_title(tgt)
+        ax.set_ylim(0, 1.1)
+        ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+    axes[0][0].set_ylabel("held-out relative MSE")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title or "Probe error by layer")
     return _save(fig, path)
 
 

@@ -29,13 +29,21 @@ from ..errors import OutOfRangeError, ShapeError
 __all__ = ["ProbeResult", "PositionProbe", "probe_target", "fit_position_probe", "fit_linear_readout",
            "probe_layers", "model_hidden_states", "TARGETS"]
 
-TARGETS = ("xty", "w_ols")
+TARGETS = ("xty", "w_ols", "y_query")
 
 
-def probe_target(X, y, kind: str) -> np.ndarray:
-    """Probe targets of paper §5: ``"xty"`` = ``XᵀY`` (B, d); ``"w_ols"`` = min-norm OLS weights (B, d)."""
+def probe_target(X, y, kind: str, x_query=None, w=None) -> np.ndarray:
+    """Probe targets of paper §5: ``"xty"`` = ``XᵀY`` (B, d); ``"w_ols"`` = min-norm OLS weights (B, d).
+
+    ``"y_query"`` = ``wᵀx_q`` (B, 1), the quantity the model must output — a positive control
+    (needs ``x_query`` and the true ``w``).
+    """
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64)
+    if kind == "y_query":
+        if x_query is None or w is None:
+            raise OutOfRangeError("probe target 'y_query' needs x_query and the true w")
+        return np.einsum("bd,bd->b", np.asarray(w, np.float64), np.asarray(x_query, np.float64))[:, None]
     if kind == "xty":
         return np.einsum("bnd,bn->bd", X, y)
     if kind == "w_ols":
@@ -109,28 +117,43 @@ def _check_pair(H, target):
 
 
 def fit_position_probe(H, target, hidden: str = "linear", steps: int = 400, lr: float = 1e-2,
-                       test_frac: float = 0.25, seed: int = 0, layer: int = -1, target_name: str = "target"
-                       ) -> ProbeResult:
+                       test_frac: float = 0.25, seed: int = 0, layer: int = -1, target_name: str = "target",
+                       weight_decay: float = 1e-3, val_frac: float = 0.15, eval_every: int = 10) -> ProbeResult:
     """Train the paper's position-attention probe on ``H (B, T, D)`` → ``target (B, k)`` (full-batch Adam).
 
-    Hidden channels and targets are standardised on the training split; the error is the
-    held-out relative MSE in the target's own units.
+    Hidden channels and targets are standardised on the training split. A further ``val_frac``
+    of the training sequences is held out for early stopping (the parameters with the lowest
+    validation loss, checked every ``eval_every`` steps, are kept), so an over-parameterised MLP
+    probe cannot score worse than predicting the mean by much. The error is the held-out
+    (test split) relative MSE in the target's own units.
     """
     H, v = _check_pair(H, target)
     tr, te = _split(H.shape[0], test_frac, seed)
-    mu, sd = H[tr].mean(dim=(0, 1)), H[tr].std(dim=(0, 1)) + 1e-6
+    n_val = max(1, int(round(len(tr) * val_frac)))
+    fit, val = tr[n_val:], tr[:n_val]
+    mu, sd = H[fit].mean(dim=(0, 1)), H[fit].std(dim=(0, 1)) + 1e-6
     Hs = ((H - mu) / sd).float()
-    vm, vs = v[tr].mean(0), v[tr].std(0) + 1e-12
+    vm, vs = v[fit].mean(0), v[fit].std(0) + 1e-12
     vt = torch.as_tensor((v - vm) / vs, dtype=torch.float32)
     torch.manual_seed(seed)
     probe = PositionProbe(H.shape[1], H.shape[2], v.shape[1], hidden)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr)
-    tr_t = torch.as_tensor(tr)
-    for _ in range(steps):
-        loss = ((probe(Hs[tr_t]) - vt[tr_t]) ** 2).sum(dim=1).mean()
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    fit_t, val_t = torch.as_tensor(fit), torch.as_tensor(val)
+    H_fit, v_fit, H_val, v_val = Hs[fit_t], vt[fit_t], Hs[val_t], vt[val_t]
+    best, best_state = float("inf"), None
+    for step in range(steps + 1):
+        if step % eval_every == 0 or step == steps:
+            with torch.no_grad():
+                vl = ((probe(H_val) - v_val) ** 2).sum(dim=1).mean().item()
+            if vl < best:
+                best, best_state = vl, {k: t.clone() for k, t in probe.state_dict().items()}
+        if step == steps:
+            break
+        loss = ((probe(H_fit) - v_fit) ** 2).sum(dim=1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+    probe.load_state_dict(best_state)
     with torch.no_grad():
         v_hat = probe(Hs).double().numpy() * vs + vm
     return ProbeResult(layer, hidden, target_name, _rel_err(v[te], v_hat[te], vm), _rel_err(v[tr], v_hat[tr], vm),

@@ -121,7 +121,8 @@ def train(
         steps, batch_size, lr: schedule length, per-rank batch, peak learning rate.
         noise_var, prior_var: σ² and τ² of the task distribution.
         n_points: examples per training sequence (default ``model.config.max_points``).
-        curriculum: ``None``, a :class:`Curriculum` or its kwargs dict (Garg et al. 2022).
+        curriculum: ``None``, a :class:`Curriculum`, its kwargs dict, or ``"garg"`` (Garg et al. 2022
+            scaled to this run: d from ⌈d/4⌉ and n from 2⌈d/4⌉+1, +1 / +2 every ``steps // 60`` steps).
         out_dir: folder for ``model.safetensors``, ``config.json``, ``optimizer.safetensors``
             and ``log.csv``; an unfinished run there with the same arguments is resumed.
         init_from: checkpoint whose weights start the run (fine-tuning, e.g. noiseless → noisy).
@@ -135,6 +136,12 @@ def train(
         raise OutOfRangeError(f"steps must be a positive integer; got {steps!r}")
     if batch_size < 1 or lr <= 0:
         raise OutOfRangeError(f"batch_size must be >= 1 and lr > 0; got batch_size={batch_size}, lr={lr}")
+    if isinstance(curriculum, str):
+        if curriculum != "garg":
+            raise OutOfRangeError(f"curriculum must be None, 'garg', a dict or a Curriculum; got {curriculum!r}")
+        d0 = max(1, math.ceil(model.config.d / 4))
+        n_full = model.config.max_points if n_points is None else int(n_points)
+        curriculum = Curriculum(d_start=d0, n_start=min(n_full, 2 * d0 + 1), interval=max(1, steps // 60))
     if isinstance(curriculum, dict):
         curriculum = Curriculum(**curriculum)
     rank, world = _dist()
