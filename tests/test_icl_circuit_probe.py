@@ -1,0 +1,57 @@
+"""Probes validated on a compiled circuit, where the contents of every slot are known exactly.
+
+The ridge circuit holds w = (XᵀX + λI)⁻¹Xᵀy in its residual stream (slot ``wq`` at the query
+column after the last layer), so a correct probe must decode it with near-zero error; the
+layers before any example is processed hold no information about w, so they must not.
+"""
+import numpy as np
+
+import iclconstruct as ic
+from iclconstruct.icl import fit_linear_readout, fit_position_probe, probe_layers
+
+
+def circuit_states(n_tasks=240, n=6, d=3, lam=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_tasks, n, d))
+    y = np.einsum("bnd,bd->bn", X, rng.standard_normal((n_tasks, d)))
+    xq = rng.standard_normal((n_tasks, d))
+    m = ic.circuits.ridge(d, lam)
+    _, cache = m.run_with_cache(ic.tokens.encode(X, y, xq), names_filter="*hook_resid_post")
+    H = [cache.resid(l).numpy() for l in range(cache.n_layers)]
+    return m, H, ic.reference.ridge(X, y, lam), cache
+
+
+def test_probe_decodes_the_circuit_weight_slot_exactly():
+    m, H, w, cache = circuit_states()
+    np.testing.assert_allclose(cache.slot("wq", -1)[:, -1].numpy(), w, atol=1e-6)  # ground truth
+    res = fit_linear_readout(H[-1], w, column=-1, lam=1e-12)
+    assert res.test_rel_err < 1e-9
+    first = fit_linear_readout(H[0], w, column=-1, lam=1e-12)  # after the prologue: no example seen yet
+    assert first.test_rel_err > 0.5
+
+
+def test_position_probe_finds_the_right_column_of_the_circuit():
+    _, H, w, _ = circuit_states()
+    res = fit_position_probe(H[-1], w, hidden="linear", steps=400)
+    assert res.test_rel_err < 0.05
+    T = H[-1].shape[1]
+    assert int(np.argmax(res.alpha)) in (T - 2, T - 1)  # the last ỹ column holds w, the query column wq
+
+
+def test_probe_layers_runs_on_circuit_states():
+    _, H, w, _ = circuit_states(n_tasks=120)
+    rows = probe_layers([H[0], H[-1]], {"w_ridge": w}, methods=("readout",))
+    # the default readout is ridge-regularised (lam=1e-3), which costs ~1e-6 of shrinkage
+    assert [r.layer for r in rows] == [0, 1] and rows[1].test_rel_err < 1e-5 and rows[0].test_rel_err > 0.5
+
+
+def test_cli_compare_puts_circuits_in_the_same_table(tmp_path, capsys):
+    from iclconstruct.cli import main
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "--model", "circuit:ridge:0.5", "--d", "3", "--n-tasks", "40", "--out", str(out)]) == 0
+    table = (out / "compare.md").read_text()
+    first = [ln for ln in table.splitlines() if ln.startswith("| ") and "predictor" not in ln][0]
+    assert first.startswith("| Ridge(0.5) |")  # the circuit's own algorithm is its closest predictor
+    assert (out / "spd_vs_examples.png").stat().st_size > 0
+    assert str(out) in capsys.readouterr().out
