@@ -151,7 +151,7 @@ def ridge_mean(X, y, lam: float) -> np.ndarray:
 
 
 def sgd(X, y, lr: float, lam: float = 0.0, w0=None) -> np.ndarray:
-    """One pass of stochastic gradient descent over the examples in order (paper Eq. 4).
+    """One pass of stochastic gradient descent over the examples in order (paper Eq. 11, the update of Theorem 1).
 
     For ``i = 1..n``: ``w ← w − 2·lr·(x_i x_iᵀ w − y_i x_i + lam·w)``, the gradient of
     ``(wᵀx_i − y_i)² + lam‖w‖²`` (sum-of-squares convention, factor 2·lr). ``w0 = 0`` by
