@@ -28,7 +28,8 @@ def within(got, ref, tol=1e-6):
 def test_sgd_circuit_matches_reference(task, lam, random_w0, frac):
     X, y, xq, rng = task
     d = X.shape[1]
-    lr = frac / (2 * (X * X).sum(1).max())  # 2·lr·‖x_i‖² <= 1 for every example
+    sq = (X * X).sum(1).max()
+    lr = frac * min(1 / (2 * sq), 1 / (sq + lam))  # 2·lr·‖x_i‖² <= 1 and 2·lr·(‖x_i‖² + lam) <= 2
     w0 = rng.standard_normal(d) if random_w0 else None
     m = ic.circuits.sgd(d, lr, lam=lam, w0=w0)
     ref = xq @ ic.reference.sgd(X, y, lr, lam=lam, w0=w0)
@@ -48,7 +49,8 @@ def test_every_prefix_in_one_forward_pass(task, lam, sgd_lam):
     n, d = X.shape
     xs = np.vstack([X, xq])
     r = ic.circuits.ridge(d, lam)(ic.tokens.encode(X, y, xq))[0]
-    lr = 0.4 / (2 * (X * X).sum(1).max())
+    sq = (X * X).sum(1).max()
+    lr = 0.4 * min(1 / (2 * sq), 1 / (sq + sgd_lam))
     s = ic.circuits.sgd(d, lr, lam=sgd_lam)(ic.tokens.encode(X, y, xq))[0]
     assert r.shape == (n + 1,)
     for i in range(n + 1):
@@ -132,6 +134,18 @@ def test_unstable_sgd_says_so():
     m = ic.circuits.sgd(2, lr=0.5)
     with pytest.raises(E.DivergenceError, match="lr"):
         m.predict(X, X.sum(1), X[0])
+    # 2·lr·‖x‖² <= 1 holds, but the L2 term alone expands: 2·lr·(‖x‖² + lam) > 2
+    X = np.full((3, 1), 0.01)
+    with pytest.raises(E.DivergenceError, match="lam"):
+        ic.circuits.sgd(1, lr=4000.0, lam=0.5).predict(X, X[:, 0], X[0])
+
+
+def test_sgd_with_a_huge_step_on_tiny_inputs():
+    """Large lr multiplies no error: the circuit works in units u = √(2·lr)·x (|u| <= 1)."""
+    X, y, xq = np.array([[0.00123015]]), np.array([0.0003675]), np.array([-0.27413786])
+    lr = 0.4 / (2 * float((X * X).sum(1).max()))  # ≈ 1.3e5
+    m = ic.circuits.sgd(1, lr)
+    within(m.predict(X, y, xq), xq @ ic.reference.sgd(X, y, lr))
 
 
 def test_summary_lists_layout_and_costs():

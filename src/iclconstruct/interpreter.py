@@ -19,16 +19,13 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .constants import Constants
-from .errors import ContextTooLongError, DivisorTooSmallError, NonFiniteError, OutOfRangeError, ShapeError
+from .checks import check_divisor, check_inputs, check_written
+from .errors import ContextTooLongError, NonFiniteError, ShapeError
 from .layout import Layout
 from .ops import Aff, Div, Mov, Mul, Op
 from .program import Program
 
 __all__ = ["interpret", "Trace", "apply_op", "embed_reference"]
-
-# relative slack of the runtime bound checks: values may exceed a bound by this much
-# (the compiled model's own error) before a check fires
-BOUND_SLACK = 1e-6
 
 
 @dataclass
@@ -83,15 +80,8 @@ def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[i
 
 
 def _check_inputs(program: Program, tok: np.ndarray) -> None:
-    lay = program.layout
-    for name, vals in (("y", tok[..., :1]), ("x", tok[..., 1:])):
-        b = lay[name].bound
-        m = float(np.abs(vals).max()) if vals.size else 0.0
-        if m > b:
-            raise OutOfRangeError(
-                f"input {name!r} reaches |{name}| = {m:.4g} but the program was built for |{name}| <= {b:g}; "
-                f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
-            )
+    absmax = lambda a: float(np.abs(a).max()) if a.size else 0.0
+    check_inputs(program.layout, absmax(tok[..., :1]), absmax(tok[..., 1:]))
 
 
 def _rows(lay: Layout, name: str) -> slice:
@@ -153,23 +143,11 @@ def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: st
     if before:
         if isinstance(op, Div):
             c = np.abs(H[..., _rows(lay, op.divisor)])
-            m = float(c.min()) if c.size else np.inf
-            if m < constants.div_min:
-                raise DivisorTooSmallError(
-                    f"{where}: {op.describe()} divides by |{op.divisor}| = {m:.4g} < div_min = {constants.div_min:g}; "
-                    f"keep the divisor away from 0 or lower Constants.div_min (error grows as 1/c^2)"
-                )
+            check_divisor(where, op.describe(), op.divisor, float(c.min()) if c.size else np.inf, constants.div_min)
         return
     dst = lay[op.writes()]
     vals = H[..., dst.start : dst.stop]
-    if not np.isfinite(vals).all():
-        raise NonFiniteError(f"{where}: {op.describe()} produced NaN or infinity in slot {dst.name!r}")
-    m = float(np.abs(vals).max()) if vals.size else 0.0
-    if m > dst.bound * (1 + BOUND_SLACK):
-        raise OutOfRangeError(
-            f"{where}: {op.describe()} wrote |{dst.name}| = {m:.4g}, beyond its declared bound {dst.bound:g}; "
-            f"declare a larger bound for slot {dst.name!r} (larger bounds cost accuracy) or keep inputs smaller"
-        )
+    check_written(where, op.describe(), dst, float(np.abs(vals).max()) if vals.size else 0.0)
 
 
 def interpret(program: Program, tokens, *, constants: Optional[Constants] = None, check: bool = True,

@@ -22,15 +22,9 @@ from einops import einsum
 from torch import nn
 
 from .constants import Constants
-from .errors import (
-    ContextTooLongError,
-    DivisorTooSmallError,
-    NonFiniteError,
-    OutOfRangeError,
-    ShapeError,
-)
+from .checks import BOUND_SLACK, check_divisor, check_inputs, check_written
+from .errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
-from .interpreter import BOUND_SLACK
 from .layout import Layout
 from .primitives import HeadWeights, MLPWeights
 from .ops import Mul
@@ -218,14 +212,8 @@ class ConstructedTransformer(nn.Module):
             raise ContextTooLongError(
                 f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
             )
-        for name, vals in (("y", t[..., :1]), ("x", t[..., 1:])):
-            b = self.layout[name].bound
-            m = float(vals.abs().max()) if vals.numel() else 0.0
-            if m > b:
-                raise OutOfRangeError(
-                    f"input {name!r} reaches |{name}| = {m:.4g} but the model was built for |{name}| <= {b:g}; "
-                    f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
-                )
+        absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
+        check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
         for fn in self.token_checks:
             fn(t)
         return t, numpy_in
@@ -235,25 +223,13 @@ class ConstructedTransformer(nn.Module):
         if before:
             if plan.divisor is not None:
                 c = h[..., lay[plan.divisor].start].abs()
-                m = float(c.min())
-                if m < self.constants.div_min:
-                    raise DivisorTooSmallError(
-                        f"layer {l}: div by |{plan.divisor}| = {m:.4g} < div_min = {self.constants.div_min:g}; "
-                        f"keep the divisor away from 0 or lower Constants.div_min (error grows as 1/c^2)"
-                    )
+                check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
+        slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
         for op in plan.ops:
             s = lay[op.writes()]
             v = h[..., s.start : s.stop]
-            if not torch.isfinite(v).all():
-                raise NonFiniteError(f"layer {l}: {op.describe()} produced NaN or infinity in slot {s.name!r}")
-            m = float(v.abs().max())
-            slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-            if m > s.bound * (1 + slack) + slack:
-                raise OutOfRangeError(
-                    f"layer {l}: {op.describe()} wrote |{s.name}| = {m:.4g}, beyond its declared bound {s.bound:g}; "
-                    f"declare a larger bound for slot {s.name!r} (larger bounds cost accuracy) or keep inputs smaller"
-                )
+            check_written(f"layer {l}", op.describe(), s, float(v.abs().max()), slack)
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""

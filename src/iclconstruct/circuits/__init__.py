@@ -19,4 +19,4 @@ def attach_checks(model) -> None:
     """Re-attach a circuit's input checks (from ``model.program.meta``) after loading it from disk."""
     meta = getattr(model.program, "meta", {}) or {}
     if meta.get("circuit") == "sgd":
-        attach_stability_check(model, float(meta["lr"]))
+        attach_stability_check(model, float(meta["lr"]), float(meta.get("lam", 0.0)))

@@ -10,9 +10,13 @@ The paper's trace uses nine primitives (≈9 layers) and ≈4+4d rows per step. 
 ====  ===========================================  ===========================================
       attention                                    MLP
 ====  ===========================================  ===========================================
-L0    ``wprev ← w(t−2)``                            ``e ← wprevᵀxe − y``; ``dec ← is_y·wprev``
-L1    —                                             ``w ← wprev − 2·lr·xe·e − 2·lr·lam·dec``
+L0    ``wprev ← w(t−2)``                            ``e ← wprevᵀu − √(2lr)·y``; ``dec ← is_y·wprev``
+L1    —                                             ``w ← wprev − u·e − 2·lr·lam·dec``
 ====  ===========================================  ===========================================
+
+with ``u = √(2·lr)·x`` (made once by the prologue): ``u·e = 2·lr·x(xᵀw − y)``, and
+``|u_i| ≤ 1`` in the stable range, so a large ``lr`` does not multiply the error of the
+products.
 
 ``dec`` (the regulariser applied only at ỹ columns, so that x̃ columns keep ``w0``) is
 dropped when ``lam = 0``.
@@ -29,7 +33,7 @@ from ..compiler import compile
 from ..constants import Constants
 from ..errors import DivergenceError, ICLConstructError, ShapeError
 from ..program import Program
-from .common import default_bounds, gather_examples, predict_from
+from .common import default_bounds, predict_from
 
 __all__ = ["sgd", "sgd_program", "attach_stability_check"]
 
@@ -51,25 +55,29 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
         raise ShapeError("w0 contains NaN or infinity")
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = float(w_bound) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
-    eb = yb + math.sqrt(d) * wb * xb
+    r = math.sqrt(2.0 * lr)
+    # work in the step's natural units: u = √(2·lr)·x has |u_i| <= 1 whenever 2·lr·‖x‖² <= 1,
+    # so a large lr does not multiply the products' absolute error
+    eb = math.sqrt(d) * wb + r * yb
     p = Program(d, x_bound=xb, y_bound=yb, name=f"sgd(d={d}, lr={lr:g}, lam={lam:g})")
-    p.slot("xe", d, bound=xb)
+    p.slot("u", d, bound=max(xb, 1.0))
     p.slot("w", d, bound=wb)
     p.slot("wprev", d, bound=wb)
     p.slot("e", 1, bound=eb)
     if lam > 0:
         p.slot("dec", d, bound=wb)
     p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
-    gather_examples(p, "xe")
+    p.mov("x", "u", offset=1)                                   # x of the example, at its ỹ column
+    p.mul("u", "is_y", "u", shape=(d, 1, 1), coef=r)           # u = √(2·lr)·x at ỹ columns, 0 at x̃
     p.aff("w", bias=w0v)
     with p.loop("examples"):
         p.mov("w", "wprev", offset=2)
-        p.mul("wprev", "xe", "e", shape=(1, d, 1), plus={"y": -1.0})
+        p.mul("wprev", "u", "e", shape=(1, d, 1), plus={"y": -r})   # e = uᵀw − √(2·lr)·y
         plus = {"wprev": 1.0}
         if lam > 0:
             p.mul("wprev", "is_y", "dec", shape=(d, 1, 1))
             plus["dec"] = -2.0 * lr * lam
-        p.mul("xe", "e", "w", shape=(d, 1, 1), coef=-2.0 * lr, plus=plus)
+        p.mul("u", "e", "w", shape=(d, 1, 1), coef=-1.0, plus=plus)   # w − u·e − 2·lr·lam·dec
     predict_from(p, "w", "wprev", "pred")
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
               "x_bound": xb, "y_bound": yb, "w_bound": wb}
@@ -97,11 +105,11 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
     """
     p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
     m = compile(p, constants=constants, dtype=dtype, max_len=max_len)
-    attach_stability_check(m, lr)
+    attach_stability_check(m, lr, lam)
     return m
 
 
-def attach_stability_check(model, lr: float) -> None:
+def attach_stability_check(model, lr: float, lam: float = 0.0) -> None:
     """Make ``model`` refuse inputs on which one-pass SGD with step ``lr`` is unstable."""
 
     def check_stable(tokens: torch.Tensor) -> None:
@@ -113,6 +121,11 @@ def attach_stability_check(model, lr: float) -> None:
             raise DivergenceError(
                 f"2·lr·‖x_i‖² reaches {2.0 * lr * sq:.4g} > 1: one-pass SGD with lr={lr:g} is not stable on this "
                 f"input and its iterates grow without bound; use lr <= {0.5 / sq:.4g}"
+            )
+        if 2.0 * lr * (sq + lam) > 2.0 + 1e-12:
+            raise DivergenceError(
+                f"2·lr·(‖x_i‖² + lam) reaches {2.0 * lr * (sq + lam):.4g} > 2: with lam={lam:g} the step "
+                f"w ← (1 − 2·lr·lam)·w − … expands and the iterates grow; use lr <= {1.0 / (sq + lam):.4g}"
             )
 
     model.token_checks.append(check_stable)

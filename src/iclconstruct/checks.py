@@ -1,0 +1,49 @@
+"""Runtime range checks shared by the interpreter and the compiled model.
+
+The approximation constants give their stated error only inside the declared bounds of
+each slot and for divisors of magnitude at least ``Constants.div_min``; outside them both
+execution paths raise the same exceptions, with messages that say what to change.
+"""
+from __future__ import annotations
+
+import math
+
+from .errors import DivisorTooSmallError, NonFiniteError, OutOfRangeError
+from .layout import Layout, Slot
+
+__all__ = ["BOUND_SLACK", "check_inputs", "check_divisor", "check_written"]
+
+#: relative slack of the bound checks in float64: a value may exceed its bound by this much
+#: (the compiled model's own error) before a check fires
+BOUND_SLACK = 1e-6
+
+
+def check_inputs(layout: Layout, y_absmax: float, x_absmax: float) -> None:
+    """Raise if the token inputs leave the program's ``y``/``x`` bounds."""
+    for name, m in (("y", y_absmax), ("x", x_absmax)):
+        b = layout[name].bound
+        if m > b:
+            raise OutOfRangeError(
+                f"input {name!r} reaches |{name}| = {m:.4g} but the program was built for |{name}| <= {b:g}; "
+                f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
+            )
+
+
+def check_divisor(where: str, what: str, divisor: str, min_abs: float, div_min: float) -> None:
+    """Raise if a ``div`` would divide by a magnitude below ``div_min``."""
+    if min_abs < div_min:
+        raise DivisorTooSmallError(
+            f"{where}: {what} divides by |{divisor}| = {min_abs:.4g} < div_min = {div_min:g}; "
+            f"keep the divisor away from 0 or lower Constants.div_min (error grows as 1/c^2)"
+        )
+
+
+def check_written(where: str, what: str, slot: Slot, absmax: float, slack: float = BOUND_SLACK) -> None:
+    """Raise if an op wrote a non-finite value or one beyond ``slot``'s declared bound."""
+    if not math.isfinite(absmax):
+        raise NonFiniteError(f"{where}: {what} produced NaN or infinity in slot {slot.name!r}")
+    if absmax > slot.bound * (1 + slack) + slack:
+        raise OutOfRangeError(
+            f"{where}: {what} wrote |{slot.name}| = {absmax:.4g}, beyond its declared bound {slot.bound:g}; "
+            f"declare a larger bound for slot {slot.name!r} (larger bounds cost accuracy) or keep inputs smaller"
+        )
