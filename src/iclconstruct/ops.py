@@ -63,8 +63,9 @@ class Op:
     def reads(self) -> Tuple[str, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def writes(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def writes(self) -> str:
+        """The slot the op writes (every op has exactly one destination, ``dst``)."""
+        return self.dst
 
     @property
     def kind(self) -> str:
@@ -79,9 +80,6 @@ class Mov(Op):
 
     def reads(self):
         return (self.src,)
-
-    def writes(self):
-        return self.dst
 
     def describe(self) -> str:
         return f"mov({self.src}[{self.read.describe()}] -> {self.dst})"
@@ -99,9 +97,6 @@ class Mul(Op):
 
     def reads(self):
         return (self.lhs, self.rhs) + tuple(s for s, _ in self.plus)
-
-    def writes(self):
-        return self.dst
 
     def describe(self) -> str:
         a, b, c = self.shape
@@ -121,9 +116,6 @@ class Div(Op):
     def reads(self):
         return (self.src, self.divisor) + ((self.dst,) if self.accumulate else ())
 
-    def writes(self):
-        return self.dst
-
     def describe(self) -> str:
         coef = "" if self.coef == 1.0 else f"{self.coef:g}·"
         arrow = "+=>" if self.accumulate else "->"
@@ -138,9 +130,6 @@ class Aff(Op):
 
     def reads(self):
         return tuple(s for s, _ in self.terms)
-
-    def writes(self):
-        return self.dst
 
     def describe(self) -> str:
         parts = [f"W·{s}" for s, _ in self.terms] + (["b"] if self.bias is not None else [])

@@ -28,15 +28,15 @@ def default_bounds(d: int, x_bound, y_bound):
     return xb, yb
 
 
-def gather_examples(p: Program, xe: str) -> None:
-    """``xe ← x`` of the previous column at ỹ columns, 0 at x̃ columns (one layer).
+def gather_examples(p: Program, xe: str, scale: float = 1.0) -> None:
+    """``xe ← scale·x`` of the previous column at ỹ columns, 0 at x̃ columns (one layer).
 
     ``mov`` from offset 1 brings ``x_k`` to the ỹ column of example ``k``; at x̃ columns it
     brings the zero x-rows of a ỹ column, except at column 0, which reads itself — the
     product with the ``is_y`` flag zeroes that.
     """
     p.mov("x", xe, offset=1)
-    p.mul(xe, "is_y", xe, shape=(p.d, 1, 1))
+    p.mul(xe, "is_y", xe, shape=(p.d, 1, 1), coef=scale)
 
 
 def predict_from(p: Program, w: str, scratch: str, out: str) -> None:

@@ -33,7 +33,7 @@ from ..compiler import compile
 from ..constants import Constants
 from ..errors import DivergenceError, ICLConstructError, ShapeError
 from ..program import Program
-from .common import default_bounds, predict_from
+from .common import default_bounds, gather_examples, predict_from
 
 __all__ = ["sgd", "sgd_program", "attach_stability_check"]
 
@@ -67,8 +67,7 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
     if lam > 0:
         p.slot("dec", d, bound=wb)
     p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
-    p.mov("x", "u", offset=1)                                   # x of the example, at its ỹ column
-    p.mul("u", "is_y", "u", shape=(d, 1, 1), coef=r)           # u = √(2·lr)·x at ỹ columns, 0 at x̃
+    gather_examples(p, "u", scale=r)  # u = √(2·lr)·x at ỹ columns, 0 at x̃
     p.aff("w", bias=w0v)
     with p.loop("examples"):
         p.mov("w", "wprev", offset=2)
