@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import OutOfRangeError
 from .data import Tasks
-from .metrics import bootstrap_ci, implicit_weights, mspd, spd
+from .metrics import bootstrap_ci, implicit_weights, mspd
 from .predictors import as_predictor, default_predictors, name_of, predict_prefixes
 
 __all__ = ["ComparisonTable", "compare", "mspd_table"]

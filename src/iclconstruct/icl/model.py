@@ -13,7 +13,7 @@ position table covers, so a query may follow at most ``max_points - 1`` examples
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import torch
