@@ -4,7 +4,7 @@ import pytest
 import iclconstruct as ic
 from iclconstruct.errors import (LayoutError, SlotOverlapError, UnknownSlotError, UnwrittenSlotError,
                                  WidthOverflowError)
-from iclconstruct.layout import SYSTEM_SLOTS, Layout
+from iclconstruct.lang.layout import SYSTEM_SLOTS, Layout
 
 
 def test_system_and_input_slots_first():

@@ -6,12 +6,12 @@ run it exactly with :func:`interpret`, and turn it into a real transformer with
 """
 from . import circuits, errors, io, reference, tokens
 from .compiler import compile
-from .constants import Constants
-from .interpreter import Trace, interpret
+from .numerics.constants import Constants
+from .lang.interpreter import Trace, interpret
 from .io import load
-from .layout import Layout, Slot
-from .model import ConstructedTransformer
-from .program import Program
+from .lang.layout import Layout, Slot
+from .compiler.model import ConstructedTransformer
+from .lang.program import Program
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ __all__ = ["run_demo"]
 
 
 def _primitive_programs(d: int):
-    from .program import Program
+    from .lang.program import Program
 
     out = []
     p = Program(d, name="mov")
@@ -44,8 +44,8 @@ def run_demo(seed: int = 0, d: int = 4, n: int = 8, batch: int = 16, verbose: bo
     import torch
 
     from . import circuits, reference, tokens
-    from .compiler import compile
-    from .interpreter import interpret
+    from .compiler.build import compile
+    from .lang.interpreter import interpret
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)

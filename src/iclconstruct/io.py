@@ -2,14 +2,14 @@
 
 A saved circuit is a **folder** holding two files:
 
-* ``model.safetensors`` — every weight tensor of the :class:`~iclconstruct.model.ConstructedTransformer`
+* ``model.safetensors`` — every weight tensor of the :class:`~iclconstruct.compiler.model.ConstructedTransformer`
   (``model.state_dict()``), written with safetensors (never pickle, never ``torch.load``);
 * ``circuit.json`` — what the weights were compiled from: the program (every slot
   allocation and free, every op with its matrices as nested lists, the loops, the readout,
   ``program.meta``), the layout, the approximation constants and the compile arguments
   (``dtype``, ``max_len``, ``block``, ``width``).
 
-:func:`load` trusts neither file alone. It rebuilds the :class:`~iclconstruct.program.Program`
+:func:`load` trusts neither file alone. It rebuilds the :class:`~iclconstruct.lang.program.Program`
 through its public API (so every check the program runs on construction runs again),
 recompiles it and requires the recompiled weights to equal the stored ones **bit for bit**;
 otherwise it raises :class:`~iclconstruct.errors.CheckpointError`. The weights are thus a
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ICLConstructError
-from .ops import Aff, Div, Mov, Mul, Op, Read
+from .lang.ops import Aff, Div, Mov, Mul, Op, Read
 
 __all__ = ["save", "load", "to_json", "program_to_dict", "program_from_dict", "FORMAT", "FORMAT_VERSION",
            "WEIGHTS_FILE", "CIRCUIT_FILE"]
@@ -108,7 +108,7 @@ def program_to_dict(program) -> dict:
     derived as the latest point allowed, i.e. after the last op that touches the slot and
     before the first slot that reuses its rows).
     """
-    from .layout import INPUT_SLOTS, SYSTEM_SLOTS
+    from .lang.layout import INPUT_SLOTS, SYSTEM_SLOTS
 
     lay = program.layout
     segments = [{"loop": i % 2 == 1, "repeat": seg.repeat, "ops": [_op_to_dict(op) for op in seg.ops]}
@@ -165,7 +165,7 @@ def _add_op(p, o: dict) -> None:
 
 
 def program_from_dict(data: dict):
-    """Rebuild a :class:`~iclconstruct.program.Program` from :func:`program_to_dict` output.
+    """Rebuild a :class:`~iclconstruct.lang.program.Program` from :func:`program_to_dict` output.
 
     The program is replayed through its public API (``slot``, ``free``, ``loop`` and the four
     primitives), so every construction-time check runs again. Slot allocations and frees
@@ -173,7 +173,7 @@ def program_from_dict(data: dict):
     freed after the last op that touches it (after the whole loop, if that op is inside
     one), just before the first later slot that reuses its rows.
     """
-    from .program import Program
+    from .lang.program import Program
 
     p = Program(int(data["d"]), x_bound=_unnum(data["x_bound"]), y_bound=_unnum(data["y_bound"]),
                 width=data["width"], name=str(data["name"]))
@@ -288,7 +288,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save(model, path) -> Path:
-    """Save ``model`` (a :class:`~iclconstruct.model.ConstructedTransformer`) into the folder ``path``.
+    """Save ``model`` (a :class:`~iclconstruct.compiler.model.ConstructedTransformer`) into the folder ``path``.
 
     Writes ``path/model.safetensors`` (the weights) and then ``path/circuit.json`` (program,
     layout, constants, compile arguments, meta); ``circuit.json`` is written last, so a
@@ -347,8 +347,8 @@ def _read_weights(folder: Path) -> Dict[str, torch.Tensor]:
 
 def _rebuild(doc: dict, where: Path):
     """Program, constants and compile arguments from ``circuit.json``; the recompiled model."""
-    from .compiler import compile
-    from .constants import Constants
+    from .compiler.build import compile
+    from .numerics.constants import Constants
 
     try:
         program = program_from_dict(doc["program"])

@@ -24,9 +24,9 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError("iclconstruct.testing needs hypothesis: pip install 'iclconstruct[test]'") from exc
 
-from .interpreter import interpret
-from .model import ConstructedTransformer
-from .program import Program
+from .lang.interpreter import interpret
+from .compiler.model import ConstructedTransformer
+from .lang.program import Program
 from .tokens import encode
 
 __all__ = [

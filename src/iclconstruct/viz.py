@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .ops import Div
+from .lang.ops import Div
 
 __all__ = ["layout", "residual", "attention", "weights", "token_labels", "slot_groups", "INTERNAL_SLOTS"]
 
@@ -164,7 +164,7 @@ def _sublayer_rows(model, block: int) -> Tuple[set, set, set, set]:
 def _slot_lifetimes(model, plans) -> Dict[str, Tuple[int, int]]:
     """First and last column (sublayer index) at which each slot is live, from its reads and writes."""
     lay = model.layout
-    from .layout import INPUT_SLOTS, SYSTEM_SLOTS
+    from .lang.layout import INPUT_SLOTS, SYSTEM_SLOTS
 
     n_cols = 2 * len(plans)
     life: Dict[str, List[int]] = {}

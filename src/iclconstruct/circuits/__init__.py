@@ -5,7 +5,7 @@
   example (Theorem 2).
 
 Both read the paper's token layout and return a
-:class:`~iclconstruct.model.ConstructedTransformer` whose readout at the x̃ column of
+:class:`~iclconstruct.compiler.model.ConstructedTransformer` whose readout at the x̃ column of
 example ``i + 1`` is the prediction after the first ``i`` examples; ``m.predict(X, y, x_q)``
 is the prediction after all of them.
 """

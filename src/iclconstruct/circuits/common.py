@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ..program import Program
+from ..lang.program import Program
 
 __all__ = ["gather_examples", "predict_from", "default_bounds"]
 

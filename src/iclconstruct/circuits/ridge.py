@@ -27,10 +27,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..compiler import compile
-from ..constants import Constants
+from ..compiler.build import compile
+from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
-from ..program import Program
+from ..lang.program import Program
 from .common import default_bounds, gather_examples, predict_from
 
 __all__ = ["ridge", "ridge_program"]

@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .constants import Constants
-from .layout import Layout
-from .ops import Read
+from ..numerics.constants import Constants
+from ..lang.layout import Layout
+from ..lang.ops import Read
 
 __all__ = [
     "AttentionBuilder",

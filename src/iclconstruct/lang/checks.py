@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import DivisorTooSmallError, NonFiniteError, OutOfRangeError
+from ..errors import DivisorTooSmallError, NonFiniteError, OutOfRangeError
 from .layout import Layout, Slot
 
 __all__ = ["BOUND_SLACK", "check_inputs", "check_divisor", "check_written"]

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .errors import ICLConstructError
+from ..errors import ICLConstructError
 
 __all__ = ["Constants"]
 

@@ -20,7 +20,7 @@ from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from ..errors import CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS, Layout
 from .ops import Aff, Div, Mov, Mul, Op, Read
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
+from ..errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
 
 __all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
 

@@ -1,8 +1,8 @@
-"""Compile a :class:`~iclconstruct.program.Program` into a :class:`ConstructedTransformer`.
+"""Compile a :class:`~iclconstruct.lang.program.Program` into a :class:`ConstructedTransformer`.
 
-Passes: :func:`~iclconstruct.schedule.schedule` packs ops into layers (Lemma 7); then,
-per layer, an :class:`~iclconstruct.primitives.AttentionBuilder` and an
-:class:`~iclconstruct.primitives.MLPBuilder` turn the ops into weights; finally the
+Passes: :func:`~iclconstruct.compiler.schedule.schedule` packs ops into layers (Lemma 7); then,
+per layer, an :class:`~iclconstruct.compiler.builders.AttentionBuilder` and an
+:class:`~iclconstruct.compiler.builders.MLPBuilder` turn the ops into weights; finally the
 embedding (token channels into ``y``/``x``, position units, the constant row, the
 column-type flag and the LayerNorm anchors) and the readout row are set. No weight is
 written by hand outside these builders.
@@ -14,12 +14,12 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .constants import Constants
-from .errors import ICLConstructError
-from .layout import Layout
-from .ops import Aff, Div, Mov, Mul
-from .primitives import AttentionBuilder, MLPBuilder, balance, position_units
-from .program import Program
+from ..numerics.constants import Constants
+from ..errors import ICLConstructError
+from ..lang.layout import Layout
+from ..lang.ops import Aff, Div, Mov, Mul
+from .builders import AttentionBuilder, MLPBuilder, balance, position_units
+from ..lang.program import Program
 from .schedule import LayerPlan, schedule
 
 __all__ = ["compile", "BLOCK_STYLES"]
@@ -115,7 +115,7 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
             max_len: int = 1025, block: str = "paper", width: Optional[int] = None):
-    """Compile ``program`` into a :class:`~iclconstruct.model.ConstructedTransformer`.
+    """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
         program: the program (must have a readout).
@@ -140,7 +140,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     lay = program.layout
     D = lay.size if width is None else int(width)
     if D < lay.size:
-        from .errors import WidthOverflowError
+        from ..errors import WidthOverflowError
 
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
     sched = schedule(program)

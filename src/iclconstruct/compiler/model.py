@@ -21,16 +21,16 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import nn
 
-from .constants import Constants
-from .checks import BOUND_SLACK, check_divisor, check_inputs, check_written
-from .errors import ContextTooLongError, NonFiniteError, ShapeError
+from ..numerics.constants import Constants
+from ..lang.checks import BOUND_SLACK, check_divisor, check_inputs, check_written
+from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
-from .layout import Layout
-from .primitives import HeadWeights, MLPWeights
-from .ops import Mul
-from .program import Program
+from ..lang.layout import Layout
+from .builders import HeadWeights, MLPWeights
+from ..lang.ops import Mul
+from ..lang.program import Program
 from .schedule import LayerPlan, Schedule
-from .tokens import encode
+from ..tokens import encode
 
 __all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
 
@@ -104,7 +104,7 @@ class Block(nn.Module):
 
 
 class ConstructedTransformer(nn.Module):
-    """A transformer whose weights were compiled from a :class:`~iclconstruct.program.Program`.
+    """A transformer whose weights were compiled from a :class:`~iclconstruct.lang.program.Program`.
 
     Call it on tokens ``(B, T, d+1)`` (see :func:`iclconstruct.tokens.encode`) to get the
     readout row at every x̃ column, ``(B, ⌈T/2⌉)`` (or at every column, ``(B, T)``, for
@@ -323,7 +323,7 @@ class ConstructedTransformer(nn.Module):
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        from .io import save
+        from ..io import save
 
         save(self, path)
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple, Union
 
-from .layout import Layout
-from .ops import Aff, Div, Mov, Op
-from .program import Program
+from ..lang.layout import Layout
+from ..lang.ops import Aff, Div, Mov, Op
+from ..lang.program import Program
 
 __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
 

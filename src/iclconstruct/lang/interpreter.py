@@ -1,6 +1,6 @@
 """The float64 RAW interpreter: the reference semantics of every program.
 
-It executes the ops of a :class:`~iclconstruct.program.Program` one after another on
+It executes the ops of a :class:`~iclconstruct.lang.program.Program` one after another on
 the hidden state ``H`` (numpy, ``(B, T, D)``), exactly — no approximation constants —
 following the read–arithmetic–write operator of Definition C.2 (constructions.md §3).
 Compiled models are tested against it at every boundary.
@@ -18,9 +18,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .constants import Constants
+from ..numerics.constants import Constants
 from .checks import check_divisor, check_inputs, check_written
-from .errors import ContextTooLongError, NonFiniteError, ShapeError
+from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .layout import Layout
 from .ops import Aff, Div, Mov, Mul, Op
 from .program import Program

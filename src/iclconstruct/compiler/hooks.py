@@ -12,7 +12,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import torch
 
-from .errors import UnknownSlotError
+from ..errors import UnknownSlotError
 
 __all__ = ["ActivationCache", "HookManager", "HOOK_NAMES"]
 
