@@ -144,7 +144,7 @@ def test_compile_needs_readout_and_supported_options():
     with pytest.raises(E.ICLConstructError, match="readout"):
         ic.compile(p)
     with pytest.raises(E.ICLConstructError, match="not supported yet"):
-        ic.compile(small_program(), block="pre_ln")
+        ic.compile(small_program(), block="post_ln")
     with pytest.raises(E.ICLConstructError, match="dtype"):
         ic.compile(small_program(), dtype=torch.float16)
 

@@ -83,7 +83,7 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
 
 def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
           w_bound: Optional[float] = None, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-          max_len: int = 1025):
+          max_len: int = 1025, block: str = "paper", activation: Optional[str] = None):
     """Theorem 2 as a compiled transformer: ridge regression, one Sherman–Morrison update per example.
 
     Matches :func:`iclconstruct.reference.ridge` (``(XᵀX + lam·I)⁻¹Xᵀy``) on every prefix;
@@ -93,7 +93,8 @@ def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optio
         d: input dimension. lam: ridge weight, ``> 0``.
         x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
             suit ``x, w ~ N(0, I)``: 6, 10(√d + 1), 4 + 2√d); inputs or iterates beyond them raise.
-        constants, dtype, max_len: see :func:`iclconstruct.compile`.
+        constants, dtype, max_len, block, activation: see :func:`iclconstruct.compile`
+            (``block="pre_ln"``: the GPT-2-style block that exports to TransformerLens / Hugging Face).
     """
     p = ridge_program(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
-    return compile(p, constants=constants, dtype=dtype, max_len=max_len)
+    return compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation)

@@ -85,7 +85,7 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
 
 def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
         y_bound: Optional[float] = None, w_bound: Optional[float] = None, constants: Optional[Constants] = None,
-        dtype: torch.dtype = torch.float64, max_len: int = 1025):
+        dtype: torch.dtype = torch.float64, max_len: int = 1025, block: str = "paper", activation: Optional[str] = None):
     """Theorem 1 as a compiled transformer: one-pass SGD over the context.
 
     Matches :func:`iclconstruct.reference.sgd` (``w ← w − 2·lr·(x xᵀw − y x + lam·w)``,
@@ -96,14 +96,15 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
         w0: initial weights (default 0), baked into the weights.
         x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
             suit ``x, w ~ N(0, I)``: 6, 10(√d + 1), 4 + 2√d); inputs or iterates beyond them raise.
-        constants, dtype, max_len: see :func:`iclconstruct.compile`. ``max_len`` tokens is
+        constants, dtype, max_len, block, activation: see :func:`iclconstruct.compile`
+            (``block="pre_ln"``: the GPT-2-style block that exports to TransformerLens / Hugging Face). ``max_len`` tokens is
             the longest context: ``(max_len − 1) / 2`` examples.
 
     ``predict`` raises :class:`~iclconstruct.errors.DivergenceError` if ``2·lr·‖x_i‖² > 1``
     for some example (one-pass SGD is then not stable and the iterates grow).
     """
     p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
-    m = compile(p, constants=constants, dtype=dtype, max_len=max_len)
+    m = compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation)
     attach_stability_check(m, lr, lam)
     return m
 

@@ -24,8 +24,9 @@ from .schedule import LayerPlan, schedule
 
 __all__ = ["compile", "BLOCK_STYLES"]
 
-#: block styles the compiler can emit. "paper": Eq. 4 (LayerNorm only before the MLP).
-BLOCK_STYLES = ("paper",)
+#: block styles the compiler can emit. "paper": Eq. 4 (LayerNorm only before the MLP);
+#: "pre_ln": GPT-2 / TransformerLens style (LayerNorm before attention and before the MLP).
+BLOCK_STYLES = ("paper", "pre_ln")
 
 
 def _coeffs(lay: Layout, D: int, terms, dst_size: int) -> np.ndarray:
@@ -45,8 +46,8 @@ def _bias_coeffs(lay: Layout, D: int, bias, size: int) -> np.ndarray:
     return M
 
 
-def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> AttentionBuilder:
-    ab = AttentionBuilder(lay, D, c, max_len)
+def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int, pre_ln: bool) -> AttentionBuilder:
+    ab = AttentionBuilder(lay, D, c, max_len, pre_ln=pre_ln)
     for op in plan.attn_ops:
         if isinstance(op, Mov):
             ab.move(op.read, lay.rows(op.src), lay.rows(op.dst))
@@ -64,10 +65,21 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
         m[0, cr] = c.div_scale
         m[1, cr] = -c.div_scale
         ab.overwrite(pair, m)
-        ab.overwrite(anchor)
+        if pre_ln:
+            # the anchors hold exactly ±K: subtract the constant (a bias, exact) rather than
+            # the value this head reads through its LayerNorm (relative error ‖h‖²/(4K²))
+            m = np.zeros((2, D))
+            m[0, one] = -c.pre_ln_anchor
+            m[1, one] = c.pre_ln_anchor
+            ab.self_write(anchor, m)
+        else:
+            ab.overwrite(anchor)
         for op in plan.mlp_ops:
             if not op.accumulate:
                 ab.overwrite(lay.rows(op.writes()))
+    elif plan.reset and pre_ln:
+        # the div layer's MLP already restored the anchors (see _mlp); clear the pair
+        ab.overwrite(pair)
     elif plan.reset:
         m = np.zeros((2, D))
         m[0, one] = c.ln_anchor
@@ -77,8 +89,14 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
     return ab
 
 
-def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
-    mb = MLPBuilder(lay, D, c, divide=plan.divisor is not None)
+def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, pre_ln: bool) -> MLPBuilder:
+    mb = MLPBuilder(lay, D, c, divide=plan.divisor is not None, pre_ln=pre_ln)
+    if pre_ln and plan.divisor is not None:
+        # GPT-2-style block: the next sublayer reads through a LayerNorm too, so the anchors
+        # come back here, as constants (the attention of this layer set them to exactly 0)
+        a = lay["anchor"].start
+        mb.constant(a, c.pre_ln_anchor)
+        mb.constant(a + 1, -c.pre_ln_anchor)
     for op in plan.mlp_ops:
         dst = lay[op.writes()]
         if isinstance(op, Div):
@@ -114,7 +132,8 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
 
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-            max_len: int = 1025, block: str = "paper", width: Optional[int] = None):
+            max_len: int = 1025, block: str = "paper", width: Optional[int] = None,
+            activation: Optional[str] = None):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -123,9 +142,17 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         dtype: ``torch.float64`` (default) or ``torch.float32`` (larger, documented error).
         max_len: most tokens the position units support (``T ≤ max_len``); larger values
             enlarge attention logits (``A·T²``), see ``Constants.attn_hardness``.
-        block: block style. ``'paper'`` is Eq. 4 (LayerNorm in front of the MLP only);
-            other styles (pre-LN) are planned and raise for now.
-        width: residual width ``D``; default: the rows the layout uses.
+        block: block style. ``'paper'`` is Eq. 4 (LayerNorm in front of the MLP only).
+            ``'pre_ln'`` is the GPT-2 / TransformerLens block (LayerNorm in front of attention
+            and of the MLP); the attention-side LayerNorm is made harmless with the anchors
+            of Lemma 6 (``Constants.pre_ln_anchor``), so any program compiles unchanged.
+            It is the block :meth:`~iclconstruct.compiler.model.ConstructedTransformer.to_transformer_lens`
+            and :meth:`~iclconstruct.compiler.model.ConstructedTransformer.to_hf` export.
+        width: residual width ``D``; default: the rows the layout uses (for ``'pre_ln'``
+            rounded up to a multiple of ``d_head``, at least ``n_heads·d_head``, which
+            Hugging Face GPT-2's ``n_embd = n_head·head_dim`` needs).
+        activation: shorthand for ``constants.with_(activation=...)``: ``'gelu'`` (exact,
+            default) or ``'gelu_new'`` (GPT-2's tanh GeLU), see ``Constants.activation``.
     """
     from .model import ConstructedTransformer, LayerWeights
 
@@ -137,6 +164,9 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
     constants = constants or Constants.for_dtype(dtype)
+    if activation is not None:
+        constants = constants.with_(activation=activation)
+    pre_ln = block == "pre_ln"
     lay = program.layout
     D = lay.size if width is None else int(width)
     if D < lay.size:
@@ -144,12 +174,19 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
 
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
     sched = schedule(program)
-    builders = []
-    for seg in sched.segments:
-        for plan in seg.layers:
-            builders.append((_attention(plan, lay, D, constants, max_len), _mlp(plan, lay, D, constants)))
+
+    def build(D):
+        return [(_attention(plan, lay, D, constants, max_len, pre_ln), _mlp(plan, lay, D, constants, pre_ln))
+                for seg in sched.segments for plan in seg.layers]
+
+    builders = build(D)
     n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
     d_head = max([ab.d_head() for ab, _ in builders] + [2])
+    if pre_ln and width is None:
+        D_gpt2 = max(-(-D // d_head), n_heads) * d_head
+        if D_gpt2 != D:
+            D = D_gpt2
+            builders = build(D)
     d_mlp = max([len(mb) for _, mb in builders] + [1])
     layers: List[LayerWeights] = []
     for ab, mb in builders:
@@ -167,8 +204,9 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     W_pos[:, lay["pos"].start + 1] = u2
     W_pos[:, lay["one"].start] = 1.0
     W_pos[:, lay["is_y"].start] = j % 2
-    W_pos[:, lay["anchor"].start] = constants.ln_anchor
-    W_pos[:, lay["anchor"].start + 1] = -constants.ln_anchor
+    K = constants.pre_ln_anchor if pre_ln else constants.ln_anchor
+    W_pos[:, lay["anchor"].start] = K
+    W_pos[:, lay["anchor"].start + 1] = -K
     W_E = balance(W_E, lay["bal"].start)
     W_pos = balance(W_pos, lay["bal"].start)
     return ConstructedTransformer(

@@ -33,6 +33,7 @@ __all__ = [
     "position_units",
     "PRODUCT_GAIN",
     "balance",
+    "fold_layernorm",
 ]
 
 #: √(π/2): turns the quadratic term of GeLU into a product (Lemma 4)
@@ -47,13 +48,37 @@ def position_units(j: np.ndarray, max_len: int) -> Tuple[np.ndarray, np.ndarray]
 
 @dataclass
 class HeadWeights:
-    """One head: ``W_Q, W_K, W_V`` are ``(D, d_head)``, ``W_O`` is ``(d_head, D)``."""
+    """One head: ``W_Q, W_K, W_V`` are ``(D, d_head)``, ``W_O`` is ``(d_head, D)``.
+
+    The biases (``b_Q, b_K`` of shape ``(d_head,)``, ``b_O`` of shape ``(D,)``) are set only
+    in the GPT-2-style block, where the head reads a LayerNorm output (:func:`fold_layernorm`).
+    """
 
     W_Q: np.ndarray
     W_K: np.ndarray
     W_V: np.ndarray
     W_O: np.ndarray
     label: str
+    b_Q: Optional[np.ndarray] = None
+    b_K: Optional[np.ndarray] = None
+    b_O: Optional[np.ndarray] = None
+
+
+def fold_layernorm(W: np.ndarray, one: int, scale: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Weights ``(W', b)`` with ``scale·LayerNorm(h) @ W' + b = h @ W`` for a zero-mean-free column ``h``.
+
+    Lemma 6 in the form the GPT-2-style block needs: with anchors ``(+K, −K)`` dominating the
+    column, ``LayerNorm(h) = (h − μ)/σ`` and ``scale = K·√(2/D) ≈ σ``. Moving each column's
+    sum onto the constant row ``one`` (``h_one = 1``) makes every column of ``W'`` sum to
+    zero, so the mean ``μ`` — and the round-off of computing it, ``≈ ε·K`` — cancels; the
+    constant that this removes comes back exactly through the bias ``b``. What remains is
+    the relative error ``‖h‖²/(4K²)`` of ``σ ≈ scale``, applied to ``h @ W − b``.
+    """
+    W = np.array(W, dtype=np.float64)
+    colsum = W.sum(axis=0)
+    Wf = W.copy()
+    Wf[one] -= colsum
+    return scale * Wf, colsum
 
 
 @dataclass
@@ -68,10 +93,15 @@ class MLPWeights:
 
 
 def balance(W: np.ndarray, bal: int) -> np.ndarray:
-    """Make every output vector (last axis) sum to 0 by writing minus its sum into row ``bal``."""
+    """Make every output vector (last axis) sum to 0 by writing minus its sum into row ``bal``.
+
+    The sum is exactly rounded (``math.fsum``): a vector holding the anchors ``±K`` next to
+    small entries would lose the small ones in a plain floating-point sum.
+    """
     W = np.array(W, dtype=np.float64)
     W[..., bal] = 0.0
-    W[..., bal] = -W.sum(axis=-1)
+    flat = W.reshape(-1, W.shape[-1])
+    W[..., bal] = -np.array([math.fsum(v) for v in flat]).reshape(W.shape[:-1])
     return W
 
 
@@ -86,11 +116,12 @@ class AttentionBuilder:
     ``j = 0``: the read clamps to the first column, as the interpreter defines it.
     """
 
-    def __init__(self, layout: Layout, D: int, constants: Constants, max_len: int):
+    def __init__(self, layout: Layout, D: int, constants: Constants, max_len: int, pre_ln: bool = False):
         self.lay = layout
         self.D = D
         self.c = constants
         self.max_len = max_len
+        self.pre_ln = pre_ln
         self.self_map = np.zeros((D, D))  # row r of the output gets self_map[r] @ h
         self.self_rows: set = set()
         self.moves: Dict[Read, List[Tuple[List[int], List[int]]]] = {}
@@ -182,7 +213,24 @@ class AttentionBuilder:
                     WO[i, d] = 1.0
                     i += 1
             out.append(HeadWeights(WQ, WK, WV, balance(WO, lay["bal"].start), f"mov {read.describe()}"))
+        if self.pre_ln:
+            out = [self._fold(hw) for hw in out]
         return out
+
+    def _fold(self, hw: HeadWeights) -> HeadWeights:
+        """GPT-2-style block: the head reads ``LayerNorm(h)``; fold Lemma 6 into its weights.
+
+        ``W_Q, W_K, W_V`` go through :func:`fold_layernorm`; the value bias is moved behind
+        the head (``b_O = b_V @ W_O``), where it is added exactly rather than through the
+        softmax average (whose weights sum to 1 only up to round-off).
+        """
+        one = self.lay["one"].start
+        scale = self.c.pre_ln_anchor * math.sqrt(2.0 / self.D)
+        WQ, bQ = fold_layernorm(hw.W_Q, one, scale)
+        WK, bK = fold_layernorm(hw.W_K, one, scale)
+        WV, bV = fold_layernorm(hw.W_V, one, scale)
+        bO = balance((bV @ hw.W_O)[None], self.lay["bal"].start)[0]
+        return HeadWeights(WQ, WK, WV, hw.W_O, hw.label, b_Q=bQ, b_K=bK, b_O=bO)
 
 
 class MLPBuilder:
@@ -191,13 +239,16 @@ class MLPBuilder:
     Args:
         divide: ``None`` for an ordinary layer (the MLP sees ``h``, Lemma 6), or
             ``True`` for a div layer (the MLP sees ``h / |c|``, Lemma 8).
+        pre_ln: the GPT-2-style block: ordinary layers fold the LayerNorm with
+            :func:`fold_layernorm` and the anchors ``Constants.pre_ln_anchor``.
     """
 
-    def __init__(self, layout: Layout, D: int, constants: Constants, divide: bool = False):
+    def __init__(self, layout: Layout, D: int, constants: Constants, divide: bool = False, pre_ln: bool = False):
         self.lay = layout
         self.D = D
         self.c = constants
         self.divide = divide
+        self.pre_ln = pre_ln
         self.C: List[np.ndarray] = []
         self.beta: List[float] = []
         self.out: List[Tuple[int, float]] = []
@@ -243,6 +294,10 @@ class MLPBuilder:
         self._unit(a, 0.0, out_row, -g, label + " (x)")
         self._unit(b, 0.0, out_row, -g, label + " (y)")
 
+    def constant(self, out_row: int, value: float) -> None:
+        """Add the constant ``value`` to row ``out_row`` (the output bias: exact)."""
+        self.b_out[out_row] += value
+
     def __len__(self) -> int:
         return len(self.C)
 
@@ -260,6 +315,8 @@ class MLPBuilder:
             raise ValueError("d_mlp smaller than the number of units")
         if self.divide:
             scale = self.c.div_scale * math.sqrt(2.0 / D)
+        elif self.pre_ln:
+            scale = self.c.pre_ln_anchor * math.sqrt(2.0 / D)
         else:
             scale = self.c.ln_anchor * math.sqrt(2.0 / D)
         one = lay["one"].start
@@ -268,6 +325,12 @@ class MLPBuilder:
         W_out = np.zeros((d_mlp, D))
         for i, (C, beta, (r, g)) in enumerate(zip(self.C, self.beta, self.out)):
             C = np.array(C, dtype=np.float64)
+            if self.pre_ln and not self.divide:
+                Cf, b = fold_layernorm(C[:, None], one, scale)
+                W_in[:, i] = Cf[:, 0]
+                b_in[i] = beta + b[0]
+                W_out[i, r] = g
+                continue
             if not self.divide:
                 beta = beta + C[one]  # the constant row is exactly 1: use the bias
                 C[one] = 0.0

@@ -6,8 +6,16 @@ Each layer is::
     h'  = (h + a) + W_out·GeLU(W_in·LayerNorm(h + a) + b_in) + b_out
 
 LayerNorm is over the full hidden vector, without affine parameters; GeLU is the exact
-(erf) GeLU; attention is standard causal softmax attention. A weight-tied loop body is
-one set of layers run several times, so parameters do not grow with the context.
+(erf) GeLU (or GPT-2's tanh GeLU, ``Constants.activation = "gelu_new"``); attention is
+standard causal softmax attention. A weight-tied loop body is one set of layers run
+several times, so parameters do not grow with the context.
+
+The GPT-2-style block (``block="pre_ln"``, as in GPT-2 and TransformerLens'
+``normalization_type="LN"``) puts a LayerNorm in front of attention too, and gives the
+attention biases ``b_Q, b_K, b_O`` (zero-sum weights plus a bias undo that LayerNorm,
+Lemma 6; see :func:`~iclconstruct.compiler.builders.fold_layernorm`)::
+
+    h'  = h + Attn(LayerNorm(h));   h'' = h' + MLP(LayerNorm(h'))
 """
 from __future__ import annotations
 
@@ -44,17 +52,24 @@ class LayerWeights:
 class Attention(nn.Module):
     """Causal multi-head softmax attention, weights as ``W_Q[n_heads, d_model, d_head]`` (TransformerLens)."""
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, dtype: torch.dtype):
+    def __init__(self, n_heads: int, d_model: int, d_head: int, dtype: torch.dtype, bias: bool = False):
         super().__init__()
         z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
         self.W_Q, self.W_K, self.W_V = z(n_heads, d_model, d_head), z(n_heads, d_model, d_head), z(n_heads, d_model, d_head)
         self.W_O = z(n_heads, d_head, d_model)
+        self.bias = bias
+        if bias:  # the GPT-2-style block: b_Q, b_K [n_heads, d_head], b_O [d_model] (b_V is folded into b_O)
+            self.b_Q, self.b_K, self.b_O = z(n_heads, d_head), z(n_heads, d_head), z(d_model)
         self.d_head = d_head
         self.head_labels: List[str] = []
 
     def forward(self, h: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
-        q = hook(prefix + "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
-        k = hook(prefix + "attn.hook_k", einsum(h, self.W_K, "b t d, h d e -> b t h e"))
+        q = einsum(h, self.W_Q, "b t d, h d e -> b t h e")
+        k = einsum(h, self.W_K, "b t d, h d e -> b t h e")
+        if self.bias:
+            q, k = q + self.b_Q, k + self.b_K
+        q = hook(prefix + "attn.hook_q", q)
+        k = hook(prefix + "attn.hook_k", k)
         v = hook(prefix + "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
         scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
         T = h.shape[1]
@@ -62,14 +77,16 @@ class Attention(nn.Module):
         scores = hook(prefix + "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
         pattern = hook(prefix + "attn.hook_pattern", torch.softmax(scores, dim=-1))
         z = hook(prefix + "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
-        return einsum(z, self.W_O, "b q h e, h e d -> b q d")
+        out = einsum(z, self.W_O, "b q h e, h e d -> b q d")
+        return out + self.b_O if self.bias else out
 
 
 class MLP(nn.Module):
-    """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU."""
+    """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU (``"gelu"``) or GPT-2's tanh GeLU (``"gelu_new"``)."""
 
-    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype):
+    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype, activation: str = "gelu"):
         super().__init__()
+        self.approximate = {"gelu": "none", "gelu_new": "tanh"}[activation]
         z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
         self.W_in, self.b_in = z(d_model, d_mlp), z(d_mlp)
         self.W_out, self.b_out = z(d_mlp, d_model), z(d_model)
@@ -77,28 +94,38 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
         pre = hook(prefix + "mlp.hook_pre", x @ self.W_in + self.b_in)
-        post = hook(prefix + "mlp.hook_post", F.gelu(pre))
+        post = hook(prefix + "mlp.hook_post", F.gelu(pre, approximate=self.approximate))
         return post @ self.W_out + self.b_out
 
 
 class Block(nn.Module):
-    """One Eq. 4 layer: attention, residual, LayerNorm (full column, no affine), MLP, residual."""
+    """One layer: Eq. 4 (``style="paper"``: attention, residual, LayerNorm, MLP, residual) or
+    the GPT-2 block (``style="pre_ln"``: LayerNorm in front of attention as well).
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, d_mlp: int, ln_eps: float, dtype: torch.dtype):
+    LayerNorms are over the full column, without affine parameters.
+    """
+
+    def __init__(self, n_heads: int, d_model: int, d_head: int, d_mlp: int, ln_eps: float, dtype: torch.dtype,
+                 style: str = "paper", activation: str = "gelu"):
         super().__init__()
-        self.attn = Attention(n_heads, d_model, d_head, dtype)
-        self.mlp = MLP(d_model, d_mlp, dtype)
+        self.style = style
+        self.attn = Attention(n_heads, d_model, d_head, dtype, bias=style == "pre_ln")
+        self.mlp = MLP(d_model, d_mlp, dtype, activation)
         self.ln_eps = ln_eps
+
+    def _ln(self, x: torch.Tensor, hook: HookManager, name: str) -> torch.Tensor:
+        if hook.active:
+            var = x.var(dim=-1, unbiased=False, keepdim=True)
+            hook(name + ".hook_scale", torch.sqrt(var + self.ln_eps))
+        return hook(name + ".hook_normalized", F.layer_norm(x, (x.shape[-1],), eps=self.ln_eps))
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
         p = f"blocks.{l}."
         h = hook(p + "hook_resid_pre", h)
-        a = hook(p + "hook_attn_out", self.attn(h, hook, p))
+        a_in = self._ln(h, hook, p + "ln1") if self.style == "pre_ln" else h
+        a = hook(p + "hook_attn_out", self.attn(a_in, hook, p))
         mid = hook(p + "hook_resid_mid", h + a)
-        if hook.active:
-            var = mid.var(dim=-1, unbiased=False, keepdim=True)
-            hook(p + "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
-        x = hook(p + "ln2.hook_normalized", F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps))
+        x = self._ln(mid, hook, p + "ln2")
         m = hook(p + "hook_mlp_out", self.mlp(x, hook, p))
         return hook(p + "hook_resid_post", mid + m)
 
@@ -134,13 +161,18 @@ class ConstructedTransformer(nn.Module):
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(n_heads, d_model, d_head, d_mlp, constants.ln_eps, dtype)
+            blk = Block(n_heads, d_model, d_head, d_mlp, constants.ln_eps, dtype, style=block,
+                        activation=constants.activation)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
                     blk.attn.W_K[i] = torch.as_tensor(hw.W_K)
                     blk.attn.W_V[i] = torch.as_tensor(hw.W_V)
                     blk.attn.W_O[i] = torch.as_tensor(hw.W_O)
+                    if blk.attn.bias:
+                        blk.attn.b_Q[i] = torch.as_tensor(hw.b_Q)
+                        blk.attn.b_K[i] = torch.as_tensor(hw.b_K)
+                        blk.attn.b_O += torch.as_tensor(hw.b_O)
                 blk.mlp.W_in.copy_(torch.as_tensor(lw.mlp.W_in))
                 blk.mlp.b_in.copy_(torch.as_tensor(lw.mlp.b_in))
                 blk.mlp.W_out.copy_(torch.as_tensor(lw.mlp.W_out))

@@ -15,9 +15,26 @@ import torch
 
 from ..errors import ICLConstructError
 
-__all__ = ["Constants"]
+__all__ = ["Constants", "ACTIVATIONS", "quartic_coefficient"]
 
 _EPS64 = 2.0 ** -52
+
+#: the MLP activations a construction can use (TransformerLens / Hugging Face names)
+ACTIVATIONS = ("gelu", "gelu_new")
+
+
+def quartic_coefficient(activation: str) -> float:
+    """``c₄`` in ``G(z) = z/2 + z²/√(2π) + c₄z⁴ + O(z⁶)`` (Lemma 4's truncation term).
+
+    Exact GeLU: ``c₄ = −1/(6√(2π))``. GPT-2's tanh GeLU, ``G(z) = z/2·(1 + tanh(a(z + b z³)))``
+    with ``a = √(2/π)``, ``b = 0.044715``: ``c₄ = (a·b − a³/3)/2`` (0.5 % larger in magnitude).
+    """
+    if activation == "gelu":
+        return -1.0 / (6.0 * math.sqrt(2.0 * math.pi))
+    if activation == "gelu_new":
+        a = math.sqrt(2.0 / math.pi)
+        return (a * 0.044715 - a ** 3 / 3.0) / 2.0
+    raise ICLConstructError(f"activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {activation!r}")
 
 
 @dataclass(frozen=True)
@@ -52,9 +69,24 @@ class Constants:
         bypass_scale: ``None`` (default) carries linear terms through the MLP exactly, with
             the pair identity ``GeLU(z) − GeLU(−z) = z`` (2 units per output). A number ``N_b``
             selects the paper's Lemma 5 instead: one unit ``GeLU(z + N_b) − N_b`` with error
-            ``(z + N_b)·Φ(−(z + N_b))`` (below 1e-20 once ``z + N_b > 9.5``), valid for ``|z| < N_b − 9.5``.
+            ``(z + N_b)·Φ(−(z + N_b))`` (below 1e-20 once ``z + N_b > 9.5``), valid for ``|z| < N_b − 9.5``;
+            with ``activation="gelu_new"`` the tail is ``(z + N_b)·(1 − tanh(a(w + b w³)))/2``,
+            ``w = z + N_b``, below 1e-20 once ``w > 8`` (:meth:`bypass_error`).
         ln_eps: ``eps`` inside LayerNorm's square root; its relative effect is ``eps/var``,
             i.e. ``≈ eps·D/(2K²)`` — negligible for the defaults.
+        pre_ln_anchor: ``K`` of the LayerNorm bypass in the GPT-2-style block
+            (``block="pre_ln"``, a LayerNorm in front of attention *and* MLP). There every
+            weight reading a LayerNorm output has columns summing to zero (the constant
+            term goes into a bias), so the mean and its round-off cancel and ``K`` costs
+            round-off only through ``h − μ̂`` (``≈ ε²K`` absolute). ``K`` must also dominate
+            the division pair ``±M·c`` that is still in the column when the next attention
+            clears it: relative read error there ``≈ (M·c)²/(2K²)``. ``2^55 ≈ 3.6e16``:
+            ``≈ 8e-15`` for ``M·c = 1e10``. Ordinary layers: ``‖h‖²/(4K²)`` (``< 1e-29``).
+        activation: the MLP's GeLU. ``"gelu"`` (default) is the exact ``x·Φ(x)``;
+            ``"gelu_new"`` is GPT-2's ``x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))``. Both have
+            the quadratic coefficient ``1/√(2π)`` and no cubic term, so the product trick
+            (Lemma 4) and the bypass (Lemma 5) are built identically; only the quartic
+            coefficient, and so the truncation error, differs (:meth:`product_error`).
     """
 
     product_scale: float = 1e5
@@ -64,15 +96,21 @@ class Constants:
     attn_hardness: float = 50.0
     bypass_scale: Optional[float] = None
     ln_eps: float = 1e-5
+    pre_ln_anchor: float = 2.0 ** 55
+    activation: str = "gelu"
 
     def __post_init__(self) -> None:
-        for name in ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness"):
+        for name in ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness", "pre_ln_anchor"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ICLConstructError(f"Constants.{name} must be a finite positive number; got {v!r}")
         if self.bypass_scale is not None and not (self.bypass_scale > 10):
             raise ICLConstructError(
                 f"Constants.bypass_scale must be None (exact pair bypass) or > 10; got {self.bypass_scale!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ICLConstructError(
+                f"Constants.activation must be one of {', '.join(map(repr, ACTIVATIONS))}; got {self.activation!r}"
             )
         if not (self.ln_eps >= 0):
             raise ICLConstructError(f"Constants.ln_eps must be >= 0; got {self.ln_eps!r}")
@@ -90,7 +128,8 @@ class Constants:
         and mul with inputs in [−10, 10]: max error / (1 + |ref|) ≈ 4e-4 (vs ≈1e-8 in
         float64). Keep contexts short (``max_len`` ≲ 128): logits grow as ``A·T²``.
         """
-        base = dict(product_scale=300.0, ln_anchor=3e4, div_scale=3e4, div_min=0.5, attn_hardness=30.0)
+        base = dict(product_scale=300.0, ln_anchor=3e4, div_scale=3e4, div_min=0.5, attn_hardness=30.0,
+                    pre_ln_anchor=2.0 ** 27)
         base.update(overrides)
         return cls(**base)
 
@@ -111,9 +150,23 @@ class Constants:
 
     # ------------------------------------------------------------------ error model
     def product_error(self, s_x: float, s_y: float, eps: float = _EPS64) -> float:
-        """Worst-case error of one scaled product with operand bounds ``s_x, s_y``."""
+        """Worst-case error of one scaled product with operand bounds ``s_x, s_y``.
+
+        Truncation: ``√(π/2)·|c₄|·(4x³y + 6x²y² + 4xy³)/N²`` at ``|x'| = |y'| = 1``, i.e.
+        ``14·√(π/2)·|c₄|/N²`` — ``7/6`` for the exact GeLU, ``1.1724`` for ``"gelu_new"``
+        (see :func:`quartic_coefficient`); round-off ``≈ 2.5·ε·N``.
+        """
         n = self.product_scale
-        return s_x * s_y * (7.0 / (6.0 * n * n) + 2.5 * eps * n)
+        trunc = 14.0 * math.sqrt(math.pi / 2.0) * abs(quartic_coefficient(self.activation))
+        return s_x * s_y * (trunc / (n * n) + 2.5 * eps * n)
+
+    def bypass_error(self, w: float) -> float:
+        """Error ``G(w) − w`` magnitude of one Lemma 5 unit at ``w = z + N_b > 0`` (``w·(1 − Φ̃(w))``)."""
+        if self.activation == "gelu":
+            return w * 0.5 * math.erfc(w / math.sqrt(2.0))
+        a = math.sqrt(2.0 / math.pi)
+        u = a * (w + 0.044715 * w ** 3)
+        return w * math.exp(-2.0 * u) / (1.0 + math.exp(-2.0 * u))  # (1 − tanh u)/2, without cancellation
 
     def ln_error(self, norm_sq: float, eps: float = _EPS64) -> float:
         """Relative scale error of the LayerNorm bypass for a column of squared norm ``norm_sq``."""
