@@ -32,12 +32,13 @@ __all__ = [
     "load",
     "viz",
     "tokens",
+    "export",
 ]
 
 
 def __getattr__(name):
-    # optional parts load on first use (they need the [icl] / [plot] extras)
-    if name in ("icl", "viz", "testing"):
+    # optional parts load on first use (they need the [icl] / [plot] / [tl] / [hf] extras)
+    if name in ("icl", "viz", "testing", "export"):
         import importlib
 
         mod = importlib.import_module(f".{name}", __name__)

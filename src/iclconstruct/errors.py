@@ -64,3 +64,11 @@ class CheckpointError(ICLConstructError, ValueError):
 
 class DivergenceError(OutOfRangeError):
     """An iterative algorithm's parameters make it diverge (e.g. SGD step size too large)."""
+
+
+class ExportError(ICLConstructError, ValueError):
+    """A model cannot be exported as asked (block style, context length, target library version)."""
+
+
+class MissingExtraError(ICLConstructError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

@@ -138,7 +138,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
 
     Args:
         program: the program (must have a readout).
-        constants: approximation constants; default :meth:`Constants.for_dtype` of ``dtype``.
+        constants: approximation constants; default :meth:`Constants.for_dtype` of ``dtype`` and ``block``.
         dtype: ``torch.float64`` (default) or ``torch.float32`` (larger, documented error).
         max_len: most tokens the position units support (``T ≤ max_len``); larger values
             enlarge attention logits (``A·T²``), see ``Constants.attn_hardness``.
@@ -163,7 +163,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     if int(max_len) != max_len or max_len < 2:
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
-    constants = constants or Constants.for_dtype(dtype)
+    constants = constants or Constants.for_dtype(dtype, block=block)
     if activation is not None:
         constants = constants.with_(activation=activation)
     pre_ln = block == "pre_ln"

@@ -331,6 +331,10 @@ class MLPBuilder:
                 b_in[i] = beta + b[0]
                 W_out[i, r] = g
                 continue
+            if self.pre_ln:
+                # div layer: the anchors hold exactly 0 here, so moving the column sum onto
+                # one of them cancels the mean (and its round-off ≈ ε·M) with no bias at all
+                C[lay["anchor"].start] -= C.sum()
             if not self.divide:
                 beta = beta + C[one]  # the constant row is exactly 1: use the bias
                 C[one] = 0.0

@@ -81,12 +81,18 @@ class Attention(nn.Module):
         return out + self.b_O if self.bias else out
 
 
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GeLU, ``x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))``, written as GPT-2 writes it
+    (TransformerLens' and Hugging Face's ``gelu_new``), so exported models round identically."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
 class MLP(nn.Module):
     """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU (``"gelu"``) or GPT-2's tanh GeLU (``"gelu_new"``)."""
 
     def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype, activation: str = "gelu"):
         super().__init__()
-        self.approximate = {"gelu": "none", "gelu_new": "tanh"}[activation]
+        self.activation = activation
         z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
         self.W_in, self.b_in = z(d_model, d_mlp), z(d_mlp)
         self.W_out, self.b_out = z(d_mlp, d_model), z(d_model)
@@ -94,7 +100,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
         pre = hook(prefix + "mlp.hook_pre", x @ self.W_in + self.b_in)
-        post = hook(prefix + "mlp.hook_post", F.gelu(pre, approximate=self.approximate))
+        post = hook(prefix + "mlp.hook_post", gelu_new(pre) if self.activation == "gelu_new" else F.gelu(pre))
         return post @ self.W_out + self.b_out
 
 
@@ -352,6 +358,20 @@ class ConstructedTransformer(nn.Module):
         tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
         out = self.forward(tok)
         return out[0] if np.ndim(X) == 2 else out
+
+    def to_transformer_lens(self, n_examples: int):
+        """This model (``block='pre_ln'``) as a stock ``transformer_lens.HookedTransformer`` for
+        ``n_examples`` examples (loops unrolled); see :func:`iclconstruct.export.to_transformer_lens`."""
+        from ..export import to_transformer_lens
+
+        return to_transformer_lens(self, n_examples)
+
+    def to_hf(self, n_examples: int):
+        """This model (``block='pre_ln'``) as a stock Hugging Face ``GPT2LMHeadModel`` for
+        ``n_examples`` examples (loops unrolled); see :func:`iclconstruct.export.to_hf`."""
+        from ..export import to_hf
+
+        return to_hf(self, n_examples)
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
