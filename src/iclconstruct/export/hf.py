@@ -27,9 +27,9 @@ def to_hf(model, n_examples: int):
     channel 0 is the readout. ``save_pretrained`` / ``from_pretrained`` round-trip it bit for
     bit; the config carries ``iclconstruct`` facts (``n_examples``, readout columns).
     """
-    tr = require("transformers")
     D, dh = model.d_model, model.d_head
-    u = unroll(model, n_examples, n_heads=D // dh)
+    u = unroll(model, n_examples, n_heads=D // dh)  # refuses a paper-block model before anything is imported
+    tr = require("transformers")
     if u.n_heads * dh != D or u.n_heads < model.n_heads:
         from ..errors import ExportError
 

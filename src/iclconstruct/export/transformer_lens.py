@@ -30,6 +30,7 @@ def to_transformer_lens(model, n_examples: int):
     (``2n`` tokens, or ``2n+1`` with a query); ``run_with_cache`` names its activations as the
     native model does (``blocks.{l}.hook_resid_post`` …, ``l`` the layer as run).
     """
+    u = unroll(model, n_examples)  # refuses a paper-block model before anything is imported
     tl = require("transformer_lens")
     try:
         HookedTransformer, HookedTransformerConfig = tl.HookedTransformer, tl.HookedTransformerConfig
@@ -39,7 +40,6 @@ def to_transformer_lens(model, n_examples: int):
             f"install a 3.x release: pip install 'iclconstruct[tl]' (transformer-lens<4), or export with "
             f"model.to_hf(n_examples) and wrap that"
         ) from exc
-    u = unroll(model, n_examples)
     cfg = HookedTransformerConfig(
         n_layers=len(u.layers), d_model=u.d_model, n_ctx=u.W_pos.shape[0], d_head=u.d_head, n_heads=u.n_heads,
         d_mlp=u.d_mlp, d_vocab=u.W_E.shape[0], d_vocab_out=u.W_U.shape[1], act_fn=u.activation,
