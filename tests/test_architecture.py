@@ -104,3 +104,17 @@ def test_the_language_does_not_import_the_compiler():
             bad = [d for d in deps if not d.startswith(("iclconstruct.lang", "iclconstruct.errors",
                                                        "iclconstruct.numerics"))]
             assert not bad, f"{mod} imports {bad}"
+
+
+def test_row_arithmetic_lives_in_layout_only():
+    """No ``.start``/``.stop`` of a slot outside ``lang/layout.py``: everything else speaks in slot names."""
+    found = []
+    for f in ROOT.rglob("*.py"):
+        if f == ROOT / "lang" / "layout.py":
+            continue
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}  # re.Match.start() is not a slot
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and n.attr in ("start", "stop") and id(n) not in called:
+                found.append(f"{f.relative_to(ROOT)}:{n.lineno} .{n.attr}")
+    assert not found, "row arithmetic outside lang/layout.py: " + ", ".join(found)

@@ -26,8 +26,10 @@ from ..numerics.constants import Constants
 from ..lang.checks import BOUND_SLACK, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
+from ..lang.interpreter import readout
 from ..lang.layout import Layout
-from .builders import HeadWeights, MLPWeights
+from .attention import HeadWeights
+from .mlp import MLPWeights
 from ..lang.ops import Mul
 from ..lang.program import Program
 from .schedule import LayerPlan, Schedule, SegmentPlan
@@ -216,14 +218,13 @@ class ConstructedTransformer(nn.Module):
         lay = self.layout
         if before:
             if plan.divisor is not None:
-                c = h[..., lay[plan.divisor].start].abs()
+                c = lay.view(h, plan.divisor).abs()
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
         for op in plan.ops:
-            s = lay[op.writes()]
-            v = h[..., s.start : s.stop]
-            check_written(f"layer {l}", op.describe(), s, float(v.abs().max()), slack)
+            v = lay.view(h, op.writes())
+            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack)
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
@@ -244,9 +245,7 @@ class ConstructedTransformer(nn.Module):
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
-        r = self.layout[self.program.readout_slot].start
-        out = h[..., r]
-        return out[:, 0::2] if self.program.readout_columns == "x" else out
+        return readout(self.program, h)
 
     def forward(self, tokens, *, check: bool = True):
         """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).
