@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover
 
 from .lang.interpreter import Trace, apply_op, check_op, embed_reference, interpret, readout
 from .lang.ops import Div
+from .compiler.hooks import block_hook
 from .compiler.model import ConstructedTransformer
 from .lang.program import Program
 from .tokens import encode
@@ -278,7 +279,7 @@ def compare_with_interpreter(model: ConstructedTransformer, tokens, *, rtol: flo
     for i, ref in enumerate(trace.snapshots):
         l, where = divmod(i, 2)
         seg, li, plan = unrolled[l]
-        got = cache[f"blocks.{l}.hook_resid_{'mid' if where == 0 else 'post'}"].numpy()[..., : lay.size]
+        got = cache[block_hook(l, "hook_resid_mid" if where == 0 else "hook_resid_post")].numpy()[..., : lay.size]
         g, r = got[..., user], ref[..., user]
         bad = np.abs(g - r) > atol + rtol * np.abs(r)
         if where == 0:  # a div layer clears its (non-accumulating) targets in attention
