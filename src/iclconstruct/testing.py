@@ -32,21 +32,14 @@ from .lang.program import Program
 from .tokens import encode
 
 __all__ = [
-    "finite_floats",
     "regression_tasks",
     "tokens_for",
-    "slot_sizes",
     "programs",
     "assert_matches_interpreter",
     "compare_with_interpreter",
     "replay_schedule",
     "Mismatch",
 ]
-
-
-def finite_floats(bound: float = 10.0) -> st.SearchStrategy[float]:
-    """Floats in ``[-bound, bound]``, no NaN/inf."""
-    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
 
 
 @st.composite
@@ -73,10 +66,6 @@ def tokens_for(program: Program, n: Optional[int] = None, max_n: int = 6, max_ba
     lay = program.layout
     b = min(lay["x"].bound, lay["y"].bound)
     return regression_tasks(d=lay.d, n=n, bound=b, max_n=max_n, max_batch=max_batch).map(lambda t: encode(*t))
-
-
-def slot_sizes(max_size: int = 4) -> st.SearchStrategy[int]:
-    return st.integers(1, max_size)
 
 
 # ---------------------------------------------------------------------- random programs

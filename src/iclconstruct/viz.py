@@ -1,4 +1,4 @@
-"""Pictures of a compiled circuit (GitHub issue #5): layout, residual stream, attention, weights.
+"""Pictures of a compiled circuit: layout, residual stream, attention, weights.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so it
 works under any backend, Agg included, and never accumulates open figures); save it with
