@@ -6,6 +6,7 @@ error constants of ``activation="gelu_new"``. No optional dependency needed.
 """
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,9 +114,9 @@ def test_product_error_constant_of_each_activation(act):
     X, Y = torch.meshgrid(x, x, indexing="ij")
     prod = math.sqrt(math.pi / 2) * N * N * (G((X + Y) / N) - G(X / N) - G(Y / N))
     err = float((prod - X * Y).abs().max())
-    bound = c.with_(product_scale=N).product_error(1.0, 1.0)
+    bound = replace(c, product_scale=N).product_error(1.0, 1.0)
     assert 0.5 * bound < err <= bound, (err, bound)
-    other = ic.Constants(activation="gelu" if act == "gelu_new" else "gelu_new").with_(product_scale=N)
+    other = ic.Constants(activation="gelu" if act == "gelu_new" else "gelu_new", product_scale=N)
     assert other.product_error(1, 1) != bound  # the two constants differ (by 0.5 %)
 
 
@@ -157,3 +158,15 @@ def test_missing_library_names_the_extra(monkeypatch, module, extra, export):
     m = ic.circuits.sgd(2, 0.05, block="pre_ln")
     with pytest.raises(E.MissingExtraError, match=rf"iclconstruct\[{extra}\]"):
         getattr(m, export)(2)
+
+
+def test_pre_ln_gelu_new_circuit_saves_and_loads(tmp_path):
+    m = ic.circuits.ridge(2, 0.5, block="pre_ln", activation="gelu_new")
+    m.save(tmp_path / "c")
+    again = ic.load(tmp_path / "c")
+    assert again.block_style == "pre_ln" and again.constants.activation == "gelu_new"
+    assert again.config.act_fn == "gelu_new"
+    tok = ic.tokens.encode(np.array([[1.0, 0.5], [0.2, -1.0]]), np.array([0.3, 1.1]), np.array([0.4, 0.4]))
+    assert m(tok).tobytes() == again(tok).tobytes()
+    budget = m.error_budget()
+    assert budget["attention_layernorm_rel"] < 1e-12 and budget["attention_after_div_rel"] < 1e-9

@@ -6,14 +6,14 @@ Each layer is::
     h'  = (h + a) + W_out·GeLU(W_in·LayerNorm(h + a) + b_in) + b_out
 
 LayerNorm is over the full hidden vector, without affine parameters; GeLU is the exact
-(erf) GeLU (or GPT-2's tanh GeLU, ``Constants.activation = "gelu_new"``); attention is
-standard causal softmax attention. A weight-tied loop body is one set of layers run
-several times, so parameters do not grow with the context.
+(erf) GeLU (or GPT-2's tanh GeLU, ``act_fn="gelu_new"``); attention is standard causal
+softmax attention. A weight-tied loop body is one set of layers run several times, so
+parameters do not grow with the context.
 
-The GPT-2-style block (``block="pre_ln"``, as in GPT-2 and TransformerLens'
-``normalization_type="LN"``) puts a LayerNorm in front of attention too, and gives the
+The GPT-2-style block (``block="pre_ln"``, as GPT-2 and TransformerLens'
+``normalization_type="LN"``) puts a LayerNorm in front of attention too and gives the
 attention biases ``b_Q, b_K, b_O`` (zero-sum weights plus a bias undo that LayerNorm,
-Lemma 6; see :func:`~iclconstruct.compiler.builders.fold_layernorm`)::
+Lemma 6, :func:`~iclconstruct.compiler.layernorm.fold_layernorm`)::
 
     h'  = h + Attn(LayerNorm(h));   h'' = h' + MLP(LayerNorm(h'))
 """
@@ -29,18 +29,22 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import nn
 
+from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, check_divisor, check_inputs, check_written
+from ..lang.checks import BOUND_SLACK, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
+from ..lang.interpreter import readout
 from ..lang.layout import Layout
-from .builders import HeadWeights, MLPWeights
+from .attention import HeadWeights
+from .mlp import MLPWeights
 from ..lang.ops import Mul
 from ..lang.program import Program
-from .schedule import LayerPlan, Schedule
+from .config import ConstructedTransformerConfig
+from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
 
-__all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
+__all__ = ["ConstructedTransformer", "ConstructedTransformerConfig", "LayerWeights", "Block"]
 
 
 @dataclass
@@ -52,88 +56,83 @@ class LayerWeights:
 class Attention(nn.Module):
     """Causal multi-head softmax attention, weights as ``W_Q[n_heads, d_model, d_head]`` (TransformerLens)."""
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, dtype: torch.dtype, bias: bool = False):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
-        self.W_Q, self.W_K, self.W_V = z(n_heads, d_model, d_head), z(n_heads, d_model, d_head), z(n_heads, d_model, d_head)
-        self.W_O = z(n_heads, d_head, d_model)
-        self.bias = bias
-        if bias:  # the GPT-2-style block: b_Q, b_K [n_heads, d_head], b_O [d_model] (b_V is folded into b_O)
-            self.b_Q, self.b_K, self.b_O = z(n_heads, d_head), z(n_heads, d_head), z(d_model)
-        self.d_head = d_head
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q, self.W_K, self.W_V, self.W_O = z(h, d, e), z(h, d, e), z(h, d, e), z(h, e, d)
+        self.bias = cfg.block == "pre_ln"
+        if self.bias:  # GPT-2-style block: b_Q, b_K [n_heads, d_head], b_O [d_model] (b_V is folded into b_O)
+            self.b_Q, self.b_K, self.b_O = z(h, e), z(h, e), z(d)
+        self.d_head = e
         self.head_labels: List[str] = []
 
-    def forward(self, h: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
         q = einsum(h, self.W_Q, "b t d, h d e -> b t h e")
         k = einsum(h, self.W_K, "b t d, h d e -> b t h e")
         if self.bias:
             q, k = q + self.b_Q, k + self.b_K
-        q = hook(prefix + "attn.hook_q", q)
-        k = hook(prefix + "attn.hook_k", k)
-        v = hook(prefix + "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
+        q = hook.block(l, "attn.hook_q", q)
+        k = hook.block(l, "attn.hook_k", k)
+        v = hook.block(l, "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
         scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
         T = h.shape[1]
         mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
-        scores = hook(prefix + "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
-        pattern = hook(prefix + "attn.hook_pattern", torch.softmax(scores, dim=-1))
-        z = hook(prefix + "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
+        scores = hook.block(l, "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
+        pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
+        z = hook.block(l, "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
         out = einsum(z, self.W_O, "b q h e, h e d -> b q d")
         return out + self.b_O if self.bias else out
 
 
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh GeLU, ``x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))``, written as GPT-2 writes it
-    (TransformerLens' and Hugging Face's ``gelu_new``), so exported models round identically."""
+    """GPT-2's tanh GeLU ``x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))``, written as TransformerLens and
+    Hugging Face write ``gelu_new``, so that exported models round the same way."""
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
 class MLP(nn.Module):
-    """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU (``"gelu"``) or GPT-2's tanh GeLU (``"gelu_new"``)."""
+    """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU (``act_fn="gelu"``) or GPT-2's (``"gelu_new"``)."""
 
-    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype, activation: str = "gelu"):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        self.activation = activation
-        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
-        self.W_in, self.b_in = z(d_model, d_mlp), z(d_mlp)
-        self.W_out, self.b_out = z(d_mlp, d_model), z(d_model)
+        self.act = gelu_new if cfg.act_fn == "gelu_new" else F.gelu
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
+        self.W_in, self.b_in = z(cfg.d_model, cfg.d_mlp), z(cfg.d_mlp)
+        self.W_out, self.b_out = z(cfg.d_mlp, cfg.d_model), z(cfg.d_model)
         self.unit_labels: List[str] = []
 
-    def forward(self, x: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
-        pre = hook(prefix + "mlp.hook_pre", x @ self.W_in + self.b_in)
-        post = hook(prefix + "mlp.hook_post", gelu_new(pre) if self.activation == "gelu_new" else F.gelu(pre))
+    def forward(self, x: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        pre = hook.block(l, "mlp.hook_pre", x @ self.W_in + self.b_in)
+        post = hook.block(l, "mlp.hook_post", self.act(pre))
         return post @ self.W_out + self.b_out
 
 
 class Block(nn.Module):
-    """One layer: Eq. 4 (``style="paper"``: attention, residual, LayerNorm, MLP, residual) or
-    the GPT-2 block (``style="pre_ln"``: LayerNorm in front of attention as well).
+    """One layer: Eq. 4 (``block="paper"``: attention, residual, LayerNorm, MLP, residual) or
+    GPT-2's (``block="pre_ln"``: a LayerNorm in front of attention as well). LayerNorms are
+    over the full column, without affine parameters."""
 
-    LayerNorms are over the full column, without affine parameters.
-    """
-
-    def __init__(self, n_heads: int, d_model: int, d_head: int, d_mlp: int, ln_eps: float, dtype: torch.dtype,
-                 style: str = "paper", activation: str = "gelu"):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        self.style = style
-        self.attn = Attention(n_heads, d_model, d_head, dtype, bias=style == "pre_ln")
-        self.mlp = MLP(d_model, d_mlp, dtype, activation)
-        self.ln_eps = ln_eps
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.ln_eps = cfg.ln_eps
+        self.pre_ln = cfg.block == "pre_ln"
 
-    def _ln(self, x: torch.Tensor, hook: HookManager, name: str) -> torch.Tensor:
+    def _ln(self, x: torch.Tensor, hook: HookManager, l: int, which: str) -> torch.Tensor:
         if hook.active:
             var = x.var(dim=-1, unbiased=False, keepdim=True)
-            hook(name + ".hook_scale", torch.sqrt(var + self.ln_eps))
-        return hook(name + ".hook_normalized", F.layer_norm(x, (x.shape[-1],), eps=self.ln_eps))
+            hook.block(l, which + ".hook_scale", torch.sqrt(var + self.ln_eps))
+        return hook.block(l, which + ".hook_normalized", F.layer_norm(x, (x.shape[-1],), eps=self.ln_eps))
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
-        p = f"blocks.{l}."
-        h = hook(p + "hook_resid_pre", h)
-        a_in = self._ln(h, hook, p + "ln1") if self.style == "pre_ln" else h
-        a = hook(p + "hook_attn_out", self.attn(a_in, hook, p))
-        mid = hook(p + "hook_resid_mid", h + a)
-        x = self._ln(mid, hook, p + "ln2")
-        m = hook(p + "hook_mlp_out", self.mlp(x, hook, p))
-        return hook(p + "hook_resid_post", mid + m)
+        h = hook.block(l, "hook_resid_pre", h)
+        a = hook.block(l, "hook_attn_out", self.attn(self._ln(h, hook, l, "ln1") if self.pre_ln else h, hook, l))
+        mid = hook.block(l, "hook_resid_mid", h + a)
+        x = self._ln(mid, hook, l, "ln2")
+        m = hook.block(l, "hook_mlp_out", self.mlp(x, hook, l))
+        return hook.block(l, "hook_resid_post", mid + m)
 
 
 class ConstructedTransformer(nn.Module):
@@ -144,31 +143,28 @@ class ConstructedTransformer(nn.Module):
     programs whose readout is ``columns='all'``). Numpy in gives numpy out.
 
     Attributes:
-        program, layout, schedule, constants: what it was compiled from.
+        config: the architecture (:class:`ConstructedTransformerConfig`); ``d_model``,
+            ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``, ``dtype``, ``block_style`` read it.
+        program, layout, schedule, constants: what it was compiled from (the program is a
+            frozen copy owned by the model).
         row_labels: the slot label of every residual row.
-        n_layers_unique / d_model / d_mlp / n_heads / d_head / max_len: its shape.
     """
 
-    def __init__(self, *, program: Program, schedule: Schedule, constants: Constants, layers: List[LayerWeights],
-                 W_E: np.ndarray, W_pos: np.ndarray, n_heads: int, d_head: int, d_mlp: int, d_model: int,
-                 max_len: int, dtype: torch.dtype, block: str):
+    def __init__(self, config: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
+                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
         super().__init__()
-        self.program = program
-        self.layout: Layout = program.layout
+        self.config = config
+        self.program = program if program.is_frozen else program.frozen()
+        self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
-        self.n_heads, self.d_head, self.d_mlp, self.d_model = n_heads, d_head, d_mlp, d_model
-        self.max_len = max_len
-        self.block_style = block
-        self.dtype = dtype
-        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=dtype), requires_grad=False)
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=config.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(n_heads, d_model, d_head, d_mlp, constants.ln_eps, dtype, style=block,
-                        activation=constants.activation)
+            blk = Block(config)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
@@ -188,17 +184,23 @@ class ConstructedTransformer(nn.Module):
             self.blocks.append(blk)
             self.plans.append(plan)
         # execution plan: (block indices, repeat) per segment
-        self._segments: List[Tuple[List[int], object]] = []
+        self._segments: List[Tuple[List[int], SegmentPlan]] = []
         i = 0
         for seg in schedule.segments:
-            self._segments.append((list(range(i, i + len(seg.layers))), seg.repeat))
+            self._segments.append((list(range(i, i + len(seg.layers))), seg))
             i += len(seg.layers)
         self.hooks = HookManager()
-        #: extra input checks ``fn(tokens)`` run before every forward (circuits register theirs)
-        self.token_checks: List = []
-        self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
+        self.row_labels = self.layout.row_labels() + [""] * (config.d_model - self.layout.size)
 
-    # ------------------------------------------------------------------ shape facts
+    # ------------------------------------------------------------------ shape facts (from the config)
+    d_model = property(lambda self: self.config.d_model, doc="residual width ``D``")
+    n_heads = property(lambda self: self.config.n_heads, doc="attention heads per layer")
+    d_head = property(lambda self: self.config.d_head, doc="width of each head")
+    d_mlp = property(lambda self: self.config.d_mlp, doc="MLP hidden units per layer")
+    max_len = property(lambda self: self.config.max_len, doc="most tokens the position embedding holds")
+    dtype = property(lambda self: self.config.dtype, doc="parameter dtype")
+    block_style = property(lambda self: self.config.block, doc="block style (``'paper'``: Eq. 4)")
+
     @property
     def d(self) -> int:
         return self.layout.d
@@ -210,15 +212,12 @@ class ConstructedTransformer(nn.Module):
 
     def depth(self, n_examples: Optional[int] = None) -> int:
         """Layers run for ``n_examples`` examples (default: the loop bodies counted once)."""
-        total = 0
-        for idx, rep in self._segments:
-            times = 1 if rep == "examples" and n_examples is None else (n_examples if rep == "examples" else int(rep))
-            total += len(idx) * times
-        return total
+        T = 2 if n_examples is None else 2 * n_examples
+        return sum(len(idx) * seg.times(T) for idx, seg in self._segments)
 
     def layers_per_example(self) -> int:
         """Layers of the weight-tied per-example block (0 if the program has no loop)."""
-        return sum(len(idx) for idx, rep in self._segments if rep == "examples")
+        return sum(len(idx) for idx, seg in self._segments if seg.repeat == "examples")
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -226,9 +225,8 @@ class ConstructedTransformer(nn.Module):
     def unrolled(self, T: int) -> List[int]:
         """Block index run at each layer for a sequence of ``T`` tokens."""
         out: List[int] = []
-        for idx, rep in self._segments:
-            times = T // 2 if rep == "examples" else int(rep)
-            out.extend(idx * times)
+        for idx, seg in self._segments:
+            out.extend(idx * seg.times(T))
         return out
 
     # ------------------------------------------------------------------ forward
@@ -252,22 +250,20 @@ class ConstructedTransformer(nn.Module):
             )
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
-        for fn in self.token_checks:
-            fn(t)
+        check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
 
     def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
         lay = self.layout
         if before:
             if plan.divisor is not None:
-                c = h[..., lay[plan.divisor].start].abs()
+                c = lay.view(h, plan.divisor).abs()
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
         for op in plan.ops:
-            s = lay[op.writes()]
-            v = h[..., s.start : s.stop]
-            check_written(f"layer {l}", op.describe(), s, float(v.abs().max()), slack)
+            v = lay.view(h, op.writes())
+            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack)
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
@@ -288,9 +284,7 @@ class ConstructedTransformer(nn.Module):
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
-        r = self.layout[self.program.readout_slot].start
-        out = h[..., r]
-        return out[:, 0::2] if self.program.readout_columns == "x" else out
+        return readout(self.program, h)
 
     def forward(self, tokens, *, check: bool = True):
         """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).
@@ -311,14 +305,8 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        saved = list(self.hooks._hooks)
-        self.hooks.add(names_filter, save)
-        try:
-            with torch.no_grad():
-                out = self._readout(self._run(t, check))
-        finally:
-            self.hooks._hooks = saved
-            self.hooks.active = bool(saved)
+        with self.hooks.temporary(names_filter, save), torch.no_grad():
+            out = self._readout(self._run(t, check))
         return (out.numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:
@@ -375,8 +363,6 @@ class ConstructedTransformer(nn.Module):
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        from ..io import save
-
         save(self, path)
 
     def error_budget(self) -> Dict[str, float]:
@@ -388,9 +374,18 @@ class ConstructedTransformer(nn.Module):
         prods = [c.product_error(lay[op.lhs].bound, lay[op.rhs].bound) for p in self.plans for op in p.mlp_ops
                  if isinstance(op, Mul)]
         divisors = [lay[p.divisor] for p in self.plans if p.divisor is not None]
+        extra = {}
+        ln_rel = c.ln_error(norm_sq)
+        if self.block_style == "pre_ln":  # both LayerNorms, anchors pre_ln_anchor, folded: no ε·K term (Lemma 6)
+            ln_rel = norm_sq / (4 * c.pre_ln_anchor ** 2) + 2.0 ** -52
+            extra["attention_layernorm_rel"] = ln_rel
+            if divisors:  # the attention after a div layer still sees the pair ±M·c
+                mc = c.div_scale * max(s.bound for s in divisors)
+                extra["attention_after_div_rel"] = (2 * mc * mc + norm_sq) / (4 * c.pre_ln_anchor ** 2)
         return {
+            **extra,
             "product_abs_max": max(prods, default=0.0),
-            "layernorm_rel": c.ln_error(norm_sq),
+            "layernorm_rel": ln_rel,
             "div_rel_at_div_min": c.div_error(norm_sq, c.div_min) if divisors else 0.0,
             "attention_leak": 2.0 * math.exp(-c.attn_hardness),
         }
@@ -403,8 +398,8 @@ class ConstructedTransformer(nn.Module):
             f"  distinct layers = {self.n_layers_unique}   layers per example = {self.layers_per_example()}   "
             f"parameters = {self.n_params():,}   max_len = {self.max_len}",
         ]
-        for si, (idx, rep) in enumerate(self._segments):
-            head = f"loop x {rep}" if rep != 1 else "straight"
+        for si, (idx, seg) in enumerate(self._segments):
+            head = f"loop x {seg.repeat}" if seg.repeat != 1 else "straight"
             lines.append(f"  segment {si} ({head}):")
             for bi in idx:
                 lines.append(f"    layer {bi}: {self.plans[bi].describe()}")

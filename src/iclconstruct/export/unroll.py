@@ -84,7 +84,7 @@ def unroll(model, n_examples: int, n_heads: Optional[int] = None) -> Unrolled:
         })
         layers[-1] = {k: v.detach().clone() for k, v in layers[-1].items()}
     lay = model.layout
-    one, r = lay["one"].start, lay[model.program.readout_slot].start
+    one, r = lay.row("one"), lay.row(model.program.readout_slot)
     # final LayerNorm + unembedding read the readout row (Lemma 6 again): with zero-sum
     # unembedding weights e_r − e_one the mean cancels, the ±1 comes back through the bias
     scale = model.constants.pre_ln_anchor * math.sqrt(2.0 / D)
