@@ -442,12 +442,108 @@ final loop iteration. The layout of the layers run on these tokens:"""),
     new_code_cell("viz.layout(circuit, T=2 * n)"),
 ]
 
+NB06 = [
+    new_markdown_cell("""\
+# 06 · Activation patching on a circuit whose algorithm is known
+
+A constructed circuit is a ground truth for interpretability methods: we know which rows of the
+residual stream hold which quantity, so we know what a patch *must* do. Here the ridge circuit
+(Theorem 2, Sherman–Morrison updates) is compiled with the GPT-2-style block
+(`block="pre_ln"`), exported to TransformerLens when it is installed
+(`pip install 'iclconstruct[tl]'`), and patched: the `w` slot at the readout layer is replaced by
+the `w` of another task's run. The readout layer computes `x_qᵀw`, so the prediction must move to
+`x_qᵀw_B` — task B's ridge prediction — up to the error of that one product."""),
+    new_code_cell(SETUP + """
+import importlib.util
+
+d, n, lam = 3, 6, 0.5
+def task():
+    X = rng.standard_normal((n, d))
+    return X, X @ rng.standard_normal(d)
+
+(XA, yA), (XB, yB) = task(), task()
+xq = rng.standard_normal(d)
+model = ic.circuits.ridge(d, lam, block="pre_ln")
+tokA, tokB = ic.tokens.encode(XA, yA, xq), ic.tokens.encode(XB, yB, xq)
+T = tokA.shape[1]
+L = len(model.unrolled(T)) - 1          # the readout layer: mov(w[t-1] -> wq), mul(wq·x -> pred)
+print(model.summary().split("slots")[0])"""),
+    new_markdown_cell("""\
+The program names the rows: `w` lives in `model.layout.rows("w")`. At the input of layer `L` the
+last ỹ column (position `T − 2`) holds the ridge weights after all `n` examples."""),
+    new_code_cell("""\
+w_rows = model.layout.rows("w")
+name = f"blocks.{L}.hook_resid_pre"
+_, cache_A = model.run_with_cache(tokA)
+_, cache_B = model.run_with_cache(tokB)
+w_A, w_B = cache_A[name][0, T - 2, w_rows], cache_B[name][0, T - 2, w_rows]
+print("w_A from the residual stream:", w_A.numpy(), " ridge:", ic.reference.ridge(XA, yA, lam))
+print("w_B from the residual stream:", w_B.numpy(), " ridge:", ic.reference.ridge(XB, yB, lam))"""),
+    new_markdown_cell("""\
+Patch with the native model's TransformerLens-style hooks: the prediction on task A's context
+jumps to `x_qᵀw_B`. The bound is the error the circuit states for that last product."""),
+    new_code_cell("""\
+def patch(h, hook_name):
+    h = h.clone()
+    h[:, T - 2, w_rows] = w_B
+    return h
+
+clean = model(tokA)[0, -1]
+model.add_hook(name, patch)
+patched = model(tokA)[0, -1]
+model.reset_hooks()
+algebra = xq @ w_B.numpy()
+bound = d * model.constants.product_error(model.layout["wq"].bound, model.layout["x"].bound)
+print(f"clean prediction     {clean:+.10f}  (x_q·w_A = {xq @ w_A.numpy():+.10f})")
+print(f"patched prediction   {patched:+.10f}")
+print(f"the algebra: x_q·w_B {algebra:+.10f}   |difference| = {abs(patched - algebra):.1e} <= {bound:.1e}")
+assert abs(patched - algebra) <= 1e-9 * (1 + abs(algebra)) + bound"""),
+    new_markdown_cell("""\
+A patch at the input of the last loop block does nothing (up to round-off): every loop block recomputes each ỹ column's state from
+the column two to the left (the wavefront of §8 in the construction notes), so the readout layer
+is the one place where `w` is read for the query. Patching is a question about the algorithm."""),
+    new_code_cell("""\
+earlier = f"blocks.{L - 3}.hook_resid_pre"
+_, cache_B = model.run_with_cache(tokB)
+w_B_early = cache_B[earlier][0, T - 2, w_rows]
+def patch_early(h, hook_name):
+    h = h.clone()
+    h[:, T - 2, w_rows] = w_B_early
+    return h
+model.add_hook(earlier, patch_early)
+early = model(tokA)[0, -1]
+model.reset_hooks()
+print("patched at the last loop block's input:", early, " clean:", clean)
+assert abs(early - clean) < 1e-8 and abs(early - algebra) > 1e-3"""),
+    new_markdown_cell("""\
+The same patch in a stock TransformerLens `HookedTransformer` (weights loaded through its own
+state dict, loops unrolled for `n` examples), through `run_with_hooks`:"""),
+    new_code_cell("""\
+if importlib.util.find_spec("transformer_lens") is not None:
+    tl = model.to_transformer_lens(n)
+    resid_A = ic.export.tokens_to_inputs(tl, tokA)      # tokens @ W_E + W_pos, fed with start_at_layer=0
+    _, tl_cache_B = tl.run_with_cache(ic.export.tokens_to_inputs(tl, tokB), start_at_layer=0)
+    w_B_tl = tl_cache_B[name][0, T - 2, w_rows]
+
+    def tl_patch(h, hook):
+        h[:, T - 2, w_rows] = w_B_tl
+        return h
+
+    with torch.no_grad():
+        out = tl.run_with_hooks(resid_A, start_at_layer=0, fwd_hooks=[(name, tl_patch)])
+    print("TransformerLens patched prediction:", float(out[0, -1, 0]), " algebra:", algebra)
+    assert abs(float(out[0, -1, 0]) - algebra) <= 1e-9 * (1 + abs(algebra)) + bound
+else:
+    print("transformer_lens is not installed: pip install 'iclconstruct[tl]'")"""),
+]
+
 NOTEBOOKS = {
     "01_gradient_descent_step.ipynb": NB01,
     "02_ridge_precision.ipynb": NB02,
     "03_compose_your_own_circuit.ipynb": NB03,
     "04_trained_vs_constructed.ipynb": NB04,
     "05_probing.ipynb": NB05,
+    "06_activation_patching.ipynb": NB06,
 }
 
 
