@@ -28,6 +28,7 @@ MODULES = [
     ("iclconstruct.reference", "numpy reference solvers"),
     ("iclconstruct.testing", "hypothesis strategies and the model-vs-interpreter assertion"),
     ("iclconstruct.io", "saving and loading compiled circuits"),
+    ("iclconstruct.export", "stock TransformerLens / Hugging Face models from a circuit, and running them"),
     ("iclconstruct.viz", "pictures of a circuit"),
     ("iclconstruct.icl", "trained in-context learners and the empirical study"),
     ("iclconstruct.icl.predictors", "classical predictors with one interface"),
