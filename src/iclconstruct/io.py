@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ICLConstructError
-from .lang.ops import Aff, Div, Mov, Mul, Op, Read
+from .lang.ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
 
 __all__ = ["save", "load", "to_json", "program_to_dict", "program_from_dict", "FORMAT", "FORMAT_VERSION",
            "WEIGHTS_FILE", "CIRCUIT_FILE"]
@@ -93,7 +93,11 @@ def _op_to_dict(op: Op) -> dict:
                 "accumulate": bool(op.accumulate)}
     if isinstance(op, Aff):
         return {"op": "aff", "dst": op.dst, "terms": [[s, _matrix(W)] for s, W in op.terms], "bias": _vector(op.bias)}
-    raise CheckpointError(f"cannot save op {op!r}: only mov, mul, div and aff ops are serialisable")
+    if isinstance(op, Count):
+        return {"op": "count", "dst": op.dst}
+    if isinstance(op, Sum):
+        return {"op": "sum", "src": op.src, "dst": op.dst, "count": op.count}
+    raise CheckpointError(f"cannot save op {op!r}: only mov, mul, div, aff, count and sum ops are serialisable")
 
 
 def _slot_dict(s) -> dict:
@@ -135,8 +139,8 @@ def program_to_dict(program) -> dict:
 
 
 def _ops_touching(op_dict: dict) -> List[str]:
-    keys = ("src", "dst", "lhs", "rhs", "divisor")
-    names = [op_dict[k] for k in keys if k in op_dict]
+    keys = ("src", "dst", "lhs", "rhs", "divisor", "count")
+    names = [op_dict[k] for k in keys if op_dict.get(k)]
     names += [s for s, _ in op_dict.get("plus", [])] + [s for s, _ in op_dict.get("terms", [])]
     return names
 
@@ -160,8 +164,12 @@ def _add_op(p, o: dict) -> None:
         p.div(o["src"], o["divisor"], o["dst"], coef=_unnum(o["coef"]), accumulate=bool(o["accumulate"]))
     elif kind == "aff":
         p.aff(o["dst"], [(s, _unmatrix(W)) for s, W in o["terms"]], bias=_unvector(o["bias"]))
+    elif kind == "count":
+        p.count(o["dst"])
+    elif kind == "sum":
+        p.sum(o["src"], o["dst"], count=o.get("count"))
     else:
-        raise CheckpointError(f"circuit.json: unknown op {kind!r}; expected mov, mul, div or aff")
+        raise CheckpointError(f"circuit.json: unknown op {kind!r}; expected mov, mul, div, aff, count or sum")
 
 
 def program_from_dict(data: dict):

@@ -242,9 +242,8 @@ def compare_with_interpreter(model: ConstructedTransformer, tokens, *, rtol: flo
         got = cache[f"blocks.{l}.hook_resid_{'mid' if where == 0 else 'post'}"].numpy()[..., : lay.size]
         g, r = got[..., rows], ref[..., rows]
         bad = np.abs(g - r) > atol + rtol * np.abs(r)
-        if where == 0:  # a div layer clears its (non-accumulating) targets in attention
-            cleared = {row for op in stages[i + 1] if getattr(op, "accumulate", True) is False
-                       for row in lay[op.dst].rows}
+        if where == 0:  # a div layer clears its targets, a sum writes its mean, in attention
+            cleared = {row for op in stages[i + 1] if op.clears_dst_in_attention for row in lay[op.dst].rows}
             bad[..., np.isin(rows, list(cleared))] = False
         if bad.any():
             b, t, j = np.argwhere(bad)[0]

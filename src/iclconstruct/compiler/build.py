@@ -17,8 +17,8 @@ import torch
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Mul
-from .builders import AttentionBuilder, MLPBuilder, balance, position_units
+from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
+from .builders import AttentionBuilder, MLPBuilder, balance, count_coeffs, position_units
 from ..lang.program import Program
 from .schedule import LayerPlan, schedule
 
@@ -53,8 +53,13 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
         elif isinstance(op, Aff):
             n = lay[op.dst].size
             ab.overwrite(lay.rows(op.dst), _coeffs(lay, D, op.terms, n) + _bias_coeffs(lay, D, op.bias, n))
+        elif isinstance(op, Count):
+            ab.overwrite(lay.rows(op.dst), count_coeffs(lay, D, max_len)[None])
         else:  # pragma: no cover - the scheduler never does this
             raise ICLConstructError(f"{op.describe()} cannot run in an attention sublayer")
+    for op in plan.mlp_ops:  # a sum's averaging read over the ỹ columns (its MLP multiplies by the count)
+        if isinstance(op, Sum):
+            ab.move(Read("mean", 2), lay.rows(op.src), lay.rows(op.dst))
     one = lay["one"].start
     anchor, pair = lay.rows("anchor"), lay.rows("pair")
     if plan.divisor is not None:
@@ -77,10 +82,28 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
     return ab
 
 
-def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
+def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> MLPBuilder:
     mb = MLPBuilder(lay, D, c, divide=plan.divisor is not None)
     for op in plan.mlp_ops:
         dst = lay[op.writes()]
+        if isinstance(op, Count):
+            C = count_coeffs(lay, D, max_len)
+            C[dst.start] -= 1.0
+            mb.linear(dst.start, C, 0.0, f"{op.dst} = count")
+            continue
+        if isinstance(op, Sum):  # dst holds the mean over the ỹ columns: dst <- mean * count (Lemma 4)
+            src = lay[op.src]
+            for i in range(dst.size):
+                x = np.zeros(D)
+                x[dst.start + i] = 1.0
+                mb.linear(dst.start + i, -x, 0.0, f"{op.dst}[{i}] clear mean")
+                if op.count is None:
+                    cnt, cb = count_coeffs(lay, D, max_len), 0.5 * max_len
+                else:
+                    cnt, cb = np.zeros(D), lay[op.count].bound
+                    cnt[lay[op.count].start] = 1.0
+                mb.product(dst.start + i, x, cnt, src.bound, cb, 1.0, f"{op.dst}[{i}] = mean({op.src}[{i}])*count")
+            continue
         if isinstance(op, Div):
             src = lay[op.src]
             for i in range(dst.size):
@@ -147,7 +170,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     builders = []
     for seg in sched.segments:
         for plan in seg.layers:
-            builders.append((_attention(plan, lay, D, constants, max_len), _mlp(plan, lay, D, constants)))
+            builders.append((_attention(plan, lay, D, constants, max_len), _mlp(plan, lay, D, constants, max_len)))
     n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
     d_head = max([ab.d_head() for ab, _ in builders] + [2])
     d_mlp = max([len(mb) for _, mb in builders] + [1])

@@ -33,6 +33,7 @@ __all__ = [
     "position_units",
     "PRODUCT_GAIN",
     "balance",
+    "count_coeffs",
 ]
 
 #: √(π/2): turns the quadratic term of GeLU into a product (Lemma 4)
@@ -43,6 +44,18 @@ def position_units(j: np.ndarray, max_len: int) -> Tuple[np.ndarray, np.ndarray]
     """The two position units ``(j/P, (j/P)²)`` with ``P = max_len``, all in ``[0, 1]``."""
     u = np.asarray(j, dtype=np.float64) / float(max_len)
     return u, u * u
+
+
+def count_coeffs(layout: Layout, D: int, max_len: int) -> np.ndarray:
+    """Coefficients ``c`` with ``c @ h = ⌊(t+1)/2⌋``, the number of examples at column ``t``.
+
+    With ``pos₀ = t/P`` (``P = max_len``) and ``is_y = t mod 2``: ``(P·pos₀ + is_y)/2``.
+    Exact up to the rounding of ``t/P`` (relative ``≈ ε``); used by ``count`` and ``sum``.
+    """
+    c = np.zeros(D)
+    c[layout["pos"].start] = 0.5 * float(max_len)
+    c[layout["is_y"].start] = 0.5
+    return c
 
 
 @dataclass

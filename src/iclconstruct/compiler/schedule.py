@@ -9,6 +9,8 @@ that its kind allows and that keeps the program's meaning:
 * ``aff`` → attention (the *self head*: hard attention to the own column, any linear map
   of it, exact) or MLP (GeLU bypass), whichever comes first;
 * ``mul`` → MLP (GeLU product units);
+* ``count`` → attention (self head) or MLP, like ``aff``;
+* ``sum`` → the MLP of a layer whose attention does its averaging read (a two-stage op);
 * ``div`` → the MLP of a *div layer*, whose attention writes the ``pair`` rows
   ``(+M·c, −M·c)`` and clears the destination; that MLP hosts only ``div`` ops by the
   same divisor, because it sees every row divided by ``|c|``.
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Op
+from ..lang.ops import Aff, Count, Div, Mov, Op, Sum
 from ..lang.program import Program
 
 __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
@@ -107,13 +109,15 @@ def _footprint(op: Op, lay: Layout) -> List[Tuple[int, Set[int], Set[int]]]:
         if op.accumulate:  # no clearing: the attention stage only reads the divisor
             return [(-1, _rows(lay, [op.divisor]), set()), (0, _rows(lay, [op.src, op.dst]), set(w))]
         return [(-1, _rows(lay, [op.divisor]), set(w)), (0, _rows(lay, [op.src]), set(w))]
+    if isinstance(op, Sum):  # the averaging read in attention, then the product with the count
+        return [(-1, _rows(lay, [op.src]), set(w)), (0, _rows(lay, [op.count] if op.count else []), set(w))]
     return [(0, _rows(lay, op.reads()), w)]
 
 
 def _allowed_parity(op: Op) -> Tuple[int, ...]:
     if isinstance(op, Mov):
         return (0,)
-    if isinstance(op, Aff):
+    if isinstance(op, (Aff, Count)):
         return (0, 1)
     return (1,)
 
@@ -124,7 +128,7 @@ def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
     mlp_mode: Dict[int, Optional[str]] = {}  # MLP stage -> None (normal) or divisor name
     for op in ops:
         fp = _footprint(op, lay)
-        lb = 1 if isinstance(op, Div) else 0
+        lb = 1 if isinstance(op, (Div, Sum)) else 0
         for delta, R, W in fp:
             for s2, R2, W2 in placed:
                 if W2 & R or W2 & W:

@@ -22,7 +22,7 @@ from ..numerics.constants import Constants
 from .checks import check_divisor, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .layout import Layout
-from .ops import Aff, Div, Mov, Mul, Op
+from .ops import Aff, Count, Div, Mov, Mul, Op, Sum
 from .program import Program
 
 __all__ = ["interpret", "Trace", "apply_op", "embed_reference"]
@@ -134,6 +134,12 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         if op.bias is not None:
             val = val + op.bias
         H[..., _rows(lay, op.dst)] = val
+    elif isinstance(op, Count):
+        T = H.shape[1]
+        H[..., _rows(lay, op.dst)] = ((np.arange(T) + 1) // 2).astype(np.float64)[None, :, None]
+    elif isinstance(op, Sum):
+        is_y = (np.arange(H.shape[1]) % 2 == 1).astype(np.float64)[None, :, None]
+        H[..., _rows(lay, op.dst)] = np.cumsum(H[..., _rows(lay, op.src)] * is_y, axis=1)
     else:  # pragma: no cover
         raise TypeError(f"unknown op {op!r}")
 
@@ -190,8 +196,8 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
         else:  # ops of one sublayer run in parallel: all read the same input
             for op in group:
                 Hi = H_in.copy()
-                if isinstance(op, Div):  # the divisor was read by the attention stage before
-                    c = lay[op.divisor]
+                for name in op.prestage_reads():  # read by the attention stage before (div, sum)
+                    c = lay[name]
                     Hi[..., c.start : c.stop] = H_prev[..., c.start : c.stop]
                 if check:
                     check_op(op, Hi, lay, constants, tag, before=True)

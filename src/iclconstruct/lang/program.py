@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS, Layout
-from .ops import Aff, Div, Mov, Mul, Op, Read
+from .ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
 
 __all__ = ["Program", "Segment"]
 
@@ -66,6 +66,7 @@ class Program:
         self.readout_slot: Optional[str] = None
         self.readout_columns = "x"
         self._ops_total = 0
+        self._count_slots: set = set()  # slots whose last writer is count()
         #: free-form description of what built the program (circuits record their arguments)
         self.meta: dict = {}
 
@@ -116,6 +117,7 @@ class Program:
             raise LayoutError("free slots after the loop: a weight-tied loop body cannot free")
         self.layout.free(name)
         self._written.discard(name)
+        self._count_slots.discard(name)
 
     @contextlib.contextmanager
     def loop(self, times: Union[int, str] = "examples") -> Iterator["Program"]:
@@ -199,6 +201,7 @@ class Program:
         return b
 
     def _add(self, op: Op) -> Op:
+        self._count_slots.discard(op.writes())
         self.segments[-1].ops.append(op)
         self._written.add(op.writes())
         self._ops_total += 1
@@ -310,6 +313,41 @@ class Program:
         t = self._terms(terms, D.size, what)
         b = self._bias(bias, D.size, what)
         return self._add(Aff(dst, t, b))
+
+    # ------------------------------------------------------------------ reductions over the examples
+    def count(self, dst: str) -> Op:
+        """``dst ← ⌊(t + 1)/2⌋``: the number of (x, y) examples at or before column ``t`` (exact).
+
+        An affine map of the position units (attention self head or MLP bypass); ``dst``
+        needs 1 row and a bound of at least the number of examples the model will see.
+        """
+        D = self._writable(dst, "count")
+        if D.size != 1:
+            raise ShapeError(f"count: dst {dst!r} must have 1 row; it has {D.size}")
+        op = self._add(Count(dst))
+        self._count_slots.add(dst)
+        return op
+
+    def sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
+        """``dst ← Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
+
+        The RAW averaging read over the ỹ columns (Definition C.2) times the example count
+        (Lemma 4): one attention and the MLP of the same layer. ``src`` is summed where the
+        examples are (ỹ columns); ``dst``'s bound must cover the largest sum. ``count``: a
+        slot last written by :meth:`count` to multiply with (more accurate than the default,
+        which forms the count from the position units inside the MLP).
+        """
+        S = self._readable(src, "sum")
+        D = self._writable(dst, "sum")
+        if count is not None:
+            self._readable(count, "sum")
+            if count not in self._count_slots:
+                raise ICLConstructError(f"sum: count={count!r} must be a slot last written by program.count()")
+        if S.size != D.size:
+            raise ShapeError(f"sum: {src!r} has {S.size} rows but {dst!r} has {D.size}; sizes must match")
+        if set(S.rows) & set(D.rows):
+            raise LayoutError(f"sum: dst {dst!r} overlaps src {src!r}; sum into a separate slot")
+        return self._add(Sum(src, dst, count))
 
     # ------------------------------------------------------------------ helpers
     def slot_bound(self, name: str) -> float:
