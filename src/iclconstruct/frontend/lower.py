@@ -270,8 +270,34 @@ class _Lowering:
                 self.materialize(upd, into=st)
 
     # ------------------------------------------------------------------ program
+    def prepass(self) -> None:
+        """Give a slot, in creation (topological) order, to every reachable value that an op reads
+        as a whole (product operands, divisions, sums, means): later linear forms then refer to
+        that slot instead of re-expanding the value (which would compute its products twice)."""
+        seen, stack, order = set(), [self.out], []
+        while stack:
+            n = stack.pop()
+            if n.id in seen:
+                continue
+            seen.add(n.id)
+            order.append(n)
+            stack.extend(n.args)
+            if n.op == "loop_out":
+                stack.extend(n.param.updates)
+        for n in sorted(order, key=lambda n: n.id):
+            if n.level == STATE or n.op in ("state", "loop_out"):
+                continue  # the loop body is lowered as a whole, on first use
+            if n.op in ("mul", "matmul", "outer") and not any(a.op == "const" for a in n.args):
+                for a in n.args:
+                    if a.level != STATE:
+                        self.operand(a)
+            elif n.op in ("div", "sum", "mean"):
+                for a in n.args:
+                    self.materialize(a)
+
     def program(self, algo) -> Program:
         out = self.out
+        self.prepass()
         pred = self.materialize(out, force_new=True)
         p = Program(algo.d, x_bound=algo.x_bound, y_bound=algo.y_bound, name=algo.name)
         segs = [_asap(self.seg[k]) for k in ("pre", "body", "post")]
