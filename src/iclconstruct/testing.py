@@ -38,6 +38,8 @@ __all__ = [
     "assert_matches_interpreter",
     "compare_with_interpreter",
     "Mismatch",
+    "shifted_tasks",
+    "frontend_algorithms",
 ]
 
 
@@ -63,6 +65,29 @@ def regression_tasks(draw, d: Optional[int] = None, n: Optional[int] = None, bat
         X[draw(st.integers(0, B - 1)), draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = draw(
             st.sampled_from([-bound, bound, 0.0]))
     return X, y, xq
+
+
+@st.composite
+def shifted_tasks(draw, d: int, max_n: int = 64, min_n: int = 0, x_bound: float = 6.0, y_bound: float = 30.0):
+    """One task ``(X, y, x_query)`` (unbatched) that is *not* ``N(0, I)``: anisotropic, shifted, noisy.
+
+    ``x = shift + diag(scales)·R·z`` with log-uniform scales in ``[0.1, 3]``, a random rotation
+    ``R``, a shift of up to ``±2.5`` per coordinate, ``y = wᵀx + noise``; everything rescaled
+    to stay within ``x_bound`` / ``y_bound``.
+    """
+    n = draw(st.integers(min_n, max_n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["isotropic", "anisotropic", "shifted", "both"]))
+    scales = np.exp(rng.uniform(np.log(0.1), np.log(3.0), d)) if kind in ("anisotropic", "both") else np.ones(d)
+    shift = rng.uniform(-2.5, 2.5, d) if kind in ("shifted", "both") else np.zeros(d)
+    R = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    Z = rng.standard_normal((n + 1, d))
+    Xall = shift + (Z * scales) @ R.T
+    Xall *= min(1.0, 0.999 * x_bound / max(np.abs(Xall).max(initial=0.0), 1e-12))
+    w = rng.standard_normal(d)
+    yall = Xall @ w + draw(st.sampled_from([0.0, 0.1, 0.5])) * rng.standard_normal(n + 1)
+    yall *= min(1.0, 0.999 * y_bound / max(np.abs(yall).max(initial=0.0), 1e-12))
+    return Xall[:n], yall[:n], Xall[n]
 
 
 def tokens_for(program: Program, n: Optional[int] = None, max_n: int = 6, max_batch: int = 3):

@@ -159,6 +159,10 @@ def _is_number(v) -> bool:
 
 def check_level_mix(ctx, op: str, args, where: str) -> Tuple[int, bool]:
     """Level and query flag of a node built from ``args``; raise on causally impossible mixes."""
+    for a in args:
+        if getattr(a, "dead", False):
+            raise FrontendError(f"{a.describe()} was computed inside the ctx.examples() loop body and used after "
+                                f"it at {where}; only variables assigned in the loop carry over")
     level = max(a.level for a in args)
     query = any(a.query for a in args)
     levels = {a.level for a in args}
