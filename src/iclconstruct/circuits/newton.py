@@ -41,8 +41,8 @@ def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=No
         if alpha is None:                            # α = 1/(n + tr XᵀX)² < 1/λ_max², safe
             a = 1 / (1 + ctx.mean(x @ x))
             M = (a * a) * S
-        else:                                        # M_0 = n·α·XᵀX = α·n²·S
-            M = (alpha * (n * n)) * S
+        else:                                        # M_0 = n·α·XᵀX = α·n²·S (α rides on the coef)
+            M = alpha * ((n * n) * S)
         for _ in range(int(steps)):                  # two products (two layers) per iteration
             SM = ctx.bound(S @ M, 2.0)
             M = ctx.bound(2 * M - M @ SM, m_bound)
@@ -57,7 +57,9 @@ def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y
     Args:
         d: input dimension. steps: Newton–Schulz iterations.
         alpha: start scale ``M₀ = α·XᵀX``; must be ``< 2/λ_max(XᵀX)²`` (inputs that break it
-            raise :class:`~iclconstruct.errors.DivergenceError`). ``None``: the in-context rule
+            raise :class:`~iclconstruct.errors.DivergenceError`). A tiny ``α·n²`` makes tiny
+            iterates, which lose relative precision to LayerNorm's absolute round-off
+            (``≈1e-9``): the 1e-6 guarantee needs ``α·n²·λ_max(XᵀX/n) ≳ 1e-2``. ``None``: the in-context rule
             ``α = 1/(n + tr XᵀX)²`` — ``reference.newton(..., alpha="trace")``.
         m_bound: bound on the entries of ``n·M`` (they approach ``(XᵀX/n)⁺``, so
             ill-conditioned contexts need more; checked at run time). w_bound: bound on ``w``.
