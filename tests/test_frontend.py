@@ -257,7 +257,7 @@ def test_data_dependent_branch_and_context_length():
     tok = ic.tokens.encode(np.ones((5, 2)), np.ones(5), np.ones(2))
     with pytest.raises(ContextTooLongError, match="max_n"):
         avg.interpret(tok)
-    with pytest.raises(ContextTooLongError, match="max_n"):
+    with pytest.raises(ContextTooLongError, match="max_len"):   # Algorithm.compile(max_len=...) defaults to 2·max_n + 1
         avg.compile()(tok)
 
 

@@ -94,7 +94,7 @@ def test_public_constructors_and_their_errors():
     X = np.array([[1.0, 0.5], [0.2, -1.0], [0.3, 0.3]])
     y = np.array([1.0, -1.0, 0.5])
     assert m.predict(X, y, np.array([1.0, 1.0])) == pytest.approx(R.batch_gd(X, y, 0.01, 2) @ [1, 1], abs=1e-6)
-    n = C.newton(2, 4, alpha=0.5)
+    n = C.newton(2, 4, alpha=0.5, max_n=4)
     with pytest.raises(DivergenceError, match="alpha"):
         n.predict(X * 3, y, np.ones(2))
     assert C.newton(2, 4).predict(X, y, np.ones(2)) == pytest.approx(R.newton(X, y, 4, alpha="trace") @ [1, 1],

@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import DivergenceError, ICLConstructError
+from ..errors import ICLConstructError
+from ..lang.guards import InputGuard
 from ..frontend import Algorithm, algorithm
 from .common import default_bounds
 
@@ -56,8 +57,9 @@ def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y
 
     Args:
         d: input dimension. steps: Newton–Schulz iterations.
-        alpha: start scale ``M₀ = α·XᵀX``; must be ``< 2/λ_max(XᵀX)²`` (inputs that break it
-            raise :class:`~iclconstruct.errors.DivergenceError`). A tiny ``α·n²`` makes tiny
+        alpha: start scale ``M₀ = α·XᵀX``; must be ``< 2/λ_max(XᵀX)²``: inputs with
+            ``max_n·√(α/2)·max‖x_i‖² > 1`` (a sufficient condition) raise
+            :class:`~iclconstruct.errors.DivergenceError`. A tiny ``α·n²`` makes tiny
             iterates, which lose relative precision to LayerNorm's absolute round-off
             (``≈1e-9``): the 1e-6 guarantee needs ``α·n²·λ_max(XᵀX/n) ≳ 1e-2``. ``None``: the in-context rule
             ``α = 1/(n + tr XᵀX)²`` — ``reference.newton(..., alpha="trace")``.
@@ -67,19 +69,15 @@ def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y
     """
     alg = newton_algorithm(d, steps, alpha, x_bound=x_bound, y_bound=y_bound, m_bound=m_bound, w_bound=w_bound,
                            max_n=max_n)
-    m = alg.compile(constants=constants, dtype=dtype)
     if alpha is not None:
-        m.token_checks.append(_alpha_check(float(alpha)))
-    return m
+        alg.program().guard(alpha_guard(float(alpha), max_n))
+    return alg.compile(constants=constants, dtype=dtype)
 
 
-def _alpha_check(alpha: float):
-    def check(tokens: torch.Tensor) -> None:
-        X = tokens[:, 0 : 2 * (tokens.shape[1] // 2) : 2, 1:].detach().cpu().double().numpy()
-        if X.shape[1] == 0:
-            return
-        lmax = float(np.linalg.eigvalsh(np.einsum("bni,bnj->bij", X, X))[..., -1].max())
-        if alpha * lmax ** 2 >= 2.0:
-            raise DivergenceError(f"newton alpha = {alpha:g} >= 2/λ_max(XᵀX)² = {2.0 / lmax ** 2:.4g} on this input: "
-                                  "the iteration diverges; pass a smaller alpha or alpha=None (in-context rule)")
-    return check
+def alpha_guard(alpha: float, max_n: int) -> InputGuard:
+    """Refuse inputs on which a fixed ``alpha`` might diverge: ``λ_max(XᵀX) ≤ n·max‖x_i‖²``, so
+    ``α·λ_max² < 2`` holds whenever ``max_n·√(α/2)·max‖x_i‖² ≤ 1`` (conservative)."""
+    return InputGuard(scale=max_n * math.sqrt(alpha / 2.0), shift=0.0, limit=1.0,
+                      expr="max_n·√(alpha/2)·‖x_i‖²", reason="alpha·λ_max(XᵀX)² may reach 2 and Newton's "
+                      "iteration diverge (or pass a smaller alpha, or alpha=None for the in-context rule)", param="max_n",
+                      value=float(max_n))

@@ -64,7 +64,7 @@ class _Lowering:
         line = ""
         if node is not None and node.where:
             line = "_L" + node.where.split(":")[-1].split(" ")[0]
-        name = f"{kind}{self.n}{line if line[2:].isdigit() else ''}"
+        name = kind if kind == "examples_seen" else f"{kind}{self.n}{line if line[2:].isdigit() else ''}"
         if not np.isfinite(bound) or bound > MAX_BOUND:
             what = node.describe() if node is not None else kind
             raise FrontendError(
@@ -217,7 +217,7 @@ class _Lowering:
             if self.gated:  # 0 at x̃ columns (and at column 0, which reads itself)
                 self.emit("pre", "mul", s, "is_y", s, (node.size, 1, 1), 1.0, [], None)
         elif op == "count":
-            s = self.new_slot("count", node, 1, node.bound)
+            s = self.new_slot("examples_seen", None, 1, node.bound)
             self.emit("pre", "count", s)
         elif op == "sum":
             src = self.materialize(node.args[0])

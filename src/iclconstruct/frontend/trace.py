@@ -325,6 +325,9 @@ class Context:
                     grew = True
                     lo[i] = np.minimum(lo[i], u.lo)
                     hi[i] = np.maximum(hi[i], u.hi)
+                    if rounds >= 2:  # widening: a contraction's bound is reached in finitely many steps
+                        m = 2.0 * max(np.abs(lo[i]).max(), np.abs(hi[i]).max())
+                        lo[i], hi[i] = np.full_like(lo[i], -m), np.full_like(hi[i], m)
             if not grew:
                 break
             self._cse, _ = saved[0], None
