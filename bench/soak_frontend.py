@@ -33,16 +33,19 @@ def run_batch(n_examples: int, failures: list) -> int:
     def soak(alg, data):
         X, y, xq = data.draw(shifted_tasks(alg.d, max_n=alg.max_n, x_bound=alg.x_bound, y_bound=alg.y_bound))
         tok = ic.tokens.encode(X, y, xq)
-        got = alg.interpret(tok)[0]
-        n = len(X)
-        want = [alg.evaluate(X[:k], y[:k], xq if k == n else X[k]) for k in range(n + 1)]
         count[0] += 1
-        if not np.allclose(got, want, rtol=1e-10, atol=1e-10):
-            failures.append(f"{alg.name}: interpreter != evaluate: {np.max(np.abs(got - np.array(want))):.3g}")
-            return
-        msg = compare_with_interpreter(alg.compile(), tok, rtol=1e-6, atol=1e-6)
+        try:
+            got = alg.interpret(tok)[0]
+            n = len(X)
+            want = [alg.evaluate(X[:k], y[:k], xq if k == n else X[k]) for k in range(n + 1)]
+            if not np.allclose(got, want, rtol=1e-10, atol=1e-10):
+                failures.append(f"{alg.name}: interpreter != evaluate: {np.max(np.abs(got - np.array(want))):.3g}")
+                return
+            msg = compare_with_interpreter(alg.compile(), tok, rtol=1e-6, atol=1e-6)
+        except ic.errors.ICLConstructError as exc:  # a refusal on valid input is a failure too
+            msg = f"{type(exc).__name__}: {exc}"
         if msg is not None:
-            failures.append(f"{alg.name}: {msg.splitlines()[0]}")
+            failures.append(f"{alg.name} on X={X.tolist()}, y={y.tolist()}, xq={xq.tolist()}: {msg.splitlines()[0]}")
 
     soak()
     return count[0]

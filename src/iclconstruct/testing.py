@@ -42,6 +42,7 @@ __all__ = [
     "Mismatch",
     "shifted_tasks",
     "frontend_algorithms",
+    "random_algorithm",
 ]
 
 
@@ -345,12 +346,16 @@ def frontend_algorithms(draw, max_d: int = 3, max_steps: int = 8, loops: bool = 
     rescaled), so the algorithms compile without ``ctx.bound``; loops are contractions, whose
     bounds the front end finds by itself. Inputs: ``|x_i| ≤ 2``, ``|y| ≤ 2``.
     """
-    from .frontend import algorithm
-
     d = draw(st.integers(1, max_d))
     seed = draw(st.integers(0, 2**32 - 1))
     n_steps = draw(st.integers(1, max_steps))
     use_loop = loops and draw(st.booleans())
+    return random_algorithm(d, seed, n_steps, use_loop, max_n)
+
+
+def random_algorithm(d: int, seed: int, n_steps: int, use_loop: bool, max_n: int = 8):
+    """The algorithm :func:`frontend_algorithms` draws for these choices (to replay a failure by its name)."""
+    from .frontend import algorithm
 
     def fn(ctx):
         rng = np.random.default_rng(seed)
@@ -422,4 +427,5 @@ def frontend_algorithms(draw, max_d: int = 3, max_steps: int = 8, loops: bool = 
             return out @ ctx.query + (0.0 if s is None else s)
         return out
 
-    return algorithm(fn, d=d, x_bound=2.0, y_bound=2.0, max_n=max_n, name=f"random(d={d}, seed={seed})")
+    return algorithm(fn, d=d, x_bound=2.0, y_bound=2.0, max_n=max_n,
+                     name=f"random_algorithm({d}, {seed}, {n_steps}, {use_loop}, {max_n})")
