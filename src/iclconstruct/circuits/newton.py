@@ -24,7 +24,7 @@ from .common import default_bounds
 __all__ = ["newton", "newton_algorithm"]
 
 
-def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=None, m_bound: float = 10.0,
+def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=None, m_bound: float = 100.0,
                      w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`newton`."""
     if isinstance(steps, bool) or int(steps) != steps or steps < 0:
@@ -51,7 +51,7 @@ def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=No
     return newton
 
 
-def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y_bound=None, m_bound: float = 10.0,
+def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y_bound=None, m_bound: float = 100.0,
            w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64):
     """Iterative Newton as a compiled transformer: matches :func:`iclconstruct.reference.newton` on every prefix.
 
