@@ -70,7 +70,7 @@ def to_json(model) -> dict:
         "constants": {k: (None if v is None else num(v)) for k, v in model.constants.to_dict().items()},
         "compile": {"dtype": str(model.dtype).replace("torch.", ""), "max_len": int(model.max_len),
                     "block": model.block_style, "width": int(model.d_model)},
-        "config": model.config.to_dict(),
+        "config": model.cfg.to_dict(),
         "weights": {"file": WEIGHTS_FILE, "tensors": sorted(model.state_dict())},
     }
 

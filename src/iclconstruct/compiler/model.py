@@ -114,28 +114,29 @@ class ConstructedTransformer(nn.Module):
     programs whose readout is ``columns='all'``). Numpy in gives numpy out.
 
     Attributes:
-        config: the architecture (:class:`ConstructedTransformerConfig`); ``d_model``,
-            ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``, ``dtype``, ``block_style`` read it.
+        cfg: the architecture (:class:`ConstructedTransformerConfig`, named as in
+            TransformerLens); ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``,
+            ``dtype``, ``block_style`` read it.
         program, layout, schedule, constants: what it was compiled from (the program is a
             frozen copy owned by the model).
         row_labels: the slot label of every residual row.
     """
 
-    def __init__(self, config: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
+    def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
                  constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
         super().__init__()
-        self.config = config
+        self.cfg = cfg
         self.program = program if program.is_frozen else program.frozen()
         self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
-        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=config.dtype), requires_grad=False)
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=cfg.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(config)
+            blk = Block(cfg)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
@@ -157,16 +158,16 @@ class ConstructedTransformer(nn.Module):
             self._segments.append((list(range(i, i + len(seg.layers))), seg))
             i += len(seg.layers)
         self.hooks = HookManager()
-        self.row_labels = self.layout.row_labels() + [""] * (config.d_model - self.layout.size)
+        self.row_labels = self.layout.row_labels() + [""] * (cfg.d_model - self.layout.size)
 
     # ------------------------------------------------------------------ shape facts (from the config)
-    d_model = property(lambda self: self.config.d_model, doc="residual width ``D``")
-    n_heads = property(lambda self: self.config.n_heads, doc="attention heads per layer")
-    d_head = property(lambda self: self.config.d_head, doc="width of each head")
-    d_mlp = property(lambda self: self.config.d_mlp, doc="MLP hidden units per layer")
-    max_len = property(lambda self: self.config.max_len, doc="most tokens the position embedding holds")
-    dtype = property(lambda self: self.config.dtype, doc="parameter dtype")
-    block_style = property(lambda self: self.config.block, doc="block style (``'paper'``: Eq. 4)")
+    d_model = property(lambda self: self.cfg.d_model, doc="residual width ``D``")
+    n_heads = property(lambda self: self.cfg.n_heads, doc="attention heads per layer")
+    d_head = property(lambda self: self.cfg.d_head, doc="width of each head")
+    d_mlp = property(lambda self: self.cfg.d_mlp, doc="MLP hidden units per layer")
+    max_len = property(lambda self: self.cfg.max_len, doc="most tokens the position embedding holds")
+    dtype = property(lambda self: self.cfg.dtype, doc="parameter dtype")
+    block_style = property(lambda self: self.cfg.block, doc="block style (``'paper'``: Eq. 4)")
 
     @property
     def d(self) -> int:
