@@ -1,6 +1,6 @@
 """Full-batch gradient descent in depth independent of ``n`` (paper §4 "one-step GD"; von Oswald et al. 2023).
 
-Written with the front end (constructions.md §8, "constant depth for batch methods"): the
+Written with the front end (docs/frontend.md), in constant depth for a batch method: the
 sums ``S = XᵀX`` and ``b = Xᵀy`` are exact prefix reads (``ctx.sum``), then each step
 ``w ← w − 2·lr·(S w − b + lam·w)`` is one matrix–vector product in one MLP, so ``k`` steps
 cost ``k`` layers whatever the number of examples. Sum-of-squares convention (factor

@@ -6,7 +6,7 @@ its shape, a per-entry interval ``[lo, hi]`` that contains every value it can ta
 line that created it. Nodes are hash-consed by their :class:`~.trace.Context`
 (common-subexpression reuse): building the same expression twice returns the same node.
 
-Levels say where a value lives in the token sequence (constructions.md §2, §8):
+Levels say where a value lives in the token sequence (the paper's Eq. 12 layout, docs/concepts.md):
 
 =========  ==========================================================================
 ``CONST``  the same at every column (``ctx.zeros``, ``ctx.eye``, ``ctx.const``)
