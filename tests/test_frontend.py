@@ -156,6 +156,7 @@ def test_bounds_come_from_interval_analysis():
     assert np.all(np.diag(S.lo) == 0.0)
     z = ctx.bound(S @ ctx.const([1.0, 0.0, 0.0]), 3.0)
     assert z.bound == 3.0
+    assert (np.eye(3) @ x).shape == (3,) and (np.float64(2.0) * x).bound == pytest.approx(4.0)  # numpy on the left
 
 
 # ---------------------------------------------------------------------- errors name expression and line

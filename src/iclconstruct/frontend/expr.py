@@ -48,7 +48,7 @@ class Expr:
     (matrix–vector, vector–vector, matrix–matrix), :meth:`outer` and :attr:`T`.
     """
 
-    __array_priority__ = 1000  # numpy arrays on the left defer to our operators
+    __array_ufunc__ = None  # numpy arrays on the left defer to our operators (np.eye(3) @ x)
 
     def __init__(self, ctx, op: str, args: Tuple["Expr", ...], shape: Tuple[int, ...], lo, hi, level: int,
                  query: bool, param=None, where: str = "", symmetric: bool = False):
