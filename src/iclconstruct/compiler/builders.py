@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..numerics.constants import Constants
-from ..lang.layout import Layout
+from ..lang.layout import Layout, position_units
 from ..lang.ops import Read
 
 __all__ = [
@@ -39,10 +39,6 @@ __all__ = [
 PRODUCT_GAIN = math.sqrt(math.pi / 2.0)
 
 
-def position_units(j: np.ndarray, max_len: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The two position units ``(j/P, (j/P)²)`` with ``P = max_len``, all in ``[0, 1]``."""
-    u = np.asarray(j, dtype=np.float64) / float(max_len)
-    return u, u * u
 
 
 @dataclass

@@ -21,9 +21,10 @@ import numpy as np
 from ..numerics.constants import Constants
 from .checks import check_divisor, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
-from .layout import Layout
+from .layout import DEFAULT_MAX_LEN, Layout, position_units
 from .ops import Aff, Div, Mov, Mul, Op
 from .program import Program
+from ..validate import as_int
 
 __all__ = ["interpret", "Trace", "apply_op", "embed_reference"]
 
@@ -52,9 +53,13 @@ class Trace:
 
 def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[int] = None,
                     check: bool = True) -> np.ndarray:
-    """Initial ``H`` for ``tokens`` ``(B, T, d+1)``: inputs in ``y``/``x``, ``one`` and ``is_y`` set.
+    """Initial ``H`` for ``tokens`` ``(B, T, d+1)``: inputs in ``y``/``x``; ``pos``, ``one`` and ``is_y`` set.
 
-    Position units and LayerNorm anchors are compiler internals; the reference leaves them 0.
+    ``pos`` holds the position units ``(j/P, (j/P)²)`` with ``P = max_len`` (default
+    :data:`~iclconstruct.lang.layout.DEFAULT_MAX_LEN`, the default of ``compile``), exactly
+    what the compiled model's embedding writes, so programs that read ``pos`` mean the same
+    on both paths. The LayerNorm bookkeeping rows (``anchor``, ``pair``, ``bal``) are compiler
+    internals that no op can read; the reference leaves them 0.
     """
     tok = np.asarray(tokens, dtype=np.float64)
     lay = program.layout
@@ -69,6 +74,11 @@ def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[i
     B, T, _ = tok.shape
     if max_len is not None and T > max_len:
         raise ContextTooLongError(f"{T} tokens exceed the model's max_len={max_len}; compile with a larger max_len")
+    P = DEFAULT_MAX_LEN if max_len is None else max_len
+    if T > P and _reads_pos(program):
+        raise ContextTooLongError(
+            f"{T} tokens exceed max_len={P}, the P of the position units (j/P, (j/P)^2) this program reads "
+            f"through slot 'pos'; pass max_len >= {T} (and compile with the same max_len)")
     if check:
         _check_inputs(program, tok)
     H = np.zeros((B, T, lay.size))
@@ -76,7 +86,14 @@ def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[i
     H[..., lay["x"].start : lay["x"].stop] = tok[..., 1:]
     H[..., lay["one"].start] = 1.0
     H[..., lay["is_y"].start] = np.arange(T) % 2
+    u1, u2 = position_units(np.arange(T), P)
+    H[..., lay["pos"].start] = u1
+    H[..., lay["pos"].start + 1] = u2
     return H
+
+
+def _reads_pos(program: Program) -> bool:
+    return any("pos" in op.reads() for op in program.ops)
 
 
 def _check_inputs(program: Program, tok: np.ndarray) -> None:
@@ -151,7 +168,8 @@ def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: st
 
 
 def interpret(program: Program, tokens, *, constants: Optional[Constants] = None, check: bool = True,
-              record: bool = False, steps: Optional[Sequence[Sequence[Op]]] = None) -> Trace:
+              record: bool = False, steps: Optional[Sequence[Sequence[Op]]] = None,
+              max_len: Optional[int] = None) -> Trace:
     """Run ``program`` on ``tokens`` ``(B, T, d+1)`` exactly, in float64.
 
     Args:
@@ -162,10 +180,16 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
         record: keep a snapshot of ``H`` after every op (or every entry of ``steps``).
         steps: execute these groups of ops in this order instead of program order (used to
             replay a compiled model's schedule layer by layer); each group is one snapshot.
+        max_len: the ``max_len`` the program is (or will be) compiled with: the ``P`` of the
+            position units in slot ``pos`` (default: ``compile``'s default). Only programs
+            that read ``pos`` depend on it; longer inputs raise
+            :class:`~iclconstruct.errors.ContextTooLongError`, as in the model.
     """
     constants = constants or Constants()
     tok = tokens.detach().cpu().numpy() if hasattr(tokens, "detach") else np.asarray(tokens)
-    H = embed_reference(program, tok, check=check)
+    if max_len is not None:
+        max_len = as_int(max_len, "max_len", min=2)
+    H = embed_reference(program, tok, check=check, max_len=max_len)
     lay = program.layout
     snaps: List[np.ndarray] = []
     T = H.shape[1]
