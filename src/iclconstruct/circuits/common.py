@@ -13,8 +13,14 @@ from __future__ import annotations
 import math
 
 from ..lang.program import Program
+from ..validate import MAX_D, as_float, as_int
 
-__all__ = ["gather_examples", "predict_from", "default_bounds"]
+__all__ = ["gather_examples", "predict_from", "default_bounds", "check_d"]
+
+
+def check_d(d) -> int:
+    """The input dimension ``d`` as a positive ``int`` (refuses None, NaN, strings, 0, 2.5 ...)."""
+    return as_int(d, "d", min=1, max=MAX_D)
 
 
 def default_bounds(d: int, x_bound, y_bound):
@@ -23,8 +29,8 @@ def default_bounds(d: int, x_bound, y_bound):
     ``y = wᵀx`` is a sum of products of Gaussians, whose tails are heavier than a
     Gaussian's (for ``d = 1``, ``P(|wx| > 8) ≈ 1e-4``); the ``+1`` covers small ``d``.
     """
-    xb = 6.0 if x_bound is None else float(x_bound)
-    yb = 10.0 * (math.sqrt(d) + 1.0) * xb / 6.0 if y_bound is None else float(y_bound)
+    xb = 6.0 if x_bound is None else as_float(x_bound, "x_bound", positive=True)
+    yb = 10.0 * (math.sqrt(d) + 1.0) * xb / 6.0 if y_bound is None else as_float(y_bound, "y_bound", positive=True)
     return xb, yb
 
 

@@ -33,7 +33,8 @@ from ..compiler.build import compile
 from ..numerics.constants import Constants
 from ..errors import DivergenceError, ICLConstructError, ShapeError
 from ..lang.program import Program
-from .common import default_bounds, gather_examples, predict_from
+from ..validate import as_float, as_real_array
+from .common import check_d, default_bounds, gather_examples, predict_from
 
 __all__ = ["sgd", "sgd_program", "attach_stability_check"]
 
@@ -41,20 +42,14 @@ __all__ = ["sgd", "sgd_program", "attach_stability_check"]
 def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
                 y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
     """The one-pass SGD program (see :func:`sgd`)."""
-    if int(d) != d or d < 1:
-        raise ShapeError(f"d must be a positive integer; got {d!r}")
-    d = int(d)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ICLConstructError(f"lr must be a finite positive number; got {lr!r}")
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ICLConstructError(f"lam must be finite and >= 0; got {lam!r}")
-    w0v = np.zeros(d) if w0 is None else np.asarray(w0, dtype=np.float64).reshape(-1)
+    d = check_d(d)
+    lr = as_float(lr, "lr", positive=True)
+    lam = as_float(lam, "lam", nonneg=True)
+    w0v = np.zeros(d) if w0 is None else as_real_array(w0, "w0").reshape(-1)
     if w0v.shape != (d,):
         raise ShapeError(f"w0 must have shape ({d},); got {np.shape(w0)}")
-    if not np.isfinite(w0v).all():
-        raise ShapeError("w0 contains NaN or infinity")
     xb, yb = default_bounds(d, x_bound, y_bound)
-    wb = float(w_bound) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
+    wb = as_float(w_bound, "w_bound", positive=True) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
     r = math.sqrt(2.0 * lr)
     # work in the step's natural units: u = √(2·lr)·x has |u_i| <= 1 whenever 2·lr·‖x‖² <= 1,
     # so a large lr does not multiply the products' absolute error

@@ -31,6 +31,8 @@ from ..lang.ops import Mul
 from ..lang.program import Program
 from .schedule import LayerPlan, Schedule
 from ..tokens import encode
+from ..errors import ArgumentError
+from ..validate import as_real_array, as_real_tensor, check_tokens_layout
 
 __all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
 
@@ -196,7 +198,13 @@ class ConstructedTransformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def _prepare(self, tokens) -> Tuple[torch.Tensor, bool]:
         numpy_in = not isinstance(tokens, torch.Tensor)
-        t = torch.as_tensor(np.asarray(tokens)) if numpy_in else tokens
+        if numpy_in:
+            t = torch.as_tensor(as_real_array(tokens, "tokens"))
+        else:
+            t = as_real_tensor(tokens, "tokens")
+            if t.device != self.W_E.device:
+                raise ArgumentError(f"tokens are on {t.device} but the model is on {self.W_E.device}; "
+                                    f"move one of them (tokens.to({str(self.W_E.device)!r}))")
         if t.dim() == 2:
             t = t.unsqueeze(0)
         if t.dim() != 3 or t.shape[-1] != self.d + 1:
@@ -212,6 +220,7 @@ class ConstructedTransformer(nn.Module):
             raise ContextTooLongError(
                 f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
             )
+        check_tokens_layout(t, "tokens")
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
         for fn in self.token_checks:
@@ -297,8 +306,12 @@ class ConstructedTransformer(nn.Module):
         ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
         ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
         """
+        if x_query is None:
+            raise ArgumentError(
+                "x_query is missing (None): predict(X, y, x_query) predicts the label of x_query after all n "
+                "examples; for the prediction at every prefix use predict_prefixes(X, y)")
         numpy_in = not isinstance(X, torch.Tensor)
-        Xa = X if not numpy_in else np.asarray(X, dtype=np.float64)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X")
         if Xa.ndim not in (2, 3):
             raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xa.shape)}")
         if Xa.shape[-1] != self.d:
@@ -317,9 +330,12 @@ class ConstructedTransformer(nn.Module):
         One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
         """
         numpy_in = not isinstance(X, torch.Tensor)
-        tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X", ndims=(2, 3))
+        if Xa.shape[-2] == 0:
+            raise ShapeError("X has no examples (n = 0); predict_prefixes needs at least one (x, y) pair")
+        tok = encode(Xa, y, None, dtype=None if numpy_in else self.dtype)
         out = self.forward(tok)
-        return out[0] if np.ndim(X) == 2 else out
+        return out[0] if Xa.ndim == 2 else out
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
