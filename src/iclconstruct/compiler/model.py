@@ -93,10 +93,18 @@ class Block(nn.Module):
         self.ln_eps = ln_eps
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half)."""
         p = f"blocks.{l}."
         h = hook(p + "hook_resid_pre", h)
         a = hook(p + "hook_attn_out", self.attn(h, hook, p))
-        mid = hook(p + "hook_resid_mid", h + a)
+        return hook(p + "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half)."""
+        p = f"blocks.{l}."
         if hook.active:
             var = mid.var(dim=-1, unbiased=False, keepdim=True)
             hook(p + "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
@@ -227,7 +235,7 @@ class ConstructedTransformer(nn.Module):
             fn(t)
         return t, numpy_in
 
-    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
+    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool, ops=None) -> None:
         lay = self.layout
         if before:
             if plan.divisor is not None:
@@ -235,7 +243,7 @@ class ConstructedTransformer(nn.Module):
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-        for op in plan.ops:
+        for op in plan.ops if ops is None else ops:
             s = lay[op.writes()]
             v = h[..., s.start : s.stop]
             check_written(f"layer {l}", op.describe(), s, float(v.abs().max()), slack)
@@ -251,11 +259,17 @@ class ConstructedTransformer(nn.Module):
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         for l, bi in enumerate(self.unrolled(T)):
             plan = self.plans[bi]
-            if check:
-                self._check_layer(h, plan, l, before=True)
-            h = self.blocks[bi](h, hook, l)
-            if check:
-                self._check_layer(h, plan, l, before=False)
+            if not check:
+                h = self.blocks[bi](h, hook, l)
+                continue
+            # each sublayer's writes are checked right after it: the MLP may reuse rows of a
+            # slot the attention wrote (a freed slot's rows), so a check after the whole layer
+            # would read the wrong slot
+            self._check_layer(h, plan, l, before=True)
+            h = self.blocks[bi].attn_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
+            h = self.blocks[bi].mlp_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
