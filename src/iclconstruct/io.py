@@ -23,16 +23,18 @@ Example::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from .atomic import write_bytes_atomic
 from .errors import CheckpointError, ICLConstructError
+from .filecheck import check_circuit_doc, check_weights_header, read_json, read_safetensors_header
 from .lang.ops import Aff, Div, Mov, Mul, Op, Read
 
 __all__ = ["save", "load", "to_json", "program_to_dict", "program_from_dict", "FORMAT", "FORMAT_VERSION",
@@ -44,6 +46,8 @@ FORMAT = "iclconstruct.circuit"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CIRCUIT_FILE = "circuit.json"
+#: key of the weights file's metadata holding the SHA-256 of ``circuit.json``
+CIRCUIT_SHA_KEY = "circuit_sha256"
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -281,10 +285,6 @@ def _tensors(model) -> Dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save(model, path) -> Path:
@@ -296,7 +296,7 @@ def save(model, path) -> Path:
     :class:`~iclconstruct.errors.CheckpointError` if ``program.meta`` is not JSON-serialisable.
     """
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save as save_bytes
     except ImportError as exc:  # pragma: no cover
         raise ImportError("saving circuits needs safetensors: pip install 'iclconstruct[icl]'") from exc
     folder = _folder(path)
@@ -305,9 +305,12 @@ def save(model, path) -> Path:
     doc = to_json(model)  # fails early (meta) before anything is written
     text = json.dumps(doc, indent=1, allow_nan=False)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
-    _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(_tensors(model), str(p), metadata=meta))
-    _atomic_write(folder / CIRCUIT_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    # the SHA-256 of circuit.json binds the fields the weights do not determine (readout,
+    # loop repeats, ln_eps, div_min, meta) to this weights file
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            CIRCUIT_SHA_KEY: hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    write_bytes_atomic(folder / WEIGHTS_FILE, save_bytes(_tensors(model), metadata=meta))
+    write_bytes_atomic(folder / CIRCUIT_FILE, text.encode("utf-8"))
     return folder
 
 
@@ -315,18 +318,16 @@ def _read_json(folder: Path) -> dict:
     f = folder / CIRCUIT_FILE
     if not f.is_file():
         raise CheckpointError(f"no {CIRCUIT_FILE} in {folder}: not a saved circuit (save one with iclconstruct.io.save)")
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{f} is not valid JSON ({exc}); the file is corrupted — save the circuit again") from exc
+    doc = read_json(f)  # bounded size and depth, finite numbers only
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{f} is not an iclconstruct circuit file (format field {doc.get('format') if isinstance(doc, dict) else None!r})")
     v = doc.get("format_version")
     if v != FORMAT_VERSION:
         raise CheckpointError(
             f"{f} has format_version {v!r}, but this iclconstruct reads version {FORMAT_VERSION}; "
-            f"load it with the iclconstruct version that wrote it ({doc.get('library_version', 'unknown')})"
+            f"load it with the iclconstruct version that wrote it ({doc.get('library_version', 'unknown')!r:.40})"
         )
+    check_circuit_doc(doc, str(f))  # every field and size, before anything is allocated
     return doc
 
 
@@ -361,7 +362,8 @@ def _rebuild(doc: dict, where: Path):
                         block=c["block"], width=int(c["width"]))
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
-    except (ICLConstructError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except (ICLConstructError, KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
+            RecursionError) as exc:
         raise CheckpointError(
             f"{where}: the program in {CIRCUIT_FILE} cannot be rebuilt and compiled "
             f"({type(exc).__name__}: {exc}); the file is corrupted or was edited by hand"
@@ -394,6 +396,10 @@ def load(path):
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder; pass the folder a circuit was saved into")
     doc = _read_json(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"no {WEIGHTS_FILE} in {folder}: the weights are missing — save the circuit again")
+    header = read_safetensors_header(folder / WEIGHTS_FILE)
+    check_weights_header(header, doc, str(folder))  # sizes agree before the recompilation allocates
     stored = _read_weights(folder)
     model = _rebuild(doc, folder / CIRCUIT_FILE)
     fresh = _tensors(model)
@@ -416,5 +422,16 @@ def load(path):
             f"{WEIGHTS_FILE} bit for bit ({len(bad)} tensor(s), first {k!r}: {detail}); one of the files was "
             f"modified — save the circuit again from the original model"
         )
-    attach_checks(model)
+    meta = header.get("__metadata__") or {}
+    digest = hashlib.sha256((folder / CIRCUIT_FILE).read_bytes()).hexdigest()
+    if meta.get(CIRCUIT_SHA_KEY) != digest:
+        raise CheckpointError(
+            f"{folder}: {CIRCUIT_FILE} is not the file saved with {WEIGHTS_FILE} (its SHA-256 "
+            f"{'is missing from' if CIRCUIT_SHA_KEY not in meta else 'differs from the one recorded in'} the weights "
+            f"file): a field the weights do not determine (readout, loop repeat, ln_eps, div_min, meta) may have "
+            f"been edited — save the circuit again from the original model")
+    try:
+        attach_checks(model)
+    except (KeyError, TypeError, ValueError, ICLConstructError) as exc:
+        raise CheckpointError(f"{folder}: program.meta of {CIRCUIT_FILE} is invalid ({exc})") from None
     return model
