@@ -7,7 +7,9 @@ weight-tied loop body that runs ``n`` times yields ``n`` consecutive block indic
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import threading
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -49,22 +51,58 @@ def _matcher(names_filter: NameFilter) -> Callable[[str], bool]:
 
 
 class HookManager:
-    """Holds hook functions; the model calls :meth:`__call__` at every named activation."""
+    """Holds hook functions; the model calls :meth:`__call__` at every named activation.
+
+    Two kinds of hooks: *persistent* ones (:meth:`add`, shared by every thread until
+    :meth:`clear`) and *temporary* ones (:meth:`temporary`, a context manager), which are
+    visible only to the thread that registered them and are removed when its ``with``
+    block ends — so concurrent ``run_with_cache`` calls on one model neither see each
+    other's caches nor leave hooks behind.
+    """
 
     def __init__(self) -> None:
         self._hooks: List[Tuple[Callable[[str], bool], HookFn]] = []
-        self.active = False
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __getstate__(self):  # copy.deepcopy(model) works: locks and thread-locals are recreated
+        return {"_hooks": list(self._hooks)}
+
+    def __setstate__(self, state):
+        self.__init__()
+        self._hooks = state["_hooks"]
+
+    def _temp(self) -> List[Tuple[Callable[[str], bool], HookFn]]:
+        if not hasattr(self._local, "hooks"):
+            self._local.hooks = []
+        return self._local.hooks
+
+    @property
+    def active(self) -> bool:
+        """Whether any hook (persistent, or temporary in this thread) is registered."""
+        return bool(self._hooks) or bool(self._temp())
 
     def add(self, names_filter: NameFilter, fn: HookFn) -> None:
-        self._hooks.append((_matcher(names_filter), fn))
-        self.active = True
+        with self._lock:
+            self._hooks = self._hooks + [(_matcher(names_filter), fn)]
 
     def clear(self) -> None:
-        self._hooks.clear()
-        self.active = False
+        with self._lock:
+            self._hooks = []
+
+    @contextlib.contextmanager
+    def temporary(self, names_filter: NameFilter, fn: HookFn):
+        """Register ``fn`` for this thread only, for the duration of the ``with`` block."""
+        temp = self._temp()
+        entry = (_matcher(names_filter), fn)
+        temp.append(entry)
+        try:
+            yield
+        finally:
+            temp.remove(entry)
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        for match, fn in self._hooks:
+        for match, fn in self._hooks + self._temp():
             if match(name):
                 y = fn(x, name)
                 if y is not None:

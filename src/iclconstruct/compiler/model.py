@@ -296,14 +296,8 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        saved = list(self.hooks._hooks)
-        self.hooks.add(names_filter, save)
-        try:
-            with torch.no_grad():
-                out = self._readout(self._run(t, check))
-        finally:
-            self.hooks._hooks = saved
-            self.hooks.active = bool(saved)
+        with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
+            out = self._readout(self._run(t, check))
         return (out.numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:
