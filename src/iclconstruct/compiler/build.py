@@ -21,6 +21,7 @@ from ..lang.ops import Aff, Div, Mov, Mul
 from .builders import AttentionBuilder, MLPBuilder, balance, position_units
 from ..lang.program import Program
 from .schedule import LayerPlan, schedule
+from .admissible import check_constants
 
 __all__ = ["compile", "BLOCK_STYLES"]
 
@@ -143,6 +144,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         from ..errors import WidthOverflowError
 
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
+    check_constants(constants, lay, dtype, D)  # value-independent errors within the stated accuracy
     sched = schedule(program)
     builders = []
     for seg in sched.segments:

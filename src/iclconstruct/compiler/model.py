@@ -24,6 +24,7 @@ from torch import nn
 from ..numerics.constants import Constants
 from ..lang.checks import BOUND_SLACK, check_divisor, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
+from .admissible import check_layernorm_scale
 from .hooks import ActivationCache, HookManager
 from ..lang.layout import Layout
 from .builders import HeadWeights, MLPWeights
@@ -268,6 +269,8 @@ class ConstructedTransformer(nn.Module):
             self._check_layer(h, plan, l, before=True)
             h = self.blocks[bi].attn_sublayer(h, hook, l)
             self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
+            if plan.mlp_ops:
+                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor)
             h = self.blocks[bi].mlp_sublayer(h, hook, l)
             self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
         return h
