@@ -15,7 +15,7 @@ __all__ = ["main", "build_parser"]
 
 def _run_demo(args) -> int:
     from .demo import run_demo
-    from .validate import as_int
+    from .lang.validate import as_int
 
     d = as_int(args.d, "--d", min=1, max=64)
     n = as_int(args.n, "--n", min=1, max=256)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .errors import CheckpointError
-from .validate import MAX_D, MAX_LEN_LIMIT, MAX_ROWS
+from .lang.validate import MAX_D, MAX_LEN_LIMIT, MAX_ROWS
 
 __all__ = ["read_json", "check_circuit_doc", "read_safetensors_header", "check_weights_header", "MAX_JSON_BYTES",
            "MAX_DEPTH", "MEM_BUDGET"]
@@ -172,8 +172,9 @@ def check_circuit_doc(doc: Any, where: str) -> None:
     """Check every field of a version-1 ``circuit.json`` document (types, ranges, sizes, memory)."""
     _dict(doc, where, ["format", "format_version", "program", "layout", "constants", "compile", "weights"])
     _str(doc.get("library_version", ""), f"{where}: library_version")
-    p = _dict(doc["program"], f"{where}: program", ["name", "d", "x_bound", "y_bound", "width", "slots", "segments",
-                                                    "readout"])
+    v2 = isinstance(doc["program"], dict) and "events" in doc["program"]
+    p = _dict(doc["program"], f"{where}: program", ["name", "d", "x_bound", "y_bound", "width", "segments"]
+              + ([] if v2 else ["slots", "readout"]))
     _str(p["name"], f"{where}: program.name")
     d = _int(p["d"], f"{where}: program.d", 1, MAX_D)
     _num(p["x_bound"], f"{where}: program.x_bound", positive=True)
@@ -189,18 +190,50 @@ def check_circuit_doc(doc: Any, where: str) -> None:
         _int(p["width"], f"{where}: program.width", 1, width)
     sizes: Dict[str, int] = {"y": 1, "x": d, "pos": 2, "one": 1, "is_y": 1}
     names = set(sizes) | {"anchor", "pair", "bal"}
-    for i, s in enumerate(_list(p["slots"], f"{where}: program.slots", MAX_ROWS)):
-        w = f"{where}: program.slots[{i}]"
-        _dict(s, w, ["name", "start", "size", "bound", "live"])
-        name = _str(s["name"], f"{w}.name", max_len=200)
-        if name in names:
-            raise _bad(f"{w}.name", f"slot {name!r} appears twice")
-        names.add(name)
-        start = _int(s["start"], f"{w}.start", 0, width - 1)
-        sizes[name] = _int(s["size"], f"{w}.size", 1, width - start)
-        _num(s["bound"], f"{w}.bound", positive=True)
-        if not isinstance(s["live"], bool):
-            raise _bad(f"{w}.live", "expected true or false")
+    readouts = []
+    if v2:
+        for i, ev in enumerate(_list(p["events"], f"{where}: program.events", 1 << 22)):
+            w = f"{where}: program.events[{i}]"
+            _list(ev, w, 5)
+            kind = _str(ev[0] if ev else None, f"{w}[0]", ("slot", "free", "loop", "end", "op", "guard", "readout"))
+            n_args = {"slot": 5, "free": 2, "loop": 2, "end": 1, "op": 1, "guard": 2, "readout": 3}[kind]
+            if len(ev) != n_args:
+                raise _bad(w, f"a {kind!r} event has {n_args} entries, got {len(ev)}")
+            if kind == "slot":
+                name = _str(ev[1], f"{w}[1]", max_len=200)
+                if name in names:
+                    raise _bad(f"{w}[1]", f"slot {name!r} is allocated twice")
+                names.add(name)
+                start = _int(ev[4], f"{w}[4]", 0, width - 1)
+                sizes[name] = _int(ev[2], f"{w}[2]", 1, width - start)
+                _num(ev[3], f"{w}[3]", positive=True)
+            elif kind == "free":
+                _str(ev[1], f"{w}[1]", max_len=200)
+            elif kind == "loop" and ev[1] != "examples":
+                _int(ev[1], f"{w}[1]", 1, MAX_REPEAT)
+            elif kind == "guard":
+                _dict(ev[1], f"{w}[1]")
+                for k, v in ev[1].items():
+                    if not isinstance(v, (str, int, float, bool)) and v is not None:
+                        raise _bad(f"{w}[1].{k}", f"expected a plain value, got {type(v).__name__}")
+            elif kind == "readout":
+                readouts.append((ev[1], ev[2], w))
+    else:
+        for i, s in enumerate(_list(p["slots"], f"{where}: program.slots", MAX_ROWS)):
+            w = f"{where}: program.slots[{i}]"
+            _dict(s, w, ["name", "start", "size", "bound", "live"])
+            name = _str(s["name"], f"{w}.name", max_len=200)
+            if name in names:
+                raise _bad(f"{w}.name", f"slot {name!r} appears twice")
+            names.add(name)
+            start = _int(s["start"], f"{w}.start", 0, width - 1)
+            sizes[name] = _int(s["size"], f"{w}.size", 1, width - start)
+            _num(s["bound"], f"{w}.bound", positive=True)
+            if not isinstance(s["live"], bool):
+                raise _bad(f"{w}.live", "expected true or false")
+        ro = _dict(p["readout"], f"{where}: program.readout", ["slot", "columns"])
+        if ro["slot"] is not None:
+            readouts.append((ro["slot"], ro["columns"], f"{where}: program.readout"))
     segs = _list(p["segments"], f"{where}: program.segments", 1 << 20)
     n_ops = 0
     for si, seg in enumerate(segs):
@@ -216,12 +249,11 @@ def check_circuit_doc(doc: Any, where: str) -> None:
         for oi, o in enumerate(_list(seg["ops"], f"{w}.ops", 1 << 20)):
             _check_op(o, f"{w}.ops[{oi}]", sizes)
             n_ops += 1
-    ro = _dict(p["readout"], f"{where}: program.readout", ["slot", "columns"])
-    if ro["slot"] is not None:
-        _str(ro["slot"], f"{where}: program.readout.slot")
-        if ro["slot"] not in sizes:
-            raise _bad(f"{where}: program.readout.slot", f"{ro['slot']!r} is not a slot of the program")
-    _str(ro["columns"], f"{where}: program.readout.columns", ("x", "all"))
+    for slot, columns, w in readouts:
+        _str(slot, f"{w} slot", max_len=200)
+        if slot not in sizes:
+            raise _bad(f"{w} slot", f"{slot!r} is not a slot of the program")
+        _str(columns, f"{w} columns", ("x", "all"))
     _dict(p.get("meta", {}) or {}, f"{where}: program.meta")
     consts = _dict(doc["constants"], f"{where}: constants")
     if sorted(consts) != sorted(_CONSTANT_FIELDS):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ArgumentError, NonFiniteError, ShapeError
-from .validate import as_real_array, as_real_tensor
+from .lang.validate import as_real_array, as_real_tensor
 
 Array = Union[np.ndarray, torch.Tensor]
 

@@ -22,7 +22,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .lang.ops import Div
 
 __all__ = ["layout", "residual", "attention", "weights", "token_labels", "slot_groups", "INTERNAL_SLOTS"]
 
@@ -138,27 +137,14 @@ def _layer_index(model, layer: int, T: int) -> int:
 def _sublayer_rows(model, block: int) -> Tuple[set, set, set, set]:
     """Rows read and written by the attention and the MLP sublayer of block ``block``.
 
-    From the plan's ops (``op.reads()``/``op.writes()``), plus what the compiler adds: the
-    position rows that the queries and keys of its heads read (hard attention addresses
-    columns by position), and the set-up of ``div`` layers (Lemma 8) and anchor resets.
+    From the layer's full footprint (:meth:`LayerPlan.reads`, :meth:`LayerPlan.writes`): the
+    ops' slots plus what the compiler adds (position units read by hard attention, the
+    set-up of ``div`` layers (Lemma 8) and anchor resets).
     """
     lay = model.layout
     plan = model.plans[block]
     rows = lambda names: {r for n in names for r in lay.rows(n)}
-    a_r = rows(n for op in plan.attn_ops for n in op.reads())
-    a_w = rows(op.writes() for op in plan.attn_ops)
-    if model.blocks[block].attn.head_labels:
-        a_r |= rows(["pos", "one"])
-    if plan.divisor is not None:  # Lemma 8 set-up: pair <- ±M·c, anchors silenced, targets cleared
-        a_r |= rows([plan.divisor])
-        a_w |= rows(["pair", "anchor"]) | rows(op.writes() for op in plan.mlp_ops
-                                              if isinstance(op, Div) and not op.accumulate)
-    elif plan.reset:
-        a_r |= rows(["one"])
-        a_w |= rows(["anchor", "pair"])
-    m_r = rows(n for op in plan.mlp_ops for n in op.reads())
-    m_w = rows(op.writes() for op in plan.mlp_ops)
-    return a_r, a_w, m_r, m_w
+    return rows(plan.reads("attn")), rows(plan.writes("attn")), rows(plan.reads("mlp")), rows(plan.writes("mlp"))
 
 
 def _slot_lifetimes(model, plans) -> Dict[str, Tuple[int, int]]:
@@ -212,7 +198,7 @@ def layout(model, T: Optional[int] = None, *, figsize=None):
         if first is None:
             continue
         col = np.array(palette[i % len(palette)])
-        img[s.start:s.stop, first:last + 1] = 0.55 + 0.45 * col  # pale tint while live
+        img[lay.slice(s.name), first:last + 1] = 0.55 + 0.45 * col  # pale tint while live
     reads, writes = [], []
     for l, (_, b) in enumerate(runs):
         a_r, a_w, m_r, m_w = _sublayer_rows(model, b)

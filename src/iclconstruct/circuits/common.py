@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from ..lang.program import Program
-from ..validate import MAX_D, as_float, as_int
+from ..lang.validate import MAX_D, as_float, as_int
 
 __all__ = ["gather_examples", "predict_from", "default_bounds", "check_d"]
 

@@ -31,7 +31,7 @@ from ..compiler.build import compile
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..lang.program import Program
-from ..validate import as_float
+from ..lang.validate import as_float
 from .common import check_d, default_bounds, gather_examples, predict_from
 
 __all__ = ["ridge", "ridge_program"]

@@ -85,7 +85,7 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
         rel = norm_sq / (4.0 * c.ln_anchor ** 2)
         what = f"Constants.ln_anchor = {c.ln_anchor:g}"
     else:
-        cval = h[..., layout[divisor].start].double().abs()
+        cval = layout.view(h, divisor)[..., 0].double().abs()
         rel = norm_sq / (4.0 * (c.div_scale * cval) ** 2)
         what = f"Constants.div_scale = {c.div_scale:g}"
     worst = float(rel.max()) if rel.numel() else 0.0
@@ -95,7 +95,7 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
     col = sq[b, t]
     names = [s for s in layout.slots() if layout.is_live(s.name)
              and s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y")]
-    top = max(names, key=lambda s: float(col[s.start:s.stop].sum()))
+    top = max(names, key=lambda s: float(layout.view(col, s.name).sum()))
     raise OutOfRangeError(
         f"layer {layer}: LayerNorm's scale is shared by the whole column, and column {t} (batch {b}) has "
         f"‖h‖² = {float(norm_sq[b, t]):.4g} (mostly slot {top.name!r}): every value this MLP writes would be off by "

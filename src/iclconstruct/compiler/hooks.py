@@ -159,8 +159,7 @@ class ActivationCache:
         lay = self.model.layout
         if name not in lay:
             raise UnknownSlotError(f"unknown slot {name!r}; slots: {', '.join(s.name for s in lay.slots())}")
-        s = lay[name]
-        return self.resid(layer, where)[..., s.start : s.stop]
+        return lay.view(self.resid(layer, where), name)
 
     def slot_by_layer(self, name: str) -> torch.Tensor:
         """Slot ``name`` after every layer, stacked: ``(n_layers, B, T, size)``."""

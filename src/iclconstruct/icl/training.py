@@ -132,7 +132,7 @@ def train(
 
     Returns a :class:`TrainResult` with the (unwrapped) model and the logged history.
     """
-    from ..validate import as_float
+    from ..lang.validate import as_float
 
     noise_var = as_float(noise_var, "noise_var", nonneg=True)  # before any sampling: sqrt(-1) would be NaN labels
     prior_var = as_float(prior_var, "prior_var", positive=True)

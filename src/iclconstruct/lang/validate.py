@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import ArgumentError, NonFiniteError, ShapeError
+from ..errors import ArgumentError, NonFiniteError, ShapeError
 
 __all__ = ["as_int", "as_float", "as_real_array", "as_real_tensor", "check_tokens_layout", "MAX_ROWS", "MAX_D",
            "MAX_LEN_LIMIT"]
