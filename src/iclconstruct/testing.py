@@ -297,7 +297,7 @@ def replay_schedule(model: ConstructedTransformer, tokens, *, check: bool = True
                 lay.view(H, op.writes())[...] = lay.view(Hi, op.writes())
             if check:
                 for op in ops:
-                    check_op(op, H, lay, constants, tag, before=False)
+                    check_op(op, H, lay, constants, tag, before=False, program=prog)
             snaps.append(H.copy())
     return Trace(H=H, output=readout(prog, H), layout=lay, snapshots=snaps)
 

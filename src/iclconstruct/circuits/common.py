@@ -15,7 +15,27 @@ import math
 from ..lang.program import Program
 from ..lang.validate import MAX_D, as_float, as_int
 
-__all__ = ["gather_examples", "predict_from", "default_bounds", "check_d"]
+__all__ = ["gather_examples", "predict_from", "default_bounds", "check_d", "bound_advice"]
+
+
+def bound_advice(circuit: str, slots: dict) -> dict:
+    """``program.meta['bound_advice']`` for a circuit: per slot, the caller's arguments its bound comes from.
+
+    A circuit derives its slots' bounds from its own arguments (``x_bound``, ``w_bound``,
+    ``lam`` …); when a value overflows one, the range check says which argument to change
+    instead of naming a slot the caller never declared.
+    """
+    out = {}
+    for slot, args in slots.items():
+        first = args[0]
+        if first == "lam":
+            out[slot] = (f"slot {slot!r} is sized from lam= of iclconstruct.circuits.{circuit}; at this lam the "
+                         f"construction cannot hold the iterates to their range — pass a larger lam")
+        else:
+            names = " and ".join(f"{a}=" for a in args)
+            out[slot] = (f"slot {slot!r} of iclconstruct.circuits.{circuit} is sized from {names}: pass a larger "
+                         f"{first} (larger bounds cost accuracy) or smaller inputs")
+    return out
 
 
 def check_d(d) -> int:

@@ -32,7 +32,7 @@ from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..lang.program import Program
 from ..lang.validate import as_float
-from .common import check_d, default_bounds, gather_examples, predict_from
+from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
 __all__ = ["ridge", "ridge_program"]
 
@@ -74,7 +74,11 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     p.free("u")
     p.slot("wq", d, bound=wb)
     predict_from(p, "w", "wq", "pred")
-    p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb}
+    p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": bound_advice("ridge", {
+                  "xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["x_bound", "lam"],
+                  "r": ["y_bound", "w_bound"], "c": ["x_bound", "lam"], "O": ["x_bound", "lam"],
+                  "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]})}
     return p
 
 

@@ -35,7 +35,7 @@ from ..errors import ICLConstructError, ShapeError
 from ..lang.guards import InputGuard
 from ..lang.program import Program
 from ..lang.validate import as_float, as_real_array
-from .common import check_d, default_bounds, gather_examples, predict_from
+from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
 __all__ = ["sgd", "sgd_program", "stability_guards"]
 
@@ -77,7 +77,10 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
     for g in stability_guards(lr, lam):
         p.guard(g)
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
-              "x_bound": xb, "y_bound": yb, "w_bound": wb}
+              "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": bound_advice("sgd", {
+                  "u": ["x_bound"], "w": ["w_bound"], "wprev": ["w_bound"], "dec": ["w_bound"],
+                  "e": ["w_bound", "y_bound"], "pred": ["w_bound", "x_bound"]})}
     return p
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, check_divisor, check_guards, check_inputs, check_written
+from ..lang.checks import BOUND_SLACK, bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .admissible import check_layernorm_scale
 from .hooks import ActivationCache, HookManager
@@ -242,7 +242,8 @@ class ConstructedTransformer(nn.Module):
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
         for op in plan.ops if ops is None else ops:
             v = lay.view(h, op.writes())
-            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack)
+            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack,
+                          advice=bound_advice(self.program, op.writes()))
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""

@@ -19,7 +19,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..numerics.constants import Constants
-from .checks import check_divisor, check_guards, check_inputs, check_written
+from .checks import bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .embedding import DEFAULT_MAX_LEN, system_rows
 from .layout import Layout
@@ -137,7 +137,8 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         raise TypeError(f"unknown op {op!r}")
 
 
-def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: str, *, before: bool) -> None:
+def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: str, *, before: bool,
+             program: Optional[Program] = None) -> None:
     """Range checks around ``op``: divisor magnitude (before) and the written slot's bound (after)."""
     if before:
         if isinstance(op, Div):
@@ -145,7 +146,8 @@ def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: st
             check_divisor(where, op.describe(), op.divisor, float(c.min()) if c.size else np.inf, constants.div_min)
         return
     vals = lay.view(H, op.writes())
-    check_written(where, op.describe(), lay[op.writes()], float(np.abs(vals).max()) if vals.size else 0.0)
+    check_written(where, op.describe(), lay[op.writes()], float(np.abs(vals).max()) if vals.size else 0.0,
+                  advice=bound_advice(program, op.writes()))
 
 
 def interpret(program: Program, tokens, *, constants: Optional[Constants] = None, check: bool = True,
@@ -181,7 +183,7 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
                     check_op(op, H, lay, constants, tag, before=True)
                 apply_op(op, H, lay)
                 if check:
-                    check_op(op, H, lay, constants, tag, before=False)
+                    check_op(op, H, lay, constants, tag, before=False, program=program)
                 if record:
                     snaps.append(H.copy())
         idx += len(seg.ops)
