@@ -1,6 +1,8 @@
 """Long soak of the miscompile guard (not a test): many random programs vs the interpreter.
 
-    nice -n 10 python bench/soak_random_programs.py --examples 10000 --out bench/results/soak.jsonl
+    nice -n 10 python bench/soak_random_programs.py --examples 10000            # resumable
+    nice -n 10 python bench/soak_random_programs.py --examples 10000 --reverse  # optional second process
+    python bench/soak_random_programs.py --examples 10000 --report             # totals so far
 
 Programs come from :func:`iclconstruct.testing.programs` (every documented Program feature),
 tokens from :func:`iclconstruct.testing.tokens_for`. Each program is compiled and compared
@@ -58,29 +60,37 @@ def main():
     ap.add_argument("--examples", type=int, default=10000, help="total programs")
     ap.add_argument("--chunk", type=int, default=250, help="programs per chunk (one JSON line each)")
     ap.add_argument("--out", default="bench/results/soak_random_programs.jsonl")
+    ap.add_argument("--reverse", action="store_true",
+                    help="take chunks from the last one down (a second process can share the work)")
+    ap.add_argument("--report", action="store_true", help="only print the totals of --out")
     args = ap.parse_args()
     torch.set_num_threads(1)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    done = {}
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            for line in f:
-                if line.strip():
-                    rec = json.loads(line)
-                    done[rec["seed"]] = rec
+
+    def read_done():
+        done = {}
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                for line in f:
+                    if line.strip():
+                        rec = json.loads(line)
+                        done[rec["seed"]] = rec  # a chunk run twice counts once
+        return done
+
     n_chunks = -(-args.examples // args.chunk)
-    for s in range(n_chunks):
-        if s in done:
+    order = range(n_chunks - 1, -1, -1) if args.reverse else range(n_chunks)
+    for s in order if not args.report else []:
+        if s in read_done():  # re-read: another process may share the file
             continue
         t0 = time.time()
         rec = run_chunk(s, args.chunk)
         rec["seconds"] = round(time.time() - t0, 1)
         with open(args.out, "a") as f:
             f.write(json.dumps(rec) + "\n")
-        done[s] = rec
         print(f"chunk {s}: {rec['programs']} programs, {rec['mismatch']} mismatches, {rec['refused']} refused, "
               f"{rec['crash']} crashes ({rec['seconds']} s)", flush=True)
-    recs = [done[s] for s in range(n_chunks)]
+    done = read_done()
+    recs = [done[s] for s in range(n_chunks) if s in done]
     tot = {k: sum(r[k] for r in recs) for k in ("programs", "ok", "mismatch", "refused", "crash")}
     print(f"TOTAL {tot['programs']} random programs: {tot['ok']} ok, {tot['mismatch']} mismatches, "
           f"{tot['refused']} spurious library errors, {tot['crash']} crashes")
