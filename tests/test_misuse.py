@@ -89,6 +89,7 @@ def _tok():
 X2 = np.array([[1.0, 0.5], [-0.5, 1.0], [0.3, -0.2]])
 Y2 = np.array([0.5, -1.0, 0.2])
 XQ = np.array([0.4, -0.3])
+XR = np.random.default_rng(7).standard_normal((30, 2))
 
 
 def _ridge_ref(lam=0.5):
@@ -259,6 +260,9 @@ C3 = [
          ("y_bound", "w_bound")),
     Case(3, "sgd iterates beyond w_bound", lambda: ic.circuits.sgd(2, 0.1, w_bound=0.5).predict(
         2 * np.eye(2), np.array([5.0, 3.0]), np.zeros(2)), ("w_bound",)),
+    Case(3, "ridge at a tiny lam: right answer or a refusal naming lam",
+         lambda: ic.circuits.ridge(2, 0.005).predict(XR, XR @ np.array([1.0, -2.0]), XQ), ("lam",),
+         check=_close(float(XQ @ np.linalg.solve(XR.T @ XR + 0.005 * np.eye(2), XR.T @ (XR @ np.array([1.0, -2.0])))))),
     Case(3, "sgd unstable step", lambda: ic.circuits.sgd(2, 0.4).predict(X2 * 2, Y2, XQ), ("lr",)),
 ]
 

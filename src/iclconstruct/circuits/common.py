@@ -29,8 +29,9 @@ def bound_advice(circuit: str, slots: dict) -> dict:
     for slot, args in slots.items():
         first = args[0]
         if first == "lam":
-            out[slot] = (f"slot {slot!r} is sized from lam= of iclconstruct.circuits.{circuit}; at this lam the "
-                         f"construction cannot hold the iterates to their range — pass a larger lam")
+            out[slot] = (f"slot {slot!r} of iclconstruct.circuits.{circuit} grows as 1/lam: at this lam the "
+                         f"construction cannot serve this input to its stated accuracy — pass a larger lam "
+                         f"or smaller inputs")
         else:
             names = " and ".join(f"{a}=" for a in args)
             out[slot] = (f"slot {slot!r} of iclconstruct.circuits.{circuit} is sized from {names}: pass a larger "

@@ -76,8 +76,8 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     predict_from(p, "w", "wq", "pred")
     p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
               "bound_advice": bound_advice("ridge", {
-                  "xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["x_bound", "lam"],
-                  "r": ["y_bound", "w_bound"], "c": ["x_bound", "lam"], "O": ["x_bound", "lam"],
+                  "xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
+                  "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
                   "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]})}
     return p
 

@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from ..errors import ICLConstructError, OutOfRangeError
-from ..lang.checks import BOUND_SLACK
+from ..lang.checks import BOUND_SLACK, bound_advice
 from ..lang.layout import Layout
 from ..numerics.constants import Constants
 
@@ -69,7 +69,7 @@ def check_constants(c: Constants, layout: Layout, dtype: torch.dtype, D: int) ->
 
 
 def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: torch.dtype, layer: int,
-                          divisor: Optional[str]) -> None:
+                          divisor: Optional[str], program=None) -> None:
     """Refuse a column whose norm makes LayerNorm's shared scale err beyond the stated accuracy.
 
     ``h`` is the residual stream entering the MLP (``(B, T, D)``). Non-div layer: relative
@@ -96,9 +96,11 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
     names = [s for s in layout.slots() if layout.is_live(s.name)
              and s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y")]
     top = max(names, key=lambda s: float(layout.view(col, s.name).sum()))
+    advice = bound_advice(program, top.name) if program is not None else None
     raise OutOfRangeError(
         f"layer {layer}: LayerNorm's scale is shared by the whole column, and column {t} (batch {b}) has "
         f"‖h‖² = {float(norm_sq[b, t]):.4g} (mostly slot {top.name!r}): every value this MLP writes would be off by "
         f"{worst:.3g} relative (Lemma {'8' if divisor else '6'}), above the {slack:g} the model promises; "
-        f"keep the values in the column smaller (e.g. smaller inputs or a smaller bound on slot {top.name!r}) "
-        f"or raise {what}")
+        + (f"{advice} (smaller values in the column), or raise {what}" if advice else
+           f"keep the values in the column smaller (e.g. smaller inputs or a smaller bound on slot {top.name!r}) "
+           f"or raise {what}"))

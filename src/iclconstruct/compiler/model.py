@@ -266,7 +266,7 @@ class ConstructedTransformer(nn.Module):
             h = self.blocks[bi].attn_sublayer(h, hook, l)
             self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
             if plan.mlp_ops:
-                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor)
+                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor, self.program)
             h = self.blocks[bi].mlp_sublayer(h, hook, l)
             self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
         return h
