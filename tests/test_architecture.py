@@ -118,3 +118,18 @@ def test_row_arithmetic_lives_in_layout_only():
             if isinstance(n, ast.Attribute) and n.attr in ("start", "stop") and id(n) not in called:
                 found.append(f"{f.relative_to(ROOT)}:{n.lineno} .{n.attr}")
     assert not found, "row arithmetic outside lang/layout.py: " + ", ".join(found)
+
+
+def test_each_lemma_is_one_short_documented_function():
+    import inspect
+
+    from iclconstruct.compiler import attention, layernorm, mlp
+
+    lemmas = {attention.attend_offset: "hard attention", attention.attend_position: "hard attention",
+              attention.averaging_read: "Definition C.2", mlp.product_units: "Lemma 4",
+              mlp.bypass_units: "Lemma 5", layernorm.layernorm_bypass: "Lemma 6", layernorm.balance: "Lemma 6",
+              layernorm.division_setup: "Lemma 8", layernorm.restore_anchors: "Lemma 6"}
+    for fn, cites in lemmas.items():
+        lines, _ = inspect.getsourcelines(fn)
+        assert len(lines) <= 40, f"{fn.__name__} has {len(lines)} lines"
+        assert cites.lower() in (fn.__doc__ or "").lower(), f"{fn.__name__}'s docstring does not cite {cites}"

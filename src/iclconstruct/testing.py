@@ -26,26 +26,20 @@ except ImportError as exc:  # pragma: no cover
 
 from .lang.interpreter import Trace, apply_op, check_op, embed_reference, interpret, readout
 from .lang.ops import Div
+from .compiler.hooks import block_hook
 from .compiler.model import ConstructedTransformer
 from .lang.program import Program
 from .tokens import encode
 
 __all__ = [
-    "finite_floats",
     "regression_tasks",
     "tokens_for",
-    "slot_sizes",
     "programs",
     "assert_matches_interpreter",
     "compare_with_interpreter",
     "replay_schedule",
     "Mismatch",
 ]
-
-
-def finite_floats(bound: float = 10.0) -> st.SearchStrategy[float]:
-    """Floats in ``[-bound, bound]``, no NaN/inf."""
-    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
 
 
 @st.composite
@@ -72,10 +66,6 @@ def tokens_for(program: Program, n: Optional[int] = None, max_n: int = 6, max_ba
     lay = program.layout
     b = min(lay["x"].bound, lay["y"].bound)
     return regression_tasks(d=lay.d, n=n, bound=b, max_n=max_n, max_batch=max_batch).map(lambda t: encode(*t))
-
-
-def slot_sizes(max_size: int = 4) -> st.SearchStrategy[int]:
-    return st.integers(1, max_size)
 
 
 # ---------------------------------------------------------------------- random programs
@@ -324,7 +314,7 @@ def compare_with_interpreter(model: ConstructedTransformer, tokens, *, rtol: flo
     for i, ref in enumerate(trace.snapshots):
         l, where = divmod(i, 2)
         seg, li, plan = unrolled[l]
-        got = cache[f"blocks.{l}.hook_resid_{'mid' if where == 0 else 'post'}"].numpy()[..., : lay.size]
+        got = cache[block_hook(l, "hook_resid_mid" if where == 0 else "hook_resid_post")].numpy()[..., : lay.size]
         g, r = got[..., user], ref[..., user]
         bad = np.abs(g - r) > atol + rtol * np.abs(r)
         if where == 0:  # a div layer clears its (non-accumulating) targets in attention

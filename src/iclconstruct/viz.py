@@ -1,4 +1,4 @@
-"""Pictures of a compiled circuit (GitHub issue #5): layout, residual stream, attention, weights.
+"""Pictures of a compiled circuit: layout, residual stream, attention, weights.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so it
 works under any backend, Agg included, and never accumulates open figures); save it with
@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .compiler.hooks import block_hook
 
 __all__ = ["layout", "residual", "attention", "weights", "token_labels", "slot_groups", "INTERNAL_SLOTS"]
 
@@ -259,9 +260,9 @@ def residual(model, tokens, layer: Union[int, Sequence[int]] = -1, *, where: str
     T = tok.shape[-2]
     layers = [layer] if isinstance(layer, (int, np.integer)) else list(layer)
     layers = [_layer_index(model, int(l), T) for l in layers]
-    cache = _cache(model, tokens, [f"blocks.{l}.hook_resid_{where}" for l in layers])
+    cache = _cache(model, tokens, [block_hook(l, f"hook_resid_{where}") for l in layers])
     rows = _shown_rows(model, hide)
-    mats = [cache[f"blocks.{l}.hook_resid_{where}"][batch].double().numpy()[:, rows].T for l in layers]
+    mats = [cache[block_hook(l, f"hook_resid_{where}")][batch].double().numpy()[:, rows].T for l in layers]
     norm = _norm(colors, np.stack(mats))
     fig = Figure(figsize=figsize or (min(2.2 + (0.32 * T + 1.2) * len(layers), 26), max(3.5, 0.16 * len(rows) + 1.8)), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
@@ -290,7 +291,8 @@ def attention(model, tokens, layer: int = 0, *, batch: int = 0, figsize=None):
     l = _layer_index(model, int(layer), T)
     block = model.blocks[model.unrolled(T)[l]]
     labels = list(block.attn.head_labels)
-    pat = _cache(model, tokens, [f"blocks.{l}.attn.hook_pattern"])[f"blocks.{l}.attn.hook_pattern"][batch]
+    name = block_hook(l, "attn.hook_pattern")
+    pat = _cache(model, tokens, [name])[name][batch]
     n = max(1, len(labels))
     fig = Figure(figsize=figsize or (min(0.9 + (0.28 * T + 1.0) * n, 26), 0.28 * T + 1.8), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]

@@ -44,7 +44,7 @@ def _position_keys(lay: Layout, width: int) -> np.ndarray:
 
 
 def attend_offset(lay: Layout, k: int, *, hardness: float, max_len: int, d_head: int, width: int) -> QK:
-    """Hard attention from column ``t`` to column ``t − k`` (clamped to column 0).
+    """Hard attention (§3) from column ``t`` to column ``t − k`` (clamped to column 0).
 
     With position units ``u_j = (j/P, (j/P)²)`` (``P = max_len``) the query
     ``g·(2(u_t − k/P), −1)`` and key ``u_j`` give the logit
@@ -64,7 +64,7 @@ def attend_offset(lay: Layout, k: int, *, hardness: float, max_len: int, d_head:
 
 
 def attend_position(lay: Layout, p: int, *, hardness: float, max_len: int, d_head: int, width: int) -> QK:
-    """Hard attention from every column ``t`` to the absolute column ``p`` (clamped to ``t``).
+    """Hard attention (§3) from every column ``t`` to the absolute column ``p`` (clamped to ``t``).
 
     The query is the constant ``g·(2p/P, −1)``, so the logit on key ``u_j`` is
     ``A·(2pj − j²) = A·(p² − (j − p)²)``: maximal at ``j = p``, gap ``A``; columns ``t < p``

@@ -1,11 +1,12 @@
 """Compile a :class:`~iclconstruct.lang.program.Program` into a :class:`ConstructedTransformer`.
 
-Passes: :func:`~iclconstruct.compiler.schedule.schedule` packs ops into layers (Lemma 7); then,
-per layer, an :class:`~iclconstruct.compiler.builders.AttentionBuilder` and an
-:class:`~iclconstruct.compiler.builders.MLPBuilder` turn the ops into weights; finally the
-embedding (token channels into ``y``/``x``, position units, the constant row, the
-column-type flag and the LayerNorm anchors) and the readout row are set. No weight is
-written by hand outside these builders.
+Passes: :func:`~iclconstruct.compiler.schedule.schedule` packs ops into layers (Lemma 7) and
+declares each layer's footprint (:class:`~iclconstruct.compiler.schedule.LayerPlan`); then,
+per layer, an :class:`~iclconstruct.compiler.attention.AttentionBuilder` (hard attention,
+the averaging read, the set-ups of Lemmas 6 and 8) and an
+:class:`~iclconstruct.compiler.mlp.MLPBuilder` (Lemmas 4 and 5) turn the ops into weights;
+finally :func:`embedding` writes the token channels, the system rows and the LayerNorm
+anchors. Every weight comes from one of the lemma functions; this module only says which.
 """
 from __future__ import annotations
 
@@ -15,22 +16,20 @@ import numpy as np
 import torch
 
 from ..numerics.constants import Constants
-from ..errors import ICLConstructError
+from ..errors import ICLConstructError, WidthOverflowError
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Div, Mov, Mul
-from ..lang.embedding import system_rows
+from ..lang.embedding import DEFAULT_MAX_LEN, system_rows
 from .attention import AttentionBuilder
 from .layernorm import balance, division_setup, layernorm_bypass, restore_anchors
 from .mlp import MLPBuilder, product_units
 from ..lang.program import Program
+from .config import BLOCK_STYLES, ConstructedTransformerConfig
 from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
 from .admissible import check_constants
 
 __all__ = ["compile", "BLOCK_STYLES"]
-
-#: block styles the compiler can emit. "paper": Eq. 4 (LayerNorm only before the MLP).
-BLOCK_STYLES = ("paper",)
 
 
 def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[AttentionBuilder, float]:
@@ -100,7 +99,7 @@ def embedding(lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[np.ndarr
 
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-            max_len: int = 1025, block: str = "paper", width: Optional[int] = None):
+            max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -125,8 +124,6 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     lay = program.layout
     D = lay.size if width is None else int(width)
     if D < lay.size:
-        from ..errors import WidthOverflowError
-
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
     check_constants(constants, lay, dtype, D)  # value-independent errors within the stated accuracy
     sched = schedule(program)
@@ -143,18 +140,9 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         heads = ab.heads(d_head)
         layers.append(LayerWeights(heads=heads, mlp=mb.weights(d_mlp)))
     W_E, W_pos = embedding(lay, D, constants, max_len)
-    return ConstructedTransformer(
-        program=program,
-        schedule=sched,
-        constants=constants,
-        layers=layers,
-        W_E=W_E,
-        W_pos=W_pos,
-        n_heads=n_heads,
-        d_head=d_head,
-        d_mlp=d_mlp,
-        d_model=D,
-        max_len=int(max_len),
-        dtype=dtype,
-        block=block,
-    )
+    config = ConstructedTransformerConfig(
+        n_layers=len(layers), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
+        max_len=int(max_len), segments=tuple((len(seg.layers), seg.repeat) for seg in sched.segments),
+        block=block, ln_eps=constants.ln_eps, dtype=dtype)
+    return ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
+                                  W_E=W_E, W_pos=W_pos)

@@ -90,10 +90,8 @@ def resolve_learner(spec: str, d=None):
         parts = spec.split(":")
         if len(parts) != 3 or d is None:
             raise CheckpointError("circuit learners are written circuit:NAME:PARAM and need --d")
-        try:
-            from .. import circuits  # written by the constructions half of the package
-        except ImportError as exc:
-            raise CheckpointError(f"iclconstruct.circuits is not available: {exc}") from None
+        from .. import circuits
+
         if parts[1] not in ("sgd", "ridge"):
             raise CheckpointError(f"--model {spec!r}: unknown circuit {parts[1]!r}; use circuit:sgd:LR or circuit:ridge:LAM")
         try:

@@ -2,7 +2,7 @@
 
 It executes the ops of a :class:`~iclconstruct.lang.program.Program` one after another on
 the hidden state ``H`` (numpy, ``(B, T, D)``), exactly — no approximation constants —
-following the read–arithmetic–write operator of Definition C.2 (constructions.md §3).
+following the read–arithmetic–write operator of Definition C.2 (``docs/concepts.md`` §3).
 Compiled models are tested against it at every boundary.
 
 Checks (``check=True``): inputs finite and within the program's bounds, every written

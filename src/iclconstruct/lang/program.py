@@ -453,6 +453,8 @@ class Program:
     # ------------------------------------------------------------------ helpers
     def check_complete(self) -> None:
         """Raise if the program cannot be compiled or run (no readout, empty)."""
+        if self._in_loop:
+            raise ICLConstructError("the program's loop is still open; compile or run it after the `with p.loop():` block")
         if self.readout_slot is None:
             raise ICLConstructError("program has no readout; call program.readout(slot)")
         if not self.layout.is_live(self.readout_slot):
