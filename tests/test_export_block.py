@@ -165,7 +165,7 @@ def test_pre_ln_gelu_new_circuit_saves_and_loads(tmp_path):
     m.save(tmp_path / "c")
     again = ic.load(tmp_path / "c")
     assert again.block_style == "pre_ln" and again.constants.activation == "gelu_new"
-    assert again.config.act_fn == "gelu_new"
+    assert again.cfg.act_fn == "gelu_new"
     tok = ic.tokens.encode(np.array([[1.0, 0.5], [0.2, -1.0]]), np.array([0.3, 1.1]), np.array([0.4, 0.4]))
     assert m(tok).tobytes() == again(tok).tobytes()
     budget = m.error_budget()

@@ -72,3 +72,7 @@ class ExportError(ICLConstructError, ValueError):
 
 class MissingExtraError(ICLConstructError, ImportError):
     """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+class ArgumentError(ICLConstructError, ValueError, TypeError):
+    """An argument of the wrong type or outside its allowed range (None, a string, NaN, a complex number ...)."""

@@ -31,8 +31,9 @@ from torch import nn
 
 from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, check_divisor, check_guards, check_inputs, check_written
+from ..lang.checks import BOUND_SLACK, bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
+from .admissible import check_layernorm_scale
 from .hooks import ActivationCache, HookManager
 from ..lang.interpreter import readout
 from ..lang.layout import Layout
@@ -43,6 +44,8 @@ from ..lang.program import Program
 from .config import ConstructedTransformerConfig
 from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
+from ..errors import ArgumentError
+from ..lang.validate import as_real_array, as_real_tensor, check_tokens_layout
 
 __all__ = ["ConstructedTransformer", "ConstructedTransformerConfig", "LayerWeights", "Block"]
 
@@ -127,9 +130,16 @@ class Block(nn.Module):
         return hook.block(l, which + ".hook_normalized", F.layer_norm(x, (x.shape[-1],), eps=self.ln_eps))
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half)."""
         h = hook.block(l, "hook_resid_pre", h)
         a = hook.block(l, "hook_attn_out", self.attn(self._ln(h, hook, l, "ln1") if self.pre_ln else h, hook, l))
-        mid = hook.block(l, "hook_resid_mid", h + a)
+        return hook.block(l, "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half)."""
         x = self._ln(mid, hook, l, "ln2")
         m = hook.block(l, "hook_mlp_out", self.mlp(x, hook, l))
         return hook.block(l, "hook_resid_post", mid + m)
@@ -143,28 +153,29 @@ class ConstructedTransformer(nn.Module):
     programs whose readout is ``columns='all'``). Numpy in gives numpy out.
 
     Attributes:
-        config: the architecture (:class:`ConstructedTransformerConfig`); ``d_model``,
-            ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``, ``dtype``, ``block_style`` read it.
+        cfg: the architecture (:class:`ConstructedTransformerConfig`, named as in
+            TransformerLens); ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``,
+            ``dtype``, ``block_style`` read it.
         program, layout, schedule, constants: what it was compiled from (the program is a
             frozen copy owned by the model).
         row_labels: the slot label of every residual row.
     """
 
-    def __init__(self, config: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
+    def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
                  constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
         super().__init__()
-        self.config = config
+        self.cfg = cfg
         self.program = program if program.is_frozen else program.frozen()
         self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
-        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=config.dtype), requires_grad=False)
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=cfg.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(config)
+            blk = Block(cfg)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
@@ -190,16 +201,16 @@ class ConstructedTransformer(nn.Module):
             self._segments.append((list(range(i, i + len(seg.layers))), seg))
             i += len(seg.layers)
         self.hooks = HookManager()
-        self.row_labels = self.layout.row_labels() + [""] * (config.d_model - self.layout.size)
+        self.row_labels = self.layout.row_labels() + [""] * (cfg.d_model - self.layout.size)
 
     # ------------------------------------------------------------------ shape facts (from the config)
-    d_model = property(lambda self: self.config.d_model, doc="residual width ``D``")
-    n_heads = property(lambda self: self.config.n_heads, doc="attention heads per layer")
-    d_head = property(lambda self: self.config.d_head, doc="width of each head")
-    d_mlp = property(lambda self: self.config.d_mlp, doc="MLP hidden units per layer")
-    max_len = property(lambda self: self.config.max_len, doc="most tokens the position embedding holds")
-    dtype = property(lambda self: self.config.dtype, doc="parameter dtype")
-    block_style = property(lambda self: self.config.block, doc="block style (``'paper'``: Eq. 4)")
+    d_model = property(lambda self: self.cfg.d_model, doc="residual width ``D``")
+    n_heads = property(lambda self: self.cfg.n_heads, doc="attention heads per layer")
+    d_head = property(lambda self: self.cfg.d_head, doc="width of each head")
+    d_mlp = property(lambda self: self.cfg.d_mlp, doc="MLP hidden units per layer")
+    max_len = property(lambda self: self.cfg.max_len, doc="most tokens the position embedding holds")
+    dtype = property(lambda self: self.cfg.dtype, doc="parameter dtype")
+    block_style = property(lambda self: self.cfg.block, doc="block style (``'paper'``: Eq. 4)")
 
     @property
     def d(self) -> int:
@@ -232,7 +243,13 @@ class ConstructedTransformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def _prepare(self, tokens) -> Tuple[torch.Tensor, bool]:
         numpy_in = not isinstance(tokens, torch.Tensor)
-        t = torch.as_tensor(np.asarray(tokens)) if numpy_in else tokens
+        if numpy_in:
+            t = torch.as_tensor(as_real_array(tokens, "tokens"))
+        else:
+            t = as_real_tensor(tokens, "tokens")
+            if t.device != self.W_E.device:
+                raise ArgumentError(f"tokens are on {t.device} but the model is on {self.W_E.device}; "
+                                    f"move one of them (tokens.to({str(self.W_E.device)!r}))")
         if t.dim() == 2:
             t = t.unsqueeze(0)
         if t.dim() != 3 or t.shape[-1] != self.d + 1:
@@ -248,12 +265,13 @@ class ConstructedTransformer(nn.Module):
             raise ContextTooLongError(
                 f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
             )
+        check_tokens_layout(t, "tokens")
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
         check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
 
-    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
+    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool, ops=None) -> None:
         lay = self.layout
         if before:
             if plan.divisor is not None:
@@ -261,9 +279,16 @@ class ConstructedTransformer(nn.Module):
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-        for op in plan.ops:
-            v = lay.view(h, op.writes())
-            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack)
+        mlp_rows = lay.mask([op.writes() for op in plan.mlp_ops], width=h.shape[-1])
+        for op in plan.ops if ops is None else ops:
+            keep = lay.mask([op.writes()], width=h.shape[-1])
+            if op in plan.attn_ops:  # rows the MLP rewrote (a dead slot's rows reused) now hold the MLP's values
+                keep &= ~mlp_rows
+            if not keep.any():
+                continue
+            v = h[..., torch.as_tensor(keep)]
+            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack,
+                          advice=bound_advice(self.program, op.writes()))
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
@@ -276,11 +301,19 @@ class ConstructedTransformer(nn.Module):
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         for l, bi in enumerate(self.unrolled(T)):
             plan = self.plans[bi]
-            if check:
-                self._check_layer(h, plan, l, before=True)
-            h = self.blocks[bi](h, hook, l)
-            if check:
-                self._check_layer(h, plan, l, before=False)
+            if not check:
+                h = self.blocks[bi](h, hook, l)
+                continue
+            # each sublayer's writes are checked right after it: the MLP may reuse rows of a
+            # slot the attention wrote (a freed slot's rows), so a check after the whole layer
+            # would read the wrong slot
+            self._check_layer(h, plan, l, before=True)
+            h = self.blocks[bi].attn_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
+            if plan.mlp_ops:
+                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor, self.program)
+            h = self.blocks[bi].mlp_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
@@ -305,7 +338,7 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        with self.hooks.temporary(names_filter, save), torch.no_grad():
+        with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
             out = self._readout(self._run(t, check))
         return (out.numpy() if numpy_in else out), ActivationCache(store, self)
 
@@ -323,8 +356,12 @@ class ConstructedTransformer(nn.Module):
         ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
         ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
         """
+        if x_query is None:
+            raise ArgumentError(
+                "x_query is missing (None): predict(X, y, x_query) predicts the label of x_query after all n "
+                "examples; for the prediction at every prefix use predict_prefixes(X, y)")
         numpy_in = not isinstance(X, torch.Tensor)
-        Xa = X if not numpy_in else np.asarray(X, dtype=np.float64)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X")
         if Xa.ndim not in (2, 3):
             raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xa.shape)}")
         if Xa.shape[-1] != self.d:
@@ -343,9 +380,12 @@ class ConstructedTransformer(nn.Module):
         One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
         """
         numpy_in = not isinstance(X, torch.Tensor)
-        tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X", ndims=(2, 3))
+        if Xa.shape[-2] == 0:
+            raise ShapeError("X has no examples (n = 0); predict_prefixes needs at least one (x, y) pair")
+        tok = encode(Xa, y, None, dtype=None if numpy_in else self.dtype)
         out = self.forward(tok)
-        return out[0] if np.ndim(X) == 2 else out
+        return out[0] if Xa.ndim == 2 else out
 
     def to_transformer_lens(self, n_examples: int):
         """This model (``block='pre_ln'``) as a stock ``transformer_lens.HookedTransformer`` for
