@@ -77,40 +77,77 @@ _POOL_SIZES = (1, 1, 2, 2, 3, 4, 6, 9)
 
 @st.composite
 def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12, loops: bool = True,
-             divs: bool = True, max_d: int = 3):
+             divs: bool = True, max_d: int = 3, frees: bool = True):
     """Random programs of ``min_ops..max_ops`` ops over random slots, kept inside their bounds.
+
+    Covers every documented feature of :class:`~iclconstruct.Program`: the four primitives
+    (``mul`` with ``plus=``/``bias=``, ``div`` with ``coef=`` and ``accumulate=True``), every
+    read kind of ``mov`` (``offset``, ``position``, ``mean`` over all, x̃ or ỹ columns),
+    reads of the readable system slots ``pos``, ``one`` and ``is_y``, slots placed with
+    ``at=`` (with gaps of unused rows), slots freed and their rows reused, loops repeated
+    ``'examples'`` times (zero times on inputs without a complete example) or a fixed
+    number of times, and both readout column sets.
 
     Every slot gets a declared bound; each generated op is scaled so that its worst-case
     output (from the declared bounds of what it reads) stays within the bound of what it
     writes. That invariant is inductive, so it holds inside loops too, and the programs
     never leave the range the approximation constants support. Divisors are written by
-    ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0.
+    ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0; a slot counts as a
+    divisor only once it is written by code that surely runs (not only inside a loop that
+    may run zero times).
     """
     d = draw(st.integers(1, max_d)) if d is None else d
     p = Program(d, x_bound=10.0, y_bound=10.0, name="random")
-    bounds = {"x": 10.0, "y": 10.0, "one": 1.0, "is_y": 1.0}
-    sizes = {"x": d, "y": 1, "one": 1, "is_y": 1}
+    bounds = {"x": 10.0, "y": 10.0, "one": 1.0, "is_y": 1.0, "pos": 1.0}
+    sizes = {"x": d, "y": 1, "one": 1, "is_y": 1, "pos": 2}
     min_abs = {"one": 1.0}  # guaranteed lower bound of |value| (for divisors)
     written = set(bounds)
     pool = []
-    for i, k in enumerate(_POOL_SIZES + (d,)):
-        name = f"s{i}"
+    n_fresh = [0]
+
+    def new_slot(k, at=None):
+        name = f"s{n_fresh[0]}"
+        n_fresh[0] += 1
         bnd = draw(st.sampled_from([1.0, 2.0, 5.0, 10.0]))
-        p.slot(name, k, bound=bnd)
+        p.slot(name, k, bound=bnd, at=at)
         bounds[name], sizes[name] = bnd, k
-        pool.append(name)
+        return name
+
+    for k in _POOL_SIZES + (d,):
+        at = None
+        if draw(st.integers(0, 3)) == 0:  # pin the slot with at=, leaving a gap of unused rows
+            at = p.layout.size + draw(st.integers(0, 2))
+        pool.append(new_slot(k, at))
     n_ops = draw(st.integers(min_ops, max_ops))
     loop_span = None
     if loops and n_ops >= 2 and draw(st.booleans()):
         a = draw(st.integers(0, n_ops - 1))
         b = draw(st.integers(a + 1, n_ops))
-        loop_span = (a, b, draw(st.sampled_from(["examples", 2])))
+        loop_span = (a, b, draw(st.sampled_from(["examples", "examples", 1, 2, 3])))
     ctx = None
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def readable(size=None):
         names = sorted(n for n in written if size is None or sizes[n] == size)
         return names
+
+    def in_loop() -> bool:
+        return ctx is not None
+
+    def sure() -> bool:  # code that runs at least once on every input
+        return ctx is None or loop_span[2] != "examples"
+
+    def affine_terms(k, budget, exclude=()):
+        srcs = [s for s in readable() if s not in exclude]
+        n_terms = draw(st.integers(0, 2))
+        terms = {}
+        for s in draw(st.lists(st.sampled_from(srcs), min_size=min(n_terms, len(srcs)),
+                               max_size=min(n_terms, len(srcs)), unique=True)):
+            terms[s] = rng.uniform(-1, 1, (k, sizes[s]))
+        worst = sum(np.abs(W).sum(1).max() * bounds[s] for s, W in terms.items())
+        if worst > 0:
+            terms = {s: W * (budget / worst) for s, W in terms.items()}
+        return terms
 
     for i in range(n_ops):
         if loop_span and i == loop_span[0]:
@@ -119,6 +156,13 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         if loop_span and i == loop_span[1] and ctx is not None:
             ctx.__exit__(None, None, None)
             ctx = None
+        if frees and not in_loop() and draw(st.integers(0, 5)) == 0:
+            # free a slot and reuse its rows with at= (the free/reuse path of the layout)
+            old = draw(st.sampled_from(pool))
+            p.free(old)
+            written.discard(old)
+            min_abs.pop(old, None)
+            pool[pool.index(old)] = new_slot(sizes[old], at=p.layout.first_row(old))
         kinds = ["mov", "aff", "mul"] + (["div"] if divs else [])
         kind = draw(st.sampled_from(kinds))
         dst = draw(st.sampled_from(pool))
@@ -126,14 +170,14 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         if dst in min_abs:  # divisor slots keep their guarantee: only divisor-style affs write them
             kind = "aff"
         if kind == "mov":
-            srcs = [s for s in readable(k) if bounds[s] <= bounds[dst] and s not in ("one", "is_y", "pos")]
+            srcs = [s for s in readable(k) if bounds[s] <= bounds[dst]]
             if srcs:
                 src = draw(st.sampled_from(srcs))
                 how = draw(st.sampled_from(["offset", "position", "mean", "mean_x", "mean_y"]))
                 if how == "offset":
                     p.mov(src, dst, offset=draw(st.integers(0, 3)))
                 elif how == "position":
-                    p.mov(src, dst, position=draw(st.integers(0, 4)))
+                    p.mov(src, dst, position=draw(st.integers(0, 8)))
                 else:
                     p.mov(src, dst, mean={"mean": True, "mean_x": "x", "mean_y": "y"}[how])
                 written.add(dst)
@@ -145,8 +189,16 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             if divisors and srcs:
                 c = draw(st.sampled_from(divisors))
                 src = draw(st.sampled_from(srcs))
-                if bounds[src] / min_abs[c] <= bounds[dst]:
-                    p.div(src, c, dst)
+                room = bounds[dst] / (bounds[src] / min_abs[c])
+                if draw(st.booleans()):  # accumulate: dst ← aff(...) (≤ bound/2), then dst += coef·src/|c|
+                    p.aff(dst, affine_terms(k, 0.45 * bounds[dst], exclude=(dst,)), bias=None)
+                    written.add(dst)
+                    coef = float(rng.uniform(0.2, 0.45)) * room * rng.choice([-1.0, 1.0])
+                    p.div(src, c, dst, coef=coef, accumulate=True)
+                    continue
+                if room >= 1.0 or draw(st.booleans()):
+                    coef = 1.0 if room >= 1.0 and draw(st.booleans()) else float(rng.uniform(0.2, 0.9)) * min(room, 1.0)
+                    p.div(src, c, dst, coef=coef)
                     written.add(dst)
                     continue
             kind = "aff"
@@ -167,22 +219,19 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                 rhs = draw(st.sampled_from(readable(b_ * c_)))
                 worst = b_ * bounds[lhs] * bounds[rhs]
                 coef = float(rng.uniform(0.2, 1.0)) * bounds[dst] / worst * rng.choice([-1.0, 1.0])
-                plus = None
+                room = bounds[dst] - abs(coef) * worst
+                plus, bias = None, None
                 if draw(st.booleans()):
                     s = draw(st.sampled_from(readable()))
-                    room = bounds[dst] - abs(coef) * worst
                     W = rng.uniform(-1, 1, (k, sizes[s]))
-                    W *= 0.9 * room / max(1e-12, np.abs(W).sum(1).max() * bounds[s])
+                    W *= 0.6 * room / max(1e-12, np.abs(W).sum(1).max() * bounds[s])
                     plus = {s: W}
-                p.mul(lhs, rhs, dst, shape=(a_, b_, c_), coef=coef, plus=plus)
+                if draw(st.booleans()):
+                    bias = rng.uniform(-0.3, 0.3, k) * room
+                p.mul(lhs, rhs, dst, shape=(a_, b_, c_), coef=coef, plus=plus, bias=bias)
                 written.add(dst)
                 continue
         # aff: a random affine map scaled into the destination's bound
-        srcs = readable()
-        n_terms = draw(st.integers(0, 2))
-        terms = {}
-        for s in draw(st.lists(st.sampled_from(srcs), min_size=n_terms, max_size=n_terms, unique=True)):
-            terms[s] = rng.uniform(-1, 1, (k, sizes[s]))
         make_divisor = dst in min_abs or (k == 1 and draw(st.booleans()))
         bias = rng.uniform(-1, 1, k)
         if make_divisor:  # |c| >= bias/2: a safe divisor
@@ -192,19 +241,16 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             budget = bounds[dst] * 0.9
             bias *= 0.1 * bounds[dst]
             budget -= np.abs(bias).max()
-        worst = sum(np.abs(W).sum(1).max() * bounds[s] for s, W in terms.items())
-        if worst > 0:
-            terms = {s: W * (budget / worst) for s, W in terms.items()}
-        p.aff(dst, terms, bias=bias)
+        p.aff(dst, affine_terms(k, budget), bias=bias)
         written.add(dst)
-        if make_divisor:
+        if make_divisor and sure():
             min_abs[dst] = 0.5 * bounds[dst]
     if ctx is not None:
         ctx.__exit__(None, None, None)
     out = [s for s in readable(1) if s in pool]
     if not out:
-        p.aff("s0", {"y": 0.09 * bounds["s0"]})
-        out = ["s0"]
+        p.aff(pool[0], {"y": 0.09 * bounds[pool[0]]})
+        out = [pool[0]]
     p.readout(draw(st.sampled_from(out)), columns=draw(st.sampled_from(["x", "all"])))
     return p
 
@@ -244,7 +290,7 @@ def replay_schedule(model: ConstructedTransformer, tokens, *, check: bool = True
                 lay.view(H, op.writes())[...] = lay.view(Hi, op.writes())
             if check:
                 for op in ops:
-                    check_op(op, H, lay, constants, tag, before=False)
+                    check_op(op, H, lay, constants, tag, before=False, program=prog)
             snaps.append(H.copy())
     return Trace(H=H, output=readout(prog, H), layout=lay, snapshots=snaps)
 

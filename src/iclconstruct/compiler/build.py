@@ -27,6 +27,7 @@ from ..lang.program import Program
 from .config import BLOCK_STYLES, ConstructedTransformerConfig
 from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
+from .admissible import check_constants
 
 __all__ = ["compile", "BLOCK_STYLES"]
 
@@ -149,6 +150,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     D = lay.size if width is None else int(width)
     if D < lay.size:
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
+    check_constants(constants, lay, dtype, D)  # value-independent errors within the stated accuracy
     sched = schedule(program)
     builders = []
     for seg in sched.segments:

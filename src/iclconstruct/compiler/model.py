@@ -23,8 +23,9 @@ from torch import nn
 
 from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, check_divisor, check_guards, check_inputs, check_written
+from ..lang.checks import BOUND_SLACK, bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
+from .admissible import check_layernorm_scale
 from .hooks import ActivationCache, HookManager
 from ..lang.interpreter import readout
 from ..lang.layout import Layout
@@ -35,6 +36,8 @@ from ..lang.program import Program
 from .config import ConstructedTransformerConfig
 from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
+from ..errors import ArgumentError
+from ..lang.validate import as_real_array, as_real_tensor, check_tokens_layout
 
 __all__ = ["ConstructedTransformer", "ConstructedTransformerConfig", "LayerWeights", "Block"]
 
@@ -95,9 +98,16 @@ class Block(nn.Module):
         self.ln_eps = cfg.ln_eps
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half)."""
         h = hook.block(l, "hook_resid_pre", h)
         a = hook.block(l, "hook_attn_out", self.attn(h, hook, l))
-        mid = hook.block(l, "hook_resid_mid", h + a)
+        return hook.block(l, "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half)."""
         if hook.active:
             var = mid.var(dim=-1, unbiased=False, keepdim=True)
             hook.block(l, "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
@@ -200,7 +210,13 @@ class ConstructedTransformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def _prepare(self, tokens) -> Tuple[torch.Tensor, bool]:
         numpy_in = not isinstance(tokens, torch.Tensor)
-        t = torch.as_tensor(np.asarray(tokens)) if numpy_in else tokens
+        if numpy_in:
+            t = torch.as_tensor(as_real_array(tokens, "tokens"))
+        else:
+            t = as_real_tensor(tokens, "tokens")
+            if t.device != self.W_E.device:
+                raise ArgumentError(f"tokens are on {t.device} but the model is on {self.W_E.device}; "
+                                    f"move one of them (tokens.to({str(self.W_E.device)!r}))")
         if t.dim() == 2:
             t = t.unsqueeze(0)
         if t.dim() != 3 or t.shape[-1] != self.d + 1:
@@ -216,12 +232,13 @@ class ConstructedTransformer(nn.Module):
             raise ContextTooLongError(
                 f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
             )
+        check_tokens_layout(t, "tokens")
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
         check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
 
-    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
+    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool, ops=None) -> None:
         lay = self.layout
         if before:
             if plan.divisor is not None:
@@ -229,9 +246,16 @@ class ConstructedTransformer(nn.Module):
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-        for op in plan.ops:
-            v = lay.view(h, op.writes())
-            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack)
+        mlp_rows = lay.mask([op.writes() for op in plan.mlp_ops], width=h.shape[-1])
+        for op in plan.ops if ops is None else ops:
+            keep = lay.mask([op.writes()], width=h.shape[-1])
+            if op in plan.attn_ops:  # rows the MLP rewrote (a dead slot's rows reused) now hold the MLP's values
+                keep &= ~mlp_rows
+            if not keep.any():
+                continue
+            v = h[..., torch.as_tensor(keep)]
+            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack,
+                          advice=bound_advice(self.program, op.writes()))
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
@@ -244,11 +268,19 @@ class ConstructedTransformer(nn.Module):
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         for l, bi in enumerate(self.unrolled(T)):
             plan = self.plans[bi]
-            if check:
-                self._check_layer(h, plan, l, before=True)
-            h = self.blocks[bi](h, hook, l)
-            if check:
-                self._check_layer(h, plan, l, before=False)
+            if not check:
+                h = self.blocks[bi](h, hook, l)
+                continue
+            # each sublayer's writes are checked right after it: the MLP may reuse rows of a
+            # slot the attention wrote (a freed slot's rows), so a check after the whole layer
+            # would read the wrong slot
+            self._check_layer(h, plan, l, before=True)
+            h = self.blocks[bi].attn_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
+            if plan.mlp_ops:
+                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor, self.program)
+            h = self.blocks[bi].mlp_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
@@ -273,7 +305,7 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        with self.hooks.temporary(names_filter, save), torch.no_grad():
+        with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
             out = self._readout(self._run(t, check))
         return (out.numpy() if numpy_in else out), ActivationCache(store, self)
 
@@ -291,8 +323,12 @@ class ConstructedTransformer(nn.Module):
         ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
         ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
         """
+        if x_query is None:
+            raise ArgumentError(
+                "x_query is missing (None): predict(X, y, x_query) predicts the label of x_query after all n "
+                "examples; for the prediction at every prefix use predict_prefixes(X, y)")
         numpy_in = not isinstance(X, torch.Tensor)
-        Xa = X if not numpy_in else np.asarray(X, dtype=np.float64)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X")
         if Xa.ndim not in (2, 3):
             raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xa.shape)}")
         if Xa.shape[-1] != self.d:
@@ -311,9 +347,12 @@ class ConstructedTransformer(nn.Module):
         One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
         """
         numpy_in = not isinstance(X, torch.Tensor)
-        tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X", ndims=(2, 3))
+        if Xa.shape[-2] == 0:
+            raise ShapeError("X has no examples (n = 0); predict_prefixes needs at least one (x, y) pair")
+        tok = encode(Xa, y, None, dtype=None if numpy_in else self.dtype)
         out = self.forward(tok)
-        return out[0] if np.ndim(X) == 2 else out
+        return out[0] if Xa.ndim == 2 else out
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""

@@ -21,7 +21,8 @@ from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from ..errors import ArgumentError, CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from .validate import as_int
 from .guards import InputGuard
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS, Layout
 from .ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
@@ -150,8 +151,11 @@ class Program:
         self._mutable("loop")
         if self._in_loop:
             raise ICLConstructError("loops cannot be nested")
-        if times != "examples" and (int(times) != times or int(times) < 1):
-            raise ICLConstructError(f"loop times must be 'examples' or a positive integer; got {times!r}")
+        if times != "examples":
+            try:
+                times = as_int(times, "loop times", min=1)
+            except ArgumentError:
+                raise ICLConstructError(f"loop times must be 'examples' or a positive integer; got {times!r}") from None
         self._in_loop = True
         self.segments.append(Segment(repeat=times))
         self.events.append(("loop", times))
