@@ -422,6 +422,8 @@ C7 = [
     Case(7, "circuit sgd --lr nan", lambda: _cli("circuit", "sgd", "--lr", "nan"), ("lr",)),
     Case(7, "circuit ridge --lr 1", lambda: _cli("circuit", "ridge", "--lr", "1"), ("--lr",)),
     Case(7, "demo --batch 0", lambda: _cli("demo", "--batch", "0"), ("--batch",)),
+    Case(7, "train --threads 0", lambda: _cli("train", "--preset", "tiny", "--threads", "0", "--out", "/nonexistent/x"),
+         ("--threads",)),
     Case(7, "circuit sgd works", lambda: _cli("circuit", "sgd", "--d", "2"),
          check=lambda r: r.returncode == 0 and "ConstructedTransformer" in r.stdout),
 ]
