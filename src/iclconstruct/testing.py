@@ -39,6 +39,9 @@ __all__ = [
     "compare_with_interpreter",
     "replay_schedule",
     "Mismatch",
+    "shifted_tasks",
+    "frontend_algorithms",
+    "random_algorithm",
 ]
 
 
@@ -279,8 +282,8 @@ def replay_schedule(model: ConstructedTransformer, tokens, *, check: bool = True
             H_in = H.copy()
             for op in ops:
                 Hi = H_in.copy()
-                if isinstance(op, Div):  # the divisor was read by this layer's attention
-                    lay.view(Hi, op.divisor)[...] = lay.view(H_layer, op.divisor)
+                for name in op.prestage_reads():  # read by this layer's attention (div: divisor, sum: src)
+                    lay.view(Hi, name)[...] = lay.view(H_layer, name)
                 if check:
                     check_op(op, Hi, lay, constants, tag, before=True)
                 apply_op(op, Hi, lay)
@@ -344,3 +347,121 @@ def assert_matches_interpreter(model: ConstructedTransformer, tokens, *, rtol: f
     msg = compare_with_interpreter(model, tokens, rtol=rtol, atol=atol)
     if msg is not None:
         raise Mismatch(f"{msg}\nprogram:\n{model.program.listing()}\nschedule:\n{model.summary()}")
+
+
+@st.composite
+def shifted_tasks(draw, d: int, max_n: int = 64, min_n: int = 0, x_bound: float = 6.0, y_bound: float = 30.0):
+    """One task ``(X, y, x_query)`` (unbatched) that is *not* ``N(0, I)``: anisotropic, shifted, noisy.
+
+    ``x = shift + diag(scales)·R·z`` with log-uniform scales in ``[0.1, 3]``, a random rotation
+    ``R``, a shift of up to ``±2.5`` per coordinate, ``y = wᵀx + noise``; everything rescaled
+    to stay within ``x_bound`` / ``y_bound``.
+    """
+    n = draw(st.integers(min_n, max_n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["isotropic", "anisotropic", "shifted", "both"]))
+    scales = np.exp(rng.uniform(np.log(0.1), np.log(3.0), d)) if kind in ("anisotropic", "both") else np.ones(d)
+    shift = rng.uniform(-2.5, 2.5, d) if kind in ("shifted", "both") else np.zeros(d)
+    R = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    Z = rng.standard_normal((n + 1, d))
+    Xall = shift + (Z * scales) @ R.T
+    Xall *= min(1.0, 0.999 * x_bound / max(np.abs(Xall).max(initial=0.0), 1e-12))
+    w = rng.standard_normal(d)
+    yall = Xall @ w + draw(st.sampled_from([0.0, 0.1, 0.5])) * rng.standard_normal(n + 1)
+    yall *= min(1.0, 0.999 * y_bound / max(np.abs(yall).max(initial=0.0), 1e-12))
+    return Xall[:n], yall[:n], Xall[n]
+
+
+@st.composite
+def frontend_algorithms(draw, max_d: int = 3, max_steps: int = 8, loops: bool = True, max_n: int = 8):
+    """Random front-end algorithms (:func:`iclconstruct.algorithm`): random expression DAGs over
+    ``ctx.x``, ``ctx.y``, constants, ``ctx.sum``/``mean``/``count``, products, transposes,
+    divisions by provably positive values, unrolled Python loops and ``ctx.examples()`` loops.
+
+    Every value is kept within ``±50`` by interval analysis (results that could grow are
+    rescaled), so the algorithms compile without ``ctx.bound``; loops are contractions, whose
+    bounds the front end finds by itself. Inputs: ``|x_i| ≤ 2``, ``|y| ≤ 2``.
+    """
+    d = draw(st.integers(1, max_d))
+    seed = draw(st.integers(0, 2**32 - 1))
+    n_steps = draw(st.integers(1, max_steps))
+    use_loop = loops and draw(st.booleans())
+    return random_algorithm(d, seed, n_steps, use_loop, max_n)
+
+
+def random_algorithm(d: int, seed: int, n_steps: int, use_loop: bool, max_n: int = 8):
+    """The algorithm :func:`frontend_algorithms` draws for these choices (to replay a failure by its name)."""
+    from .frontend import algorithm
+
+    def fn(ctx):
+        rng = np.random.default_rng(seed)
+        x, y = ctx.x, ctx.y
+        ex = [x, y, y * x, x.outer(x), x @ x]                   # per-example terms
+        agg = []                                                # aggregates over the examples
+
+        def tame(e, cap=50.0):
+            return e * (cap / e.bound) if e.bound > cap else e
+
+        def pick(pool, shape=None):
+            cands = [e for e in pool if shape is None or e.shape == shape]
+            return cands[rng.integers(len(cands))] if cands else None
+
+        for _ in range(n_steps):
+            k = rng.integers(9)
+            if k == 0 or not agg:
+                e = pick(ex)
+                agg.append(tame(ctx.sum(e) if rng.random() < 0.5 else ctx.mean(e)))
+            elif k == 1:
+                a = pick(ex)
+                b = pick(ex, a.shape)
+                ex.append(tame(float(rng.uniform(-1, 1)) * a + b))
+            elif k == 2:
+                agg.append(ctx.count() * (1.0 / max_n))
+            elif k == 3:
+                a = pick(agg)
+                b = pick(agg, a.shape)
+                agg.append(tame(a + float(rng.uniform(-1, 1)) * b))
+            elif k == 4:  # a matrix or vector product of aggregates (or with a constant)
+                a = pick(agg)
+                if a.shape == ():
+                    b = pick(agg)
+                    agg.append(tame(a * b))
+                    continue
+                m = a.shape[-1]
+                b = pick(agg, (m,)) if rng.random() < 0.7 else None
+                b = ctx.const(rng.uniform(-1, 1, m)) if b is None else b
+                agg.append(tame(a @ b))
+            elif k == 5:  # division by a provably positive value
+                a = pick(agg)
+                c = 1.0 + ctx.sum(x @ x) * (1.0 / max_n) if rng.random() < 0.5 else 1.0 + ctx.count() * 0.1
+                agg.append(tame(a / c))
+            elif k == 6:  # an unrolled Python loop: a few contraction steps
+                v = pick(agg, (d,))
+                M = pick(agg, (d, d))
+                if v is None or M is None:
+                    continue
+                for _ in range(int(rng.integers(1, 3))):
+                    v = tame(v - (0.5 / M.bound / d) * (M @ v), 20.0)
+                agg.append(v)
+            elif k == 7:
+                a = pick(agg)
+                agg.append(a.T if len(a.shape) == 2 else tame(a * a))
+            else:  # elementwise / outer products of aggregates
+                a = pick(agg, (d,))
+                if a is not None:
+                    agg.append(tame(a.outer(a) if rng.random() < 0.5 else a * pick(agg, (d,))))
+        out = pick(agg, (d,))
+        out = ctx.sum(y * x) * 0.1 if out is None else out
+        if use_loop:
+            w = ctx.const(rng.uniform(-0.5, 0.5, d))
+            a_, b_ = float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.5, 0.5))
+            for xe, ye in ctx.examples():
+                w = a_ * w + b_ * (ye * xe) + 0.01 * (xe @ w) * xe  # a contraction: |a_| + 0.04·d < 1
+            out = out + w
+        if rng.random() < 0.5:
+            s = pick(agg, ())
+            return out @ ctx.query + (0.0 if s is None else s)
+        return out
+
+    return algorithm(fn, d=d, x_bound=2.0, y_bound=2.0, max_n=max_n,
+                     name=f"random_algorithm({d}, {seed}, {n_steps}, {use_loop}, {max_n})")

@@ -246,8 +246,14 @@ class ConstructedTransformer(nn.Module):
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
+        mlp_rows = lay.mask([op.writes() for op in plan.mlp_ops], width=h.shape[-1])
         for op in plan.ops if ops is None else ops:
-            v = lay.view(h, op.writes())
+            keep = lay.mask([op.writes()], width=h.shape[-1])
+            if op in plan.attn_ops:  # rows the MLP rewrote (a dead slot's rows reused) now hold the MLP's values
+                keep &= ~mlp_rows
+            if not keep.any():
+                continue
+            v = h[..., torch.as_tensor(keep)]
             check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack,
                           advice=bound_advice(self.program, op.writes()))
 

@@ -23,7 +23,7 @@ from .checks import bound_advice, check_divisor, check_guards, check_inputs, che
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .embedding import DEFAULT_MAX_LEN, system_rows
 from .layout import Layout
-from .ops import Aff, Div, Mov, Mul, Op
+from .ops import Aff, Count, Div, Mov, Mul, Op, Sum
 from .program import Program
 from .validate import as_int, as_real_array
 
@@ -133,6 +133,12 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         if op.bias is not None:
             val = val + op.bias
         lay.view(H, op.dst)[...] = val
+    elif isinstance(op, Count):
+        T = H.shape[1]
+        lay.view(H, op.dst)[...] = ((np.arange(T) + 1) // 2).astype(np.float64)[None, :, None]
+    elif isinstance(op, Sum):
+        is_y = (np.arange(H.shape[1]) % 2 == 1).astype(np.float64)[None, :, None]
+        lay.view(H, op.dst)[...] = np.cumsum(lay.view(H, op.src) * is_y, axis=1)
     else:  # pragma: no cover
         raise TypeError(f"unknown op {op!r}")
 
