@@ -25,6 +25,7 @@ from ..numerics.constants import Constants
 from ..lang.checks import BOUND_SLACK, check_divisor, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
+from ..runtime.checks import RangeMonitor
 from ..lang.layout import Layout
 from .builders import HeadWeights, MLPWeights
 from ..lang.ops import Mul
@@ -52,13 +53,17 @@ class Attention(nn.Module):
         self.d_head = d_head
         self.head_labels: List[str] = []
 
-    def forward(self, h: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, hook: HookManager, prefix: str, kv: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Queries from ``h``; keys and values from ``kv`` (default ``h``, causal ``mask``: True = hidden)."""
+        kv = h if kv is None else kv
         q = hook(prefix + "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
-        k = hook(prefix + "attn.hook_k", einsum(h, self.W_K, "b t d, h d e -> b t h e"))
-        v = hook(prefix + "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
+        k = hook(prefix + "attn.hook_k", einsum(kv, self.W_K, "b t d, h d e -> b t h e"))
+        v = hook(prefix + "attn.hook_v", einsum(kv, self.W_V, "b t d, h d e -> b t h e"))
         scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
-        T = h.shape[1]
-        mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+        if mask is None:
+            T = h.shape[1]
+            mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
         scores = hook(prefix + "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
         pattern = hook(prefix + "attn.hook_pattern", torch.softmax(scores, dim=-1))
         z = hook(prefix + "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
@@ -90,10 +95,12 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, d_mlp, dtype)
         self.ln_eps = ln_eps
 
-    def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``h`` ``(B, T, D)``; ``kv``/``mask``: attend to other columns' states (a key/value cache)."""
         p = f"blocks.{l}."
         h = hook(p + "hook_resid_pre", h)
-        a = hook(p + "hook_attn_out", self.attn(h, hook, p))
+        a = hook(p + "hook_attn_out", self.attn(h, hook, p, kv=kv, mask=mask))
         mid = hook(p + "hook_resid_mid", h + a)
         if hook.active:
             var = mid.var(dim=-1, unbiased=False, keepdim=True)
@@ -156,6 +163,7 @@ class ConstructedTransformer(nn.Module):
             self._segments.append((list(range(i, i + len(seg.layers))), seg.repeat))
             i += len(seg.layers)
         self.hooks = HookManager()
+        self._null_hooks = HookManager()  # the pruned runtime runs without hooks
         #: extra input checks ``fn(tokens)`` run before every forward (circuits register theirs)
         self.token_checks: List = []
         self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
@@ -204,7 +212,7 @@ class ConstructedTransformer(nn.Module):
                 f"tokens must be (B, T, d+1) = (B, T, {self.d + 1}); got shape {tuple(t.shape)}. "
                 f"Build them with iclconstruct.tokens.encode(X, y, x_query) for d = {self.d}"
             )
-        t = t.to(self.dtype)
+        t = t.to(device=self.W_E.device, dtype=self.dtype)
         if not torch.isfinite(t).all():
             raise NonFiniteError("tokens contain NaN or infinity; pass finite inputs")
         T = t.shape[1]
@@ -240,13 +248,15 @@ class ConstructedTransformer(nn.Module):
         T = t.shape[1]
         hook = self.hooks
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
+        mon = RangeMonitor(self) if check else None  # batched: one host sync per pass
         for l, bi in enumerate(self.unrolled(T)):
-            plan = self.plans[bi]
-            if check:
-                self._check_layer(h, plan, l, before=True)
+            if mon is not None:
+                mon.before(h, l, bi)
             h = self.blocks[bi](h, hook, l)
-            if check:
-                self._check_layer(h, plan, l, before=False)
+            if mon is not None:
+                mon.after(h, l, bi)
+        if mon is not None:
+            mon.verify()
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
@@ -263,7 +273,7 @@ class ConstructedTransformer(nn.Module):
         t, numpy_in = self._prepare(tokens)
         with torch.no_grad():
             out = self._readout(self._run(t, check))
-        return out.numpy() if numpy_in else out
+        return out.cpu().numpy() if numpy_in else out
 
     def run_with_cache(self, tokens, *, names_filter=None, check: bool = True):
         """``(output, ActivationCache)`` keyed TransformerLens-style (``blocks.{l}.hook_resid_post`` ...)."""
@@ -281,7 +291,7 @@ class ConstructedTransformer(nn.Module):
         finally:
             self.hooks._hooks = saved
             self.hooks.active = bool(saved)
-        return (out.numpy() if numpy_in else out), ActivationCache(store, self)
+        return (out.cpu().numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:
         """Call ``fn(activation, name)`` at every matching hook (may return a replacement)."""
@@ -311,15 +321,28 @@ class ConstructedTransformer(nn.Module):
             out = out[0]
         return out
 
-    def predict_prefixes(self, X, y):
+    def predict_prefixes(self, X, y, *, check: bool = True):
         """``out[:, k]``: the prediction for ``x_{k+1}`` from the first ``k`` examples, for ``k = 0..n−1``.
 
-        One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
+        Equal (in exact arithmetic) to one full forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n``
+        (no query), but run on the dependency-pruned schedule: only the (column, layer) cells
+        the readout depends on (:mod:`iclconstruct.runtime.stream`). ``(B, n)`` (or ``(n,)``
+        unbatched); numpy in, numpy out; torch in, torch out on the model's device.
         """
-        numpy_in = not isinstance(X, torch.Tensor)
-        tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
-        out = self.forward(tok)
-        return out[0] if np.ndim(X) == 2 else out
+        from ..runtime.stream import predict_prefixes
+
+        return predict_prefixes(self, X, y, check=check)
+
+    def stream(self, *, check: bool = True):
+        """A :class:`~iclconstruct.runtime.stream.Stream`: ``s.add(x, y)`` examples, ``s.predict(x_query)`` any time."""
+        from ..runtime.stream import Stream
+
+        return Stream(self, check=check)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``model.to(device)`` moves them; inputs follow)."""
+        return self.W_E.device
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
