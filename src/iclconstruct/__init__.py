@@ -13,7 +13,7 @@ from .lang.layout import Layout, Slot
 from .compiler.model import ConstructedTransformer
 from .lang.program import Program
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Program",

@@ -10,13 +10,7 @@ example ``i + 1`` is the prediction after the first ``i`` examples; ``m.predict(
 is the prediction after all of them.
 """
 from .ridge import ridge, ridge_program
-from .sgd import attach_stability_check, sgd, sgd_program
+from .sgd import sgd, sgd_program
 
-__all__ = ["sgd", "ridge", "sgd_program", "ridge_program", "attach_checks"]
+__all__ = ["sgd", "ridge", "sgd_program", "ridge_program"]
 
-
-def attach_checks(model) -> None:
-    """Re-attach a circuit's input checks (from ``model.program.meta``) after loading it from disk."""
-    meta = getattr(model.program, "meta", {}) or {}
-    if meta.get("circuit") == "sgd":
-        attach_stability_check(model, float(meta["lr"]), float(meta.get("lam", 0.0)))

@@ -31,11 +31,12 @@ import torch
 
 from ..compiler.build import compile
 from ..numerics.constants import Constants
-from ..errors import DivergenceError, ICLConstructError, ShapeError
+from ..errors import ICLConstructError, ShapeError
+from ..lang.guards import InputGuard
 from ..lang.program import Program
 from .common import default_bounds, gather_examples, predict_from
 
-__all__ = ["sgd", "sgd_program", "attach_stability_check"]
+__all__ = ["sgd", "sgd_program", "stability_guards"]
 
 
 def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
@@ -78,6 +79,8 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
             plus["dec"] = -2.0 * lr * lam
         p.mul("u", "e", "w", shape=(d, 1, 1), coef=-1.0, plus=plus)   # w − u·e − 2·lr·lam·dec
     predict_from(p, "w", "wprev", "pred")
+    for g in stability_guards(lr, lam):
+        p.guard(g)
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
               "x_bound": xb, "y_bound": yb, "w_bound": wb}
     return p
@@ -103,28 +106,19 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
     for some example (one-pass SGD is then not stable and the iterates grow).
     """
     p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
-    m = compile(p, constants=constants, dtype=dtype, max_len=max_len)
-    attach_stability_check(m, lr, lam)
-    return m
+    return compile(p, constants=constants, dtype=dtype, max_len=max_len)
 
 
-def attach_stability_check(model, lr: float, lam: float = 0.0) -> None:
-    """Make ``model`` refuse inputs on which one-pass SGD with step ``lr`` is unstable."""
+def stability_guards(lr: float, lam: float = 0.0):
+    """The inputs on which one-pass SGD with step ``lr`` (Eq. 11) is stable, as guard records.
 
-    def check_stable(tokens: torch.Tensor) -> None:
-        xs = tokens[:, 0 : 2 * (tokens.shape[1] // 2) : 2, 1:]
-        if xs.numel() == 0:
-            return
-        sq = float((xs * xs).sum(-1).max())
-        if 2.0 * lr * sq > 1.0 + 1e-12:
-            raise DivergenceError(
-                f"2·lr·‖x_i‖² reaches {2.0 * lr * sq:.4g} > 1: one-pass SGD with lr={lr:g} is not stable on this "
-                f"input and its iterates grow without bound; use lr <= {0.5 / sq:.4g}"
-            )
-        if 2.0 * lr * (sq + lam) > 2.0 + 1e-12:
-            raise DivergenceError(
-                f"2·lr·(‖x_i‖² + lam) reaches {2.0 * lr * (sq + lam):.4g} > 2: with lam={lam:g} the step "
-                f"w ← (1 − 2·lr·lam)·w − … expands and the iterates grow; use lr <= {1.0 / (sq + lam):.4g}"
-            )
-
-    model.token_checks.append(check_stable)
+    Refused: ``2·lr·‖x_i‖² > 1`` (the step overshoots and the iterates grow), and
+    ``2·lr·(‖x_i‖² + lam) > 2`` (the L2 term ``(1 − 2·lr·lam)·w`` expands).
+    """
+    return [
+        InputGuard(scale=2.0 * lr, shift=0.0, limit=1.0, expr="2·lr·‖x_i‖²", param="lr", value=lr,
+                   reason=f"one-pass SGD with lr={lr:g} is not stable on this input and its iterates grow "
+                          f"without bound"),
+        InputGuard(scale=2.0 * lr, shift=lam, limit=2.0, expr="2·lr·(‖x_i‖² + lam)", param="lr", value=lr,
+                   reason=f"with lam={lam:g} the step w ← (1 − 2·lr·lam)·w − … expands and the iterates grow"),
+    ]

@@ -20,6 +20,7 @@ from ..lang.layout import Layout
 from ..lang.ops import Aff, Div, Mov, Mul
 from .builders import AttentionBuilder, MLPBuilder, balance, position_units
 from ..lang.program import Program
+from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
 
 __all__ = ["compile", "BLOCK_STYLES"]
@@ -127,8 +128,6 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             other styles (pre-LN) are planned and raise for now.
         width: residual width ``D``; default: the rows the layout uses.
     """
-    from .model import ConstructedTransformer, LayerWeights
-
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -136,6 +135,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     if int(max_len) != max_len or max_len < 2:
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
+    program = program.frozen()  # the model owns this copy: later edits of the caller's program do not reach it
     constants = constants or Constants.for_dtype(dtype)
     lay = program.layout
     D = lay.size if width is None else int(width)

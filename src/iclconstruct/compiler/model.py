@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import nn
 
+from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, check_divisor, check_inputs, check_written
+from ..lang.checks import check_guards, check_inputs
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
 from ..runtime.checks import RangeMonitor
@@ -30,7 +31,7 @@ from ..lang.layout import Layout
 from .builders import HeadWeights, MLPWeights
 from ..lang.ops import Mul
 from ..lang.program import Program
-from .schedule import LayerPlan, Schedule
+from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
 
 __all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
@@ -127,8 +128,8 @@ class ConstructedTransformer(nn.Module):
                  W_E: np.ndarray, W_pos: np.ndarray, n_heads: int, d_head: int, d_mlp: int, d_model: int,
                  max_len: int, dtype: torch.dtype, block: str):
         super().__init__()
-        self.program = program
-        self.layout: Layout = program.layout
+        self.program = program if program.is_frozen else program.frozen()
+        self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
         self.n_heads, self.d_head, self.d_mlp, self.d_model = n_heads, d_head, d_mlp, d_model
@@ -157,15 +158,13 @@ class ConstructedTransformer(nn.Module):
             self.blocks.append(blk)
             self.plans.append(plan)
         # execution plan: (block indices, repeat) per segment
-        self._segments: List[Tuple[List[int], object]] = []
+        self._segments: List[Tuple[List[int], SegmentPlan]] = []
         i = 0
         for seg in schedule.segments:
-            self._segments.append((list(range(i, i + len(seg.layers))), seg.repeat))
+            self._segments.append((list(range(i, i + len(seg.layers))), seg))
             i += len(seg.layers)
         self.hooks = HookManager()
         self._null_hooks = HookManager()  # the pruned runtime runs without hooks
-        #: extra input checks ``fn(tokens)`` run before every forward (circuits register theirs)
-        self.token_checks: List = []
         self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
 
     # ------------------------------------------------------------------ shape facts
@@ -180,15 +179,12 @@ class ConstructedTransformer(nn.Module):
 
     def depth(self, n_examples: Optional[int] = None) -> int:
         """Layers run for ``n_examples`` examples (default: the loop bodies counted once)."""
-        total = 0
-        for idx, rep in self._segments:
-            times = 1 if rep == "examples" and n_examples is None else (n_examples if rep == "examples" else int(rep))
-            total += len(idx) * times
-        return total
+        T = 2 if n_examples is None else 2 * n_examples
+        return sum(len(idx) * seg.times(T) for idx, seg in self._segments)
 
     def layers_per_example(self) -> int:
         """Layers of the weight-tied per-example block (0 if the program has no loop)."""
-        return sum(len(idx) for idx, rep in self._segments if rep == "examples")
+        return sum(len(idx) for idx, seg in self._segments if seg.repeat == "examples")
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -196,9 +192,8 @@ class ConstructedTransformer(nn.Module):
     def unrolled(self, T: int) -> List[int]:
         """Block index run at each layer for a sequence of ``T`` tokens."""
         out: List[int] = []
-        for idx, rep in self._segments:
-            times = T // 2 if rep == "examples" else int(rep)
-            out.extend(idx * times)
+        for idx, seg in self._segments:
+            out.extend(idx * seg.times(T))
         return out
 
     # ------------------------------------------------------------------ forward
@@ -222,22 +217,8 @@ class ConstructedTransformer(nn.Module):
             )
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
-        for fn in self.token_checks:
-            fn(t)
+        check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
-
-    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
-        lay = self.layout
-        if before:
-            if plan.divisor is not None:
-                c = h[..., lay[plan.divisor].start].abs()
-                check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
-            return
-        slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-        for op in plan.ops:
-            s = lay[op.writes()]
-            v = h[..., s.start : s.stop]
-            check_written(f"layer {l}", op.describe(), s, float(v.abs().max()), slack)
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
@@ -346,8 +327,6 @@ class ConstructedTransformer(nn.Module):
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        from ..io import save
-
         save(self, path)
 
     def error_budget(self) -> Dict[str, float]:
@@ -374,8 +353,8 @@ class ConstructedTransformer(nn.Module):
             f"  distinct layers = {self.n_layers_unique}   layers per example = {self.layers_per_example()}   "
             f"parameters = {self.n_params():,}   max_len = {self.max_len}",
         ]
-        for si, (idx, rep) in enumerate(self._segments):
-            head = f"loop x {rep}" if rep != 1 else "straight"
+        for si, (idx, seg) in enumerate(self._segments):
+            head = f"loop x {seg.repeat}" if seg.repeat != 1 else "straight"
             lines.append(f"  segment {si} ({head}):")
             for bi in idx:
                 lines.append(f"    layer {bi}: {self.plans[bi].describe()}")

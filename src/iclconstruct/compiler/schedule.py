@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Set, Tuple, Union
 
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Div, Mov, Op
-from ..lang.program import Program
+from ..lang.program import Program, repeat_times
 
 __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
 
@@ -66,8 +66,14 @@ class LayerPlan:
 
 @dataclass
 class SegmentPlan:
+    """The layers of one program segment, run ``repeat`` times (as :class:`~iclconstruct.lang.program.Segment`)."""
+
     layers: List[LayerPlan]
     repeat: Union[int, str]
+
+    def times(self, T: int) -> int:
+        """Runs on ``T`` tokens (:meth:`iclconstruct.lang.program.Segment.times`)."""
+        return repeat_times(self.repeat, T)
 
 
 @dataclass
@@ -78,8 +84,7 @@ class Schedule:
         """``(segment, layer-in-segment, plan)`` for every layer run on ``T`` tokens."""
         out = []
         for si, seg in enumerate(self.segments):
-            times = (T // 2) if seg.repeat == "examples" else int(seg.repeat)
-            for _ in range(times):
+            for _ in range(seg.times(T)):
                 for li, plan in enumerate(seg.layers):
                     out.append((si, li, plan))
         return out

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 
 from ..errors import CheckpointError
+from ..files import atomic_write_bytes as _atomic_write_bytes
+from ..files import read_tensors
+from ..files import save_tensors as _save_tensors
 from .model import ICLTransformer, ModelConfig
 
 __all__ = ["FORMAT", "save_checkpoint", "load", "load_weights", "read_config", "save_optimizer", "load_optimizer"]
@@ -31,14 +33,6 @@ FORMAT = "iclconstruct.icl/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 OPTIM = "optimizer.safetensors"
-
-
-def _st():
-    try:
-        import safetensors.torch as st
-    except ImportError as exc:  # pragma: no cover - dependency declared in extras
-        raise CheckpointError("checkpoints need the 'safetensors' package: pip install 'iclconstruct[icl]'") from exc
-    return st
 
 
 def _digest(tensors: Dict[str, torch.Tensor]) -> str:
@@ -52,32 +46,10 @@ def _digest(tensors: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
-    st = _st()
-    data = st.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    _atomic_write_bytes(path, data)
-
-
 def _read_tensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    st = _st()
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist; pass a folder written by icl.train or a .safetensors file")
-    try:
-        raw = path.read_bytes()
-        tensors = st.load(raw)
-        n = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + n])
-    except CheckpointError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types on truncation/garbage
-        raise CheckpointError(f"{path} is not a readable safetensors file (corrupted or truncated?): {exc}") from None
-    return tensors, dict(header.get("__metadata__", {}) or {})
+    return read_tensors(path)
 
 
 def save_checkpoint(out_dir, model: ICLTransformer, *, train_config: Optional[dict] = None, step: int = 0,

@@ -7,11 +7,16 @@ execution paths raise the same exceptions, with messages that say what to change
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
+
+import numpy as np
 
 from ..errors import DivisorTooSmallError, NonFiniteError, OutOfRangeError
+from .guards import InputGuard
 from .layout import Layout, Slot
 
-__all__ = ["BOUND_SLACK", "check_inputs", "check_divisor", "check_written"]
+__all__ = ["BOUND_SLACK", "GUARD_SLACK", "check_inputs", "check_guards", "check_divisor", "check_written",
+           "example_sq_norm_max"]
 
 #: relative slack of the bound checks in float64: a value may exceed its bound by this much
 #: (the compiled model's own error) before a check fires
@@ -27,6 +32,31 @@ def check_inputs(layout: Layout, y_absmax: float, x_absmax: float) -> None:
                 f"input {name!r} reaches |{name}| = {m:.4g} but the program was built for |{name}| <= {b:g}; "
                 f"rebuild it with a larger {name}_bound (larger bounds cost accuracy) or rescale the data"
             )
+
+
+#: absolute slack of :class:`~iclconstruct.lang.guards.InputGuard` limits (round-off of ``‖x‖²``)
+GUARD_SLACK = 1e-12
+
+
+def example_sq_norm_max(tokens: np.ndarray) -> Optional[float]:
+    """Largest ``‖x_i‖²`` over the examples of ``tokens`` ``(B, T, d+1)`` (``None`` without examples).
+
+    Examples are the x̃ columns followed by their ỹ column: ``0, 2, …, 2(T//2) − 2``.
+    """
+    xs = np.asarray(tokens, dtype=np.float64)[:, 0 : 2 * (tokens.shape[1] // 2) : 2, 1:]
+    return float((xs * xs).sum(-1).max()) if xs.size else None
+
+
+def check_guards(guards: Sequence[InputGuard], tokens: np.ndarray) -> None:
+    """Raise the first guard's refusal whose condition ``tokens`` violate."""
+    if not guards:
+        return
+    sq = example_sq_norm_max(tokens)
+    if sq is None:  # no example: nothing to refuse
+        return
+    for g in guards:
+        if g.quantity(sq) > g.limit + GUARD_SLACK:
+            raise g.refusal(sq)
 
 
 def check_divisor(where: str, what: str, divisor: str, min_abs: float, div_min: float) -> None:

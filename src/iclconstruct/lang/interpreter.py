@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..numerics.constants import Constants
-from .checks import check_divisor, check_inputs, check_written
+from .checks import check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .layout import Layout
 from .ops import Aff, Div, Mov, Mul, Op
@@ -82,6 +82,7 @@ def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[i
 def _check_inputs(program: Program, tok: np.ndarray) -> None:
     absmax = lambda a: float(np.abs(a).max()) if a.size else 0.0
     check_inputs(program.layout, absmax(tok[..., :1]), absmax(tok[..., 1:]))
+    check_guards(program.guards, tok)
 
 
 def _rows(lay: Layout, name: str) -> slice:

@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import numpy as np
+
 from ..errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
 
 __all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
@@ -85,6 +87,7 @@ class Layout:
     _slots: Dict[str, Slot] = field(default_factory=dict, repr=False)
     _live: Dict[str, Slot] = field(default_factory=dict, repr=False)
     _labels: List[List[str]] = field(default_factory=list, repr=False)
+    _frozen: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if int(self.d) != self.d or self.d < 1:
@@ -112,6 +115,7 @@ class Layout:
         (rows of freed slots are reused). Raises :class:`SlotOverlapError` if ``at``
         collides with a live slot, :class:`LayoutError` for a duplicate name or bad size.
         """
+        self._mutable(f"alloc({name!r})")
         if not isinstance(name, str) or not name:
             raise LayoutError(f"slot name must be a non-empty string; got {name!r}")
         if name in self._slots:
@@ -146,10 +150,20 @@ class Layout:
 
     def free(self, name: str) -> None:
         """Release a user slot; its rows may be reused by later allocations."""
+        self._mutable(f"free({name!r})")
         if name in SYSTEM_SLOTS or name in INPUT_SLOTS:
             raise LayoutError(f"slot {name!r} belongs to the system and cannot be freed")
         self._require_live(name)
         del self._live[name]
+
+    def freeze(self) -> None:
+        """Refuse every later ``alloc``/``free`` (the layout of a compiled model)."""
+        self._frozen = True
+
+    def _mutable(self, what: str) -> None:
+        if self._frozen:
+            raise LayoutError(f"{what}: this layout is frozen (it belongs to a compiled model); "
+                              f"edit the Program you compiled and compile again")
 
     def _clash(self, start: int, size: int) -> Optional[Slot]:
         for s in self._live.values():
@@ -193,6 +207,58 @@ class Layout:
     def rows(self, name: str) -> List[int]:
         """Row indices of slot ``name``."""
         return list(self[name].rows)
+
+    # ------------------------------------------------------------------ rows as vectors
+    # The only row arithmetic of the library: everything else goes through these.
+    def first_row(self, name: str) -> int:
+        """Row of entry 0 of slot ``name`` (for saved layouts and labels; prefer :meth:`row`)."""
+        return self[name].start
+
+    def row(self, name: str, i: int = 0) -> int:
+        """Row of entry ``i`` of slot ``name``."""
+        s = self[name]
+        if not 0 <= i < s.size:
+            raise LayoutError(f"slot {name!r} has {s.size} entries; entry {i} does not exist")
+        return s.start + i
+
+    def slice(self, name: str) -> slice:
+        """``slice`` of the rows of slot ``name`` (for the last axis of a residual tensor)."""
+        s = self[name]
+        return slice(s.start, s.stop)
+
+    def view(self, H, name: str):
+        """Slot ``name`` of a residual tensor ``H`` (``(..., D)``, numpy or torch): ``(..., size)``.
+
+        A view, so ``lay.view(H, 'w')[...] = v`` writes into ``H``.
+        """
+        return H[..., self.slice(name)]
+
+    def unit(self, name: str, i: int = 0, width: Optional[int] = None) -> np.ndarray:
+        """The unit vector of entry ``i`` of slot ``name``, length ``width`` (default: :attr:`size`)."""
+        e = np.zeros(self.size if width is None else width)
+        e[self.row(name, i)] = 1.0
+        return e
+
+    def coeffs(self, terms=(), bias=None, *, size: int, width: Optional[int] = None) -> np.ndarray:
+        """``(size, width)`` coefficients of ``Σ W·h[slot] + bias`` as a linear map of the column ``h``.
+
+        ``terms`` maps slot names to ``(size, slot size)`` matrices (a mapping or ``(slot, W)``
+        pairs); ``bias`` (``(size,)``) becomes the coefficient of the constant row ``one``.
+        """
+        M = np.zeros((size, self.size if width is None else width))
+        items = terms.items() if hasattr(terms, "items") else terms
+        for name, W in items:
+            M[:, self.slice(name)] += W
+        if bias is not None:
+            M[:, self.row("one")] += bias
+        return M
+
+    def mask(self, names, width: Optional[int] = None) -> np.ndarray:
+        """Boolean ``(width,)`` vector, true on the rows of the slots ``names``."""
+        m = np.zeros(self.size if width is None else width, dtype=bool)
+        for n in names:
+            m[self.slice(n)] = True
+        return m
 
     def slots(self) -> List[Slot]:
         """Every slot ever allocated, in allocation order."""

@@ -335,7 +335,7 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
     segs = []  # (unit, times, layers-per-iteration, first block index)
     bi = 0
     for seg in schedule.segments:
-        times = (T // 2) if seg.repeat == "examples" else int(seg.repeat)
+        times = seg.times(T)
         nl = len(seg.layers)
         if seg.repeat == 1:
             for li, p in enumerate(seg.layers):

@@ -58,10 +58,10 @@ def cell_plan(model, T: int, readout: str = "x", paper_layout: bool = True) -> C
 def memo_layers(model, T: int) -> int:
     """Layers as run whose cells do not depend on ``T``: up to the end of the first per-example loop."""
     n = 0
-    for idx, rep in model._segments:
-        if rep == "examples":
-            return n + len(idx) * (T // 2)
-        n += len(idx) * int(rep)
+    for idx, seg in model._segments:
+        n += len(idx) * seg.times(T)
+        if seg.repeat == "examples":
+            break
     return n
 
 
