@@ -30,7 +30,7 @@ The result, :class:`CellPlan`, lists for every layer as run the columns to evalu
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,7 +39,7 @@ from ..lang.layout import Layout
 from ..lang.ops import Aff, Div, Mov, Mul, Read
 from ..compiler.schedule import LayerPlan, Schedule
 
-__all__ = ["CellPlan", "plan_cells", "read_sources", "Effect"]
+__all__ = ["CellPlan", "plan_cells", "change_flags", "read_sources", "Effect"]
 
 
 # ---------------------------------------------------------------------------- reads on columns
@@ -308,12 +308,21 @@ class CellPlan:
         T: tokens. layers: block index of every layer as run (``model.unrolled(T)``).
         columns: for every layer as run, the sorted columns to evaluate there.
         readout: the columns whose readout is wanted.
+        required: for an incremental plan, the earlier (layer, columns) cells it relies on.
+        busy: the layers (as run) that evaluate at least one column.
     """
 
     T: int
     layers: List[int]
     columns: List[np.ndarray]
     readout: np.ndarray
+    required: List[Tuple[int, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def busy(self) -> List[int]:
+        if not hasattr(self, "_busy"):
+            self._busy = [l for l, c in enumerate(self.columns) if len(c)]
+        return self._busy
 
     @property
     def cells(self) -> int:
@@ -321,34 +330,37 @@ class CellPlan:
         return int(sum(len(c) for c in self.columns))
 
 
-def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequence[int], readout_slot: str,
-               block_of: Optional[Sequence[int]] = None, paper_layout: bool = True) -> CellPlan:
-    """The columns each layer must evaluate so that ``readout_slot`` is exact at ``readout_cols``.
+def _units(schedule: Schedule, at: _Atoms, T: int):
+    """``(unit, times, layers per iteration, is_loop, per-example)`` per straight layer / loop."""
+    cached = schedule.__dict__.get("_cell_units")
+    if cached is None or cached[0] is not at.lay:
+        out = []
+        for seg in schedule.segments:
+            nl = len(seg.layers)
+            if seg.repeat == 1:
+                for p in seg.layers:
+                    out.append((_Unit.of(_layer_effects(p, 0, at)), None, 1, False, False))
+            else:
+                eff = [e for li, p in enumerate(seg.layers) for e in _layer_effects(p, li, at)]
+                out.append((_Unit.of(eff), seg, nl, True, seg.repeat == "examples"))
+        cached = (at.lay, out)
+        schedule.__dict__["_cell_units"] = cached
+    return [(u, 1 if seg is None else seg.times(T), nl, lp, ex) for u, seg, nl, lp, ex in cached[1]]
 
-    Exact means: equal, in exact arithmetic, to the full pass over all ``T`` columns (see the
-    module docstring for the two rules). ``block_of`` maps layers as run to block indices.
-    ``paper_layout``: the tokens follow Eq. 12 (``y = 0`` at x̃ columns, ``x = 0`` at ỹ
-    columns), which the zero facts may use.
+
+def change_flags(schedule: Schedule, layout: Layout, T: int, paper_layout: bool = True) -> Dict[int, np.ndarray]:
+    """Forward pass: per loop unit, ``(times, atoms, T)`` flags "differs from the previous iteration".
+
+    Iteration 1 compares with the value before the loop. Flags of column ``t`` at iteration
+    ``b`` depend only on columns ``≤ t`` and iterations ``≤ b`` (causality), so the flags for a
+    longer sequence contain those of every shorter one.
     """
     at = _Atoms(layout)
     n_atoms = len(at)
-    segs = []  # (unit, times, layers-per-iteration, first block index)
-    bi = 0
-    for seg in schedule.segments:
-        times = seg.times(T)
-        nl = len(seg.layers)
-        if seg.repeat == 1:
-            for li, p in enumerate(seg.layers):
-                segs.append((_Unit.of(_layer_effects(p, 0, at)), 1, 1, bi + li, False))
-        else:
-            eff = [e for li, p in enumerate(seg.layers) for e in _layer_effects(p, li, at)]
-            segs.append((_Unit.of(eff), times, nl, bi, True))
-        bi += nl
-    # ---- forward: zero facts, then change flags per loop iteration (vs the previous one;
-    # iteration 1 compares with the value before the loop)
+    segs = _units(schedule, at, T)
     Z = _initial_zero(at, T, paper_layout)
-    changed: Dict[int, np.ndarray] = {}  # segment index -> (times, n_atoms, T) bool
-    for si, (unit, times, nl, _, is_loop) in enumerate(segs):
+    changed: Dict[int, np.ndarray] = {}
+    for si, (unit, times, nl, is_loop, _) in enumerate(segs):
         if not is_loop:
             Z, _ = _run_zero(unit, Z, at, T)
             continue
@@ -380,8 +392,7 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
                     k += 1
                     cp = _copy_of(e, zin, snap_src, at, T)
                     if b == 0:
-                        generic = np.ones(T, dtype=bool)
-                        out = np.where(cp >= 0, cp != e.writes[0], generic)
+                        out = np.where(cp >= 0, cp != e.writes[0], np.ones(T, dtype=bool))
                         if len(e.writes) == 1:
                             out = np.where(zo & (cp < 0), ~Z_entry[e.writes[0]], out)
                     else:
@@ -398,31 +409,100 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
                 break  # nothing changes any more: later iterations are all fixed points
         changed[si] = hist
         Z = Zend
-    # ---- backward: needs
+    return changed
+
+
+def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequence[int], readout_slot: str,
+               block_of: Optional[Sequence[int]] = None, paper_layout: bool = True, lo: int = 0,
+               flags: Optional[Dict[int, np.ndarray]] = None) -> CellPlan:
+    """The columns each layer must evaluate so that ``readout_slot`` is exact at ``readout_cols``.
+
+    Exact means: equal, in exact arithmetic, to the full pass over all ``T`` columns (see the
+    module docstring for the two rules). ``block_of`` maps layers as run to block indices.
+    ``paper_layout``: the tokens follow Eq. 12 (``y = 0`` at x̃ columns, ``x = 0`` at ỹ
+    columns), which the zero facts may use.
+
+    ``lo > 0`` plans incrementally: columns ``< lo`` were already run up to the end of the first
+    per-example loop, so there only columns ``≥ lo`` are planned, and what they need from the
+    older columns is returned as ``CellPlan.required``: the (layer, columns) cells that must
+    have run for those values to be exact. Layers after that loop are planned in full.
+    ``flags``: :func:`change_flags` for ``T`` or a longer sequence (computed if omitted).
+    """
+    at = _Atoms(layout)
+    n_atoms = len(at)
+    segs = _units(schedule, at, T)
+    full = flags if flags is not None else change_flags(schedule, layout, T, paper_layout)
+    changed = {si: h[: segs[si][1], :, :T] for si, h in full.items()}
+    memo_seg = next((si for si, s in enumerate(segs) if s[4]), len(segs) - 1)
+    base, L = [], 0
+    for unit, times, nl, is_loop, _ in segs:
+        base.append(L)
+        L += times * nl
+    cols = np.arange(T)
+    win = cols >= lo
     nd = {a: np.zeros(T, dtype=bool) for a in range(n_atoms)}
+    req = {a: np.zeros(T, dtype=bool) for a in range(n_atoms)}  # needed values of old columns
+    required: List[Tuple[int, np.ndarray]] = []
     ro = np.zeros(T, dtype=bool)
     ro[np.asarray(readout_cols, dtype=int)] = True
     for a in at.of(readout_slot):
         nd[a] = ro.copy()
+
+    def split():  # needs on columns < lo become requirements
+        for a in range(n_atoms):
+            old = nd[a] & ~win
+            if old.any():
+                req[a] |= old
+                nd[a] = nd[a] & win
+
+    def resolve_loop(si, e, entry):
+        """Requirements at the end of iteration ``e`` of loop ``si`` -> cells, or the loop entry."""
+        unit, times, nl = segs[si][:3]
+        for a in range(n_atoms):
+            J = np.flatnonzero(req[a])
+            if not len(J):
+                continue
+            req[a][:] = False
+            if a not in unit.writes or e == 0:
+                entry[a][J] = True
+                continue
+            sub = changed[si][:e, a][:, J]
+            hit = sub.any(0)
+            entry[a][J[~hit]] = True
+            last = e - 1 - np.argmax(sub[::-1], axis=0)
+            for b in np.unique(last[hit]):
+                required.append((base[si] + int(b) * nl, J[hit & (last == b)]))
+
     per_seg_cols: List[List[np.ndarray]] = []
     for si in range(len(segs) - 1, -1, -1):
-        unit, times, nl, _, is_loop = segs[si]
-        cols_of_iter: List[np.ndarray] = [None] * times  # type: ignore[list-item]
+        unit, times, nl, is_loop, _ = segs[si]
+        windowed = lo > 0 and si <= memo_seg
+        if windowed:
+            split()
+        entry = {a: np.zeros(T, dtype=bool) for a in range(n_atoms)}
+        if windowed and is_loop:
+            resolve_loop(si, times, entry)
+        elif windowed:  # a straight layer: needed values it writes must come from its cells
+            for a in unit.writes:
+                if req[a].any():
+                    required.append((base[si], np.flatnonzero(req[a])))
+                    req[a][:] = False
+        empty = np.zeros(0, dtype=int)
+        cols_of_iter: List[np.ndarray] = [empty] * times
         for b in range(times - 1, -1, -1):
-            ch = None
-            if is_loop:
-                h = changed[si]
-                ch = h[b] if b < h.shape[0] else np.zeros_like(h[0])
+            ch = changed[si][b] if is_loop else None
             mid = np.zeros(T, dtype=bool)
             while True:
-                need_any = mid.copy()
                 run = mid.copy()
                 for a in unit.writes:
-                    need_any |= nd[a]
                     run |= nd[a] if ch is None else (nd[a] & ch[a])
+                if windowed:
+                    run &= win
                 new_mid = mid.copy()
                 for rd in unit.mid_remote:
                     new_mid |= _scatter(run, rd)
+                if windowed:
+                    new_mid &= win
                 if np.array_equal(new_mid, mid):
                     break
                 mid = new_mid
@@ -435,8 +515,17 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
                 for a in atoms:
                     nd[a] = nd[a] | src
             cols_of_iter[b] = np.flatnonzero(run)
+            if windowed:
+                split()
+                if is_loop:
+                    resolve_loop(si, b, entry)
+                    if not mid.any() and not any(nd[a].any() for a in unit.writes):
+                        break  # nothing of the window is needed earlier in this loop
+        if windowed:
+            for a in range(n_atoms):
+                req[a] |= entry[a]
         per_seg_cols.append([c for c in cols_of_iter for _ in range(nl)])
     per_seg_cols.reverse()
     columns = [c for seg in per_seg_cols for c in seg]
     layers = list(block_of) if block_of is not None else []
-    return CellPlan(T=T, layers=layers, columns=columns, readout=np.flatnonzero(ro))
+    return CellPlan(T=T, layers=layers, columns=columns, readout=np.flatnonzero(ro), required=required)

@@ -27,20 +27,32 @@ from ..errors import ContextTooLongError, ShapeError
 from ..tokens import encode
 from .checks import RangeMonitor
 from .engine import _keys
-from .plan import CellPlan, plan_cells
+from .plan import CellPlan, change_flags, plan_cells
 
 __all__ = ["cell_plan", "predict_prefixes", "run_pruned", "Stream", "memo_layers"]
 
 
-def cell_plan(model, T: int, readout: str = "x", paper_layout: bool = True) -> CellPlan:
+def _flags(model, T: int, paper_layout: bool):
+    """Change flags for at least ``T`` tokens, cached on the model (they are causal: see
+    :func:`~iclconstruct.runtime.plan.change_flags`); grown in powers of two up to ``max_len``."""
+    cache = model.__dict__.setdefault("_change_flags", {})
+    have = cache.get(paper_layout)
+    if have is None or have[0] < T:
+        cap = min(model.max_len, max(T, 1 << max(6, (T - 1).bit_length())))
+        cache[paper_layout] = (cap, change_flags(model.schedule, model.layout, cap, paper_layout))
+    return cache[paper_layout][1]
+
+
+def cell_plan(model, T: int, readout: str = "x", paper_layout: bool = True, lo: int = 0) -> CellPlan:
     """The pruned schedule of ``model`` for ``T`` tokens (cached on the model).
 
     ``readout``: ``'x'`` the program's readout columns (x̃ columns, or all for ``columns='all'``);
     ``'last'`` only the last column. ``paper_layout``: the tokens follow Eq. 12 (zeros in the
-    label channel of x̃ columns and in the x channels of ỹ columns).
+    label channel of x̃ columns and in the x channels of ỹ columns). ``lo``: plan only
+    columns ``≥ lo`` up to the end of the first per-example loop (see ``plan_cells``).
     """
     cache = model.__dict__.setdefault("_cell_plans", {})
-    key = (T, readout, paper_layout)
+    key = (T, readout, paper_layout, lo)
     if key not in cache:
         if readout == "last":
             cols = [T - 1]
@@ -51,7 +63,8 @@ def cell_plan(model, T: int, readout: str = "x", paper_layout: bool = True) -> C
         if len(cache) > 8:
             cache.pop(next(iter(cache)))
         cache[key] = plan_cells(model.schedule, model.layout, T, cols, model.program.readout_slot,
-                                block_of=model.unrolled(T), paper_layout=paper_layout)
+                                block_of=model.unrolled(T), paper_layout=paper_layout, lo=lo,
+                                flags=_flags(model, T, paper_layout))
     return cache[key]
 
 
@@ -185,31 +198,38 @@ class Stream:
         return [([-1], [h[:, i]]) for i in range(tok.shape[1])]
 
     def _advance(self, plan: CellPlan, T_commit: int, hist, T_old: int, mon) -> None:
-        """Run the memo-able cells of ``plan`` on columns ``T_old..T_commit-1`` (and new layers on all)."""
+        """Run the memo-able cells of ``plan`` on columns ``T_old..T_commit-1`` and record them."""
         Lm = memo_layers(self.model, plan.T)
-        for l in range(Lm):
+        empty = np.zeros(0, dtype=int)
+        self.sets += [empty] * (Lm - len(self.sets))
+        for l in plan.busy:
+            if l >= Lm:
+                break
             E = plan.columns[l]
-            E = E[E < T_commit]
-            new = E[E >= T_old] if l < len(self.sets) else E
+            new = E[(E >= T_old) & (E < T_commit)]
             if len(new):
                 self._run(hist, new, l, plan.layers[l], plan.T, mon)
+                self.sets[l] = np.union1d(self.sets[l], new)
 
-    def _consistent(self, plan: CellPlan, T_old: int) -> bool:
-        for l, s in enumerate(self.sets):
-            if l >= len(plan.columns):
-                return False
-            E = plan.columns[l]
-            if not np.array_equal(E[E < T_old], s):
+    def _satisfied(self, plan: CellPlan) -> bool:
+        """Every earlier cell the incremental plan relies on was run."""
+        for l, J in plan.required:
+            if l >= len(self.sets) or not np.isin(J, self.sets[l]).all():
                 return False
         return True
 
-    def _sync(self, plan: CellPlan, T_commit: int, hist, mon, T_old: int) -> None:
-        if not self._consistent(plan, T_old):
+    def _sync(self, T: int, T_commit: int, hist, mon, T_old: int) -> CellPlan:
+        """Plan ``T`` tokens (readout at the last) incrementally from ``T_old``; run the new cells."""
+        m = self.model
+        plan = cell_plan(m, T, "last", lo=T_old) if T_old > 0 else cell_plan(m, T, "last")
+        if T_old > 0 and not self._satisfied(plan):
             self.rebuilds += 1
+            plan = cell_plan(m, T, "last")
             tok = torch.stack(self.tokens[:T_old], dim=1)
             hist[:T_old] = self._new_hist(tok, 0)
             self.sets, T_old = [], 0
         self._advance(plan, T_commit, hist, T_old, mon)
+        return plan
 
     # ------------------------------------------------------------------ public
     def add(self, x, y) -> "Stream":
@@ -222,10 +242,7 @@ class Stream:
             hist = list(self.hist) + self._new_hist(tok, T0)
             self.tokens += [tok[:, 0], tok[:, 1]]
             T = len(self.tokens)
-            plan = cell_plan(m, T + 1, "last")  # the plan the next prediction will use
-            self._sync(plan, T, hist, mon, T0)
-            Lm = memo_layers(m, plan.T)
-            self.sets = [c[c < T] for c in plan.columns[:Lm]]
+            self._sync(T + 1, T, hist, mon, T0)  # planned as the next prediction will be
             self.hist = hist[:T]
         if mon is not None:
             mon.verify()
@@ -238,17 +255,15 @@ class Stream:
         mon = RangeMonitor(m) if self.check else None
         with torch.no_grad():
             T = len(self.tokens) + 1
-            plan = cell_plan(m, T, "last")
             hist = self.hist
             hist.append(self._new_hist(tok, T - 1)[0])
             lens: List[int] = []
             try:
-                self._sync(plan, T - 1, hist, mon, T - 1)
+                plan = self._sync(T, T - 1, hist, mon, T - 1)
                 Lm = memo_layers(m, T)
-                self.sets = [c[c < T - 1] for c in plan.columns[:Lm]]
                 lens = [len(a) for a, _ in hist]
                 # the query column's memo-able cells, then every later layer (they depend on n)
-                for l in range(len(plan.columns)):
+                for l in plan.busy:
                     E = plan.columns[l]
                     cols = E[E == T - 1] if l < Lm else E
                     if len(cols):
