@@ -23,7 +23,10 @@ from ..lang.program import Program
 from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
 
-__all__ = ["compile", "BLOCK_STYLES"]
+__all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS"]
+
+#: ``compile(sparse='auto')`` switches to sparse blocks above this many (dense) parameters
+SPARSE_AUTO_PARAMS = 20_000_000
 
 #: block styles the compiler can emit. "paper": Eq. 4 (LayerNorm only before the MLP).
 BLOCK_STYLES = ("paper",)
@@ -115,7 +118,8 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
 
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-            max_len: int = 1025, block: str = "paper", width: Optional[int] = None):
+            max_len: int = 1025, block: str = "paper", width: Optional[int] = None, device=None,
+            sparse=False):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -127,7 +131,13 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         block: block style. ``'paper'`` is Eq. 4 (LayerNorm in front of the MLP only);
             other styles (pre-LN) are planned and raise for now.
         width: residual width ``D``; default: the rows the layout uses.
+        device: where the model lives (``'cpu'``, ``'cuda'``, a ``torch.device``); inputs follow it.
+        sparse: ``True`` runs the blocks on structured-sparse weights
+            (:mod:`iclconstruct.runtime.sparse`); ``'auto'`` does so above
+            ``SPARSE_AUTO_PARAMS`` parameters. ``model.to_dense()`` gives the dense model back.
     """
+    if sparse not in (True, False, "auto"):
+        raise ICLConstructError(f"sparse must be True, False or 'auto'; got {sparse!r}")
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -171,7 +181,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     W_pos[:, lay["anchor"].start + 1] = -constants.ln_anchor
     W_E = balance(W_E, lay["bal"].start)
     W_pos = balance(W_pos, lay["bal"].start)
-    return ConstructedTransformer(
+    model = ConstructedTransformer(
         program=program,
         schedule=sched,
         constants=constants,
@@ -186,3 +196,6 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         dtype=dtype,
         block=block,
     )
+    if sparse is True or (sparse == "auto" and model.n_params() > SPARSE_AUTO_PARAMS):
+        model = model.to_sparse()
+    return model if device is None else model.to(device)

@@ -320,6 +320,22 @@ class ConstructedTransformer(nn.Module):
 
         return Stream(self, check=check)
 
+    def to_sparse(self) -> "ConstructedTransformer":
+        """A copy running on structured-sparse weights (:mod:`iclconstruct.runtime.sparse`)."""
+        from ..runtime.sparse import sparse_model
+
+        return sparse_model(self)
+
+    def to_dense(self) -> "ConstructedTransformer":
+        """A copy with dense weights, entry for entry (for export, every hook point, inspection)."""
+        from ..runtime.sparse import dense_model
+
+        return dense_model(self)
+
+    @property
+    def is_sparse(self) -> bool:
+        return not all(isinstance(b, Block) for b in self.blocks)
+
     @property
     def device(self) -> torch.device:
         """Where the weights live (``model.to(device)`` moves them; inputs follow)."""
@@ -327,7 +343,7 @@ class ConstructedTransformer(nn.Module):
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        save(self, path)
+        save(self.to_dense() if self.is_sparse else self, path)
 
     def error_budget(self) -> Dict[str, float]:
         """Worst-case error estimates of the approximations for this model's bounds (float64)."""
