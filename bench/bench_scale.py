@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import iclconstruct as ic
+import iclconstruct.runtime
 from iclconstruct.runtime import cell_plan
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -211,6 +212,62 @@ def section_plain():
                         "ratio": t_lib / t_plain, "ratio_checked": t_chk / t_plain})
 
 
+# ------------------------------------------------------------------------------ sparse
+SPARSE_GRID = [("ridge", 8), ("ridge", 16), ("ridge", 24), ("ridge", 32), ("ridge", 64),
+               ("sgd", 8), ("sgd", 32), ("sgd", 128), ("sgd", 256)]
+MEM_LIMIT_GB = 8
+
+
+def sparse_one(circuit, d, n=32, B=4):
+    """One grid point, in its own process (peak RSS is per process)."""
+    import resource as r
+
+    r.setrlimit(r.RLIMIT_AS, (MEM_LIMIT_GB << 30, MEM_LIMIT_GB << 30))
+    rng = np.random.default_rng(2)
+    X, y, xq = task(rng, B, n, d)
+    row = {"key": f"{circuit} d={d}", "circuit": circuit, "d": d, "n": n, "batch": B}
+    if circuit == "sgd":
+        lr = 0.5 / (2 * float((X * X).sum(-1).max()))
+        prog = ic.circuits.sgd_program(d, lr)
+        ref = np.einsum("bd,bd->b", xq, ic.reference.sgd(X, y, lr))
+    else:
+        prog = ic.circuits.ridge_program(d, 0.1)
+        ref = np.einsum("bd,bd->b", xq, ic.reference.ridge(X, y, 0.1))
+    t_build, m = timed(lambda: ic.compile(prog, max_len=2 * n + 1))
+    t_sp, s = timed(lambda: m.to_sparse())
+    t_dense, pd = timed(lambda: m.predict(X, y, xq))
+    t_sparse, ps = timed(lambda: s.predict(X, y, xq))
+    t_pr, pp = timed(lambda: ic.runtime.run_pruned(s, ic.tokens.encode(X, y, xq), readout="last"))
+    nnz = sum(int((p != 0).sum()) for b in m.blocks for p in b.parameters())
+    row.update({"params": m.n_params(), "nonzero": nnz, "D": m.d_model, "d_mlp": m.d_mlp,
+                "build_s": t_build, "to_sparse_s": t_sp, "dense_predict_s": t_dense, "sparse_predict_s": t_sparse,
+                "sparse_pruned_predict_s": t_pr, "sparse_vs_dense": relerr(ps, pd), "dense_vs_ref": relerr(pd, ref),
+                "sparse_vs_ref": relerr(ps, ref), "pruned_vs_ref": relerr(pp[:, 0], ref),
+                "peak_rss_gb": r.getrusage(r.RUSAGE_SELF).ru_maxrss / 2**20, "status": "ok"})
+    write("sparse", row)
+
+
+def section_sparse():
+    import subprocess
+
+    for circuit, d in SPARSE_GRID:
+        key = f"{circuit} d={d}"
+        if done("sparse", key):
+            continue
+        try:
+            res = subprocess.run([sys.executable, __file__, "sparse-one", circuit, str(d)], timeout=900)
+            ok = res.returncode == 0
+            why = f"exit {res.returncode} (over the {MEM_LIMIT_GB} GB limit or failed)"
+        except subprocess.TimeoutExpired:
+            ok, why = False, "over 900 s"
+        if not ok and not done("sparse", key):
+            write("sparse", {"key": key, "circuit": circuit, "d": d, "n": 32, "batch": 4, "params": "", "nonzero": "",
+                             "D": "", "d_mlp": "", "build_s": "", "to_sparse_s": "", "dense_predict_s": "",
+                             "sparse_predict_s": "", "sparse_pruned_predict_s": "", "sparse_vs_dense": "",
+                             "dense_vs_ref": "", "sparse_vs_ref": "", "pruned_vs_ref": "", "peak_rss_gb": "",
+                             "status": why})
+
+
 # ------------------------------------------------------------------------------ tables
 def _fmt_s(x):
     if x in ("", None):
@@ -271,5 +328,8 @@ def _splice(text, tag, body):
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "tables"
-    {"stream": section_stream, "plain": section_plain, "tables": tables}[what]()
+    if what == "sparse-one":
+        sparse_one(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
+    {"stream": section_stream, "plain": section_plain, "sparse": section_sparse, "tables": tables}[what]()
     print("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
