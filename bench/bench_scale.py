@@ -318,6 +318,34 @@ def tables():
                          f"{r['d_mlp']} | {_fmt_s(r['library_s'])} | {_fmt_s(r['library_checked_s'])} | {_fmt_s(r['plain_s'])} | "
                          f"{float(r['ratio']):.2f} | {float(r['ratio_checked']):.2f} |")
         text = _splice(text, "plain", stamp + "\n\n" + "\n".join(lines))
+    rs = rows("sparse")
+    if rs:
+        ok = [r for r in rs if r["status"] == "ok"]
+        lines = ["| circuit | d | D | d_mlp | parameters (dense) | non-zero | dense build | → sparse | predict n=32: dense | sparse | "
+                 "sparse + pruned | dense / sparse | peak RSS | sparse vs dense | sparse vs numpy |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            if r["status"] != "ok":
+                lines.append(f"| {r['circuit']} | {r['d']} | | | | | not built: {r['status']} | | | | | | | | |")
+                continue
+            lines.append(
+                f"| {r['circuit']} | {r['d']} | {int(r['D']):,} | {int(r['d_mlp']):,} | {int(r['params']):,} | "
+                f"{int(r['nonzero']):,} ({int(r['nonzero']) / int(r['params']):.3%}) | {_fmt_s(r['build_s'])} | "
+                f"{_fmt_s(r['to_sparse_s'])} | {_fmt_s(r['dense_predict_s'])} | {_fmt_s(r['sparse_predict_s'])} | "
+                f"{_fmt_s(r['sparse_pruned_predict_s'])} | {float(r['dense_predict_s']) / float(r['sparse_predict_s']):.1f}× | "
+                f"{float(r['peak_rss_gb']):.2f} GB | {float(r['sparse_vs_dense']):.1e} | {float(r['sparse_vs_ref']):.1e} |")
+        fits = []
+        for c in ("ridge", "sgd"):
+            pts = [(int(r["d"]), r) for r in ok if r["circuit"] == c]
+            if len(pts) >= 2:
+                ds = [p[0] for p in pts]
+                fits.append(f"{c}: parameters ∝ d^{fit_exponent(ds, [int(p[1]['params']) for p in pts]):.2f}, "
+                            f"non-zero ∝ d^{fit_exponent(ds, [int(p[1]['nonzero']) for p in pts]):.2f}, "
+                            f"dense build ∝ d^{fit_exponent(ds, [float(p[1]['build_s']) for p in pts]):.2f}, "
+                            f"peak RSS ∝ d^{fit_exponent(ds, [float(p[1]['peak_rss_gb']) for p in pts]):.2f}, "
+                            f"sparse predict ∝ d^{fit_exponent(ds, [float(p[1]['sparse_predict_s']) for p in pts]):.2f}")
+        lines += ["", "Fitted exponents over the built grid points: " + "; ".join(fits) + "."]
+        text = _splice(text, "sparse", stamp + "\n\n" + "\n".join(lines))
     DOC.write_text(text)
 
 
