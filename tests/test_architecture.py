@@ -104,3 +104,32 @@ def test_the_language_does_not_import_the_compiler():
             bad = [d for d in deps if not d.startswith(("iclconstruct.lang", "iclconstruct.errors",
                                                        "iclconstruct.numerics"))]
             assert not bad, f"{mod} imports {bad}"
+
+
+def test_row_arithmetic_lives_in_layout_only():
+    """No ``.start``/``.stop`` of a slot outside ``lang/layout.py``: everything else speaks in slot names."""
+    found = []
+    for f in ROOT.rglob("*.py"):
+        if f == ROOT / "lang" / "layout.py":
+            continue
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}  # re.Match.start() is not a slot
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and n.attr in ("start", "stop") and id(n) not in called:
+                found.append(f"{f.relative_to(ROOT)}:{n.lineno} .{n.attr}")
+    assert not found, "row arithmetic outside lang/layout.py: " + ", ".join(found)
+
+
+def test_each_lemma_is_one_short_documented_function():
+    import inspect
+
+    from iclconstruct.compiler import attention, layernorm, mlp
+
+    lemmas = {attention.attend_offset: "hard attention", attention.attend_position: "hard attention",
+              attention.averaging_read: "Definition C.2", mlp.product_units: "Lemma 4",
+              mlp.bypass_units: "Lemma 5", layernorm.layernorm_bypass: "Lemma 6", layernorm.balance: "Lemma 6",
+              layernorm.division_setup: "Lemma 8", layernorm.restore_anchors: "Lemma 6"}
+    for fn, cites in lemmas.items():
+        lines, _ = inspect.getsourcelines(fn)
+        assert len(lines) <= 40, f"{fn.__name__} has {len(lines)} lines"
+        assert cites.lower() in (fn.__doc__ or "").lower(), f"{fn.__name__}'s docstring does not cite {cites}"

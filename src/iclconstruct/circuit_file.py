@@ -8,7 +8,8 @@ A saved circuit is a **folder** holding two files:
 * ``circuit.json`` — what the weights were compiled from: the program (its event log:
   every slot allocation and free, every op with its matrices as nested lists, the loops,
   the input guards, the readout; and ``program.meta``), the layout, the approximation
-  constants and the compile arguments (``dtype``, ``max_len``, ``block``, ``width``).
+  constants, the compile arguments (``dtype``, ``max_len``, ``block``, ``width``) and the
+  resulting architecture (``config``).
 
 Reading and verifying a folder (which needs the compiler) is :func:`iclconstruct.io.load`;
 this module only writes, so that a model can save itself without importing the compiler.
@@ -69,6 +70,7 @@ def to_json(model) -> dict:
         "constants": {k: (None if v is None else num(v)) for k, v in model.constants.to_dict().items()},
         "compile": {"dtype": str(model.dtype).replace("torch.", ""), "max_len": int(model.max_len),
                     "block": model.block_style, "width": int(model.d_model)},
+        "config": model.config.to_dict(),
         "weights": {"file": WEIGHTS_FILE, "tensors": sorted(model.state_dict())},
     }
 

@@ -84,6 +84,11 @@ def _rebuild(doc: dict, where: Path):
             f"{where}: the program in {CIRCUIT_FILE} cannot be rebuilt and compiled "
             f"({type(exc).__name__}: {exc}); the file is corrupted or was edited by hand"
         ) from exc
+    if "config" in doc and model.config.to_dict() != doc["config"]:
+        raise CheckpointError(
+            f"{where}: the architecture recorded in {CIRCUIT_FILE} (config) differs from the one its program "
+            f"compiles to; the file was edited — save the circuit again"
+        )
     if layout_dict(model.layout) != doc.get("layout"):
         raise CheckpointError(
             f"{where}: the layout recorded in {CIRCUIT_FILE} differs from the layout its program builds; "

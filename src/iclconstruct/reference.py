@@ -4,7 +4,7 @@ These are the classical predictors the paper compares trained in-context learner
 (§4, "Predictors"), written as plain float64 numpy so that circuits and trained models can
 be checked against them.
 
-Conventions (constructions.md §7, fixed once for the whole library):
+Conventions (fixed once for the whole library; see ``docs/concepts.md``):
 
 * **Sum-of-squares loss, factor 2·lr.** The paper's SGD / GD updates are gradients of
   ``L(w) = Σ_i (wᵀx_i − y_i)² + lam·‖w‖²`` (no 1/n), so one step is

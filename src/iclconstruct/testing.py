@@ -24,26 +24,22 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError("iclconstruct.testing needs hypothesis: pip install 'iclconstruct[test]'") from exc
 
-from .lang.interpreter import interpret
+from .lang.interpreter import Trace, apply_op, check_op, embed_reference, interpret, readout
+from .lang.ops import Div
+from .compiler.hooks import block_hook
 from .compiler.model import ConstructedTransformer
 from .lang.program import Program
 from .tokens import encode
 
 __all__ = [
-    "finite_floats",
     "regression_tasks",
     "tokens_for",
-    "slot_sizes",
     "programs",
     "assert_matches_interpreter",
     "compare_with_interpreter",
+    "replay_schedule",
     "Mismatch",
 ]
-
-
-def finite_floats(bound: float = 10.0) -> st.SearchStrategy[float]:
-    """Floats in ``[-bound, bound]``, no NaN/inf."""
-    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
 
 
 @st.composite
@@ -70,10 +66,6 @@ def tokens_for(program: Program, n: Optional[int] = None, max_n: int = 6, max_ba
     lay = program.layout
     b = min(lay["x"].bound, lay["y"].bound)
     return regression_tasks(d=lay.d, n=n, bound=b, max_n=max_n, max_batch=max_batch).map(lambda t: encode(*t))
-
-
-def slot_sizes(max_size: int = 4) -> st.SearchStrategy[int]:
-    return st.integers(1, max_size)
 
 
 # ---------------------------------------------------------------------- random programs
@@ -219,46 +211,78 @@ class Mismatch(AssertionError):
     """A compiled model disagrees with the interpreter; the message says where."""
 
 
+def replay_schedule(model: ConstructedTransformer, tokens, *, check: bool = True) -> Trace:
+    """Run the model's program in the interpreter, but in the model's schedule: one group per sublayer.
+
+    The ops of one sublayer run in parallel (all read the sublayer's input), in the order the
+    model runs its layers (loops unrolled); ``trace.snapshots[2l]`` is ``H`` after the
+    attention of layer ``l``, ``[2l + 1]`` after its MLP. A ``div`` reads its divisor where
+    the model does: at the input of its layer's attention, which wrote the ``pair`` from it
+    (Lemma 8). Exact float64 arithmetic, so any difference from the model is approximation
+    error and any difference from :func:`~iclconstruct.lang.interpreter.interpret` is the
+    schedule changing the program's meaning.
+    """
+    prog, lay, constants = model.program, model.layout, model.constants
+    tok = tokens.detach().cpu().numpy() if hasattr(tokens, "detach") else np.asarray(tokens)
+    H = embed_reference(prog, tok, max_len=model.max_len, check=check)
+    snaps = []
+    for l, (_, _, plan) in enumerate(model.schedule.unrolled(H.shape[1])):
+        H_layer = H.copy()
+        for where, ops in (("attention", plan.attn_ops), ("MLP", plan.mlp_ops)):
+            tag = f"layer {l} {where}"
+            H_in = H.copy()
+            for op in ops:
+                Hi = H_in.copy()
+                if isinstance(op, Div):  # the divisor was read by this layer's attention
+                    lay.view(Hi, op.divisor)[...] = lay.view(H_layer, op.divisor)
+                if check:
+                    check_op(op, Hi, lay, constants, tag, before=True)
+                apply_op(op, Hi, lay)
+                lay.view(H, op.writes())[...] = lay.view(Hi, op.writes())
+            if check:
+                for op in ops:
+                    check_op(op, H, lay, constants, tag, before=False)
+            snaps.append(H.copy())
+    return Trace(H=H, output=readout(prog, H), layout=lay, snapshots=snaps)
+
+
 def compare_with_interpreter(model: ConstructedTransformer, tokens, *, rtol: float = 1e-6,
                              atol: float = 1e-6) -> Optional[str]:
     """``None`` if the model matches the interpreter at every stage, else an explanation.
 
-    Replays the model's schedule in the interpreter (one group of ops per sublayer) and
-    compares every user row of the residual stream after each attention and MLP
-    sublayer with ``|model − ref| ≤ atol + rtol·|ref|``; then compares the readout with a
-    plain program-order interpretation (which checks the schedule itself).
+    Replays the model's schedule in the interpreter (:func:`replay_schedule`) and compares
+    every user row of the residual stream after each attention and MLP sublayer with
+    ``|model − ref| ≤ atol + rtol·|ref|`` (except the rows a div layer's attention clears,
+    :attr:`LayerPlan.cleared`, which the replay writes only in the MLP); then compares the
+    readout with a plain program-order interpretation (which checks the schedule itself).
     """
     prog = model.program
     lay = model.layout
     tok = tokens if isinstance(tokens, torch.Tensor) else torch.as_tensor(np.asarray(tokens))
     T = tok.shape[-2]
-    stages = model.schedule.stages(T)
-    trace = interpret(prog, tok, constants=model.constants, record=True, steps=stages)
+    trace = replay_schedule(model, tok)
     out, cache = model.run_with_cache(tok, names_filter=lambda n: n.endswith(("hook_resid_mid", "hook_resid_post")))
-    rows = np.array(lay.user_rows())
+    user = np.array(lay.user_rows())
+    labels = lay.row_labels()
     unrolled = model.schedule.unrolled(T)
     for i, ref in enumerate(trace.snapshots):
         l, where = divmod(i, 2)
-        got = cache[f"blocks.{l}.hook_resid_{'mid' if where == 0 else 'post'}"].numpy()[..., : lay.size]
-        g, r = got[..., rows], ref[..., rows]
+        seg, li, plan = unrolled[l]
+        got = cache[block_hook(l, "hook_resid_mid" if where == 0 else "hook_resid_post")].numpy()[..., : lay.size]
+        g, r = got[..., user], ref[..., user]
         bad = np.abs(g - r) > atol + rtol * np.abs(r)
         if where == 0:  # a div layer clears its (non-accumulating) targets in attention
-            cleared = {row for op in stages[i + 1] if getattr(op, "accumulate", True) is False
-                       for row in lay[op.dst].rows}
-            bad[..., np.isin(rows, list(cleared))] = False
+            bad[..., lay.mask(plan.cleared)[user]] = False
         if bad.any():
             b, t, j = np.argwhere(bad)[0]
-            row = rows[j]
-            label = lay.row_labels()[row]
-            ops = stages[i]
-            seg, li, _ = unrolled[l]
+            ops = plan.attn_ops if where == 0 else plan.mlp_ops
             return (
                 f"layer {l} ({'attention' if where == 0 else 'MLP'} sublayer; segment {seg}, layer {li} of it), "
-                f"row {row} = {label}, batch {b}, column {t}: model {g[b, t, j]:.10g} vs interpreter {r[b, t, j]:.10g} "
-                f"(|diff| {abs(g[b, t, j] - r[b, t, j]):.3g}, {int(bad.sum())} entries off). "
+                f"row {user[j]} = {labels[user[j]]}, batch {b}, column {t}: model {g[b, t, j]:.10g} vs interpreter "
+                f"{r[b, t, j]:.10g} (|diff| {abs(g[b, t, j] - r[b, t, j]):.3g}, {int(bad.sum())} entries off). "
                 f"Ops in this sublayer: {', '.join(op.describe() for op in ops) or 'none (row should be unchanged)'}"
             )
-    plain = interpret(prog, tok, constants=model.constants)
+    plain = interpret(prog, tok, constants=model.constants, max_len=model.max_len)
     o = out.numpy()
     bad = np.abs(o - plain.output) > atol + rtol * np.abs(plain.output)
     if bad.any():

@@ -20,7 +20,7 @@ from .errors import NonFiniteError, ShapeError
 
 Array = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["encode", "decode", "x_columns", "n_examples"]
+__all__ = ["encode", "decode"]
 
 
 def _as_tensor(a, name: str, dtype) -> torch.Tensor:
@@ -93,12 +93,3 @@ def decode(tokens: Array) -> Tuple[Array, Array, Array]:
     xq = t[:, -1, 1:] if T % 2 == 1 else None
     return X, y, xq
 
-
-def n_examples(T: int) -> int:
-    """Number of complete (x, y) examples in a sequence of ``T`` tokens."""
-    return T // 2
-
-
-def x_columns(T: int) -> slice:
-    """Slice selecting the x̃ columns (0, 2, 4, ...) of a length-``T`` sequence."""
-    return slice(0, T, 2)

@@ -27,14 +27,17 @@ from ..lang.checks import check_guards, check_inputs
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
 from ..runtime.checks import RangeMonitor
+from ..lang.interpreter import readout
 from ..lang.layout import Layout
-from .builders import HeadWeights, MLPWeights
+from .attention import HeadWeights
+from .mlp import MLPWeights
 from ..lang.ops import Mul
 from ..lang.program import Program
+from .config import ConstructedTransformerConfig
 from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
 
-__all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
+__all__ = ["ConstructedTransformer", "ConstructedTransformerConfig", "LayerWeights", "Block"]
 
 
 @dataclass
@@ -46,69 +49,68 @@ class LayerWeights:
 class Attention(nn.Module):
     """Causal multi-head softmax attention, weights as ``W_Q[n_heads, d_model, d_head]`` (TransformerLens)."""
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, dtype: torch.dtype):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
-        self.W_Q, self.W_K, self.W_V = z(n_heads, d_model, d_head), z(n_heads, d_model, d_head), z(n_heads, d_model, d_head)
-        self.W_O = z(n_heads, d_head, d_model)
-        self.d_head = d_head
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q, self.W_K, self.W_V, self.W_O = z(h, d, e), z(h, d, e), z(h, d, e), z(h, e, d)
+        self.d_head = e
         self.head_labels: List[str] = []
 
-    def forward(self, h: torch.Tensor, hook: HookManager, prefix: str, kv: Optional[torch.Tensor] = None,
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Queries from ``h``; keys and values from ``kv`` (default ``h``, causal ``mask``: True = hidden)."""
         kv = h if kv is None else kv
-        q = hook(prefix + "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
-        k = hook(prefix + "attn.hook_k", einsum(kv, self.W_K, "b t d, h d e -> b t h e"))
-        v = hook(prefix + "attn.hook_v", einsum(kv, self.W_V, "b t d, h d e -> b t h e"))
+        q = hook.block(l, "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
+        k = hook.block(l, "attn.hook_k", einsum(kv, self.W_K, "b t d, h d e -> b t h e"))
+        v = hook.block(l, "attn.hook_v", einsum(kv, self.W_V, "b t d, h d e -> b t h e"))
         scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
         if mask is None:
             T = h.shape[1]
             mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
-        scores = hook(prefix + "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
-        pattern = hook(prefix + "attn.hook_pattern", torch.softmax(scores, dim=-1))
-        z = hook(prefix + "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
+        scores = hook.block(l, "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
+        pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
+        z = hook.block(l, "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
         return einsum(z, self.W_O, "b q h e, h e d -> b q d")
 
 
 class MLP(nn.Module):
     """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU."""
 
-    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
-        self.W_in, self.b_in = z(d_model, d_mlp), z(d_mlp)
-        self.W_out, self.b_out = z(d_mlp, d_model), z(d_model)
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
+        self.W_in, self.b_in = z(cfg.d_model, cfg.d_mlp), z(cfg.d_mlp)
+        self.W_out, self.b_out = z(cfg.d_mlp, cfg.d_model), z(cfg.d_model)
         self.unit_labels: List[str] = []
 
-    def forward(self, x: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
-        pre = hook(prefix + "mlp.hook_pre", x @ self.W_in + self.b_in)
-        post = hook(prefix + "mlp.hook_post", F.gelu(pre))
+    def forward(self, x: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        pre = hook.block(l, "mlp.hook_pre", x @ self.W_in + self.b_in)
+        post = hook.block(l, "mlp.hook_post", F.gelu(pre))
         return post @ self.W_out + self.b_out
 
 
 class Block(nn.Module):
     """One Eq. 4 layer: attention, residual, LayerNorm (full column, no affine), MLP, residual."""
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, d_mlp: int, ln_eps: float, dtype: torch.dtype):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        self.attn = Attention(n_heads, d_model, d_head, dtype)
-        self.mlp = MLP(d_model, d_mlp, dtype)
-        self.ln_eps = ln_eps
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.ln_eps = cfg.ln_eps
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``h`` ``(B, T, D)``; ``kv``/``mask``: attend to other columns' states (a key/value cache)."""
-        p = f"blocks.{l}."
-        h = hook(p + "hook_resid_pre", h)
-        a = hook(p + "hook_attn_out", self.attn(h, hook, p, kv=kv, mask=mask))
-        mid = hook(p + "hook_resid_mid", h + a)
+        h = hook.block(l, "hook_resid_pre", h)
+        a = hook.block(l, "hook_attn_out", self.attn(h, hook, l, kv=kv, mask=mask))
+        mid = hook.block(l, "hook_resid_mid", h + a)
         if hook.active:
             var = mid.var(dim=-1, unbiased=False, keepdim=True)
-            hook(p + "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
-        x = hook(p + "ln2.hook_normalized", F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps))
-        m = hook(p + "hook_mlp_out", self.mlp(x, hook, p))
-        return hook(p + "hook_resid_post", mid + m)
+            hook.block(l, "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
+        x = hook.block(l, "ln2.hook_normalized", F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps))
+        m = hook.block(l, "hook_mlp_out", self.mlp(x, hook, l))
+        return hook.block(l, "hook_resid_post", mid + m)
 
 
 class ConstructedTransformer(nn.Module):
@@ -119,30 +121,28 @@ class ConstructedTransformer(nn.Module):
     programs whose readout is ``columns='all'``). Numpy in gives numpy out.
 
     Attributes:
-        program, layout, schedule, constants: what it was compiled from.
+        config: the architecture (:class:`ConstructedTransformerConfig`); ``d_model``,
+            ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``, ``dtype``, ``block_style`` read it.
+        program, layout, schedule, constants: what it was compiled from (the program is a
+            frozen copy owned by the model).
         row_labels: the slot label of every residual row.
-        n_layers_unique / d_model / d_mlp / n_heads / d_head / max_len: its shape.
     """
 
-    def __init__(self, *, program: Program, schedule: Schedule, constants: Constants, layers: List[LayerWeights],
-                 W_E: np.ndarray, W_pos: np.ndarray, n_heads: int, d_head: int, d_mlp: int, d_model: int,
-                 max_len: int, dtype: torch.dtype, block: str):
+    def __init__(self, config: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
+                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
         super().__init__()
+        self.config = config
         self.program = program if program.is_frozen else program.frozen()
         self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
-        self.n_heads, self.d_head, self.d_mlp, self.d_model = n_heads, d_head, d_mlp, d_model
-        self.max_len = max_len
-        self.block_style = block
-        self.dtype = dtype
-        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=dtype), requires_grad=False)
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=config.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(n_heads, d_model, d_head, d_mlp, constants.ln_eps, dtype)
+            blk = Block(config)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
@@ -165,9 +165,17 @@ class ConstructedTransformer(nn.Module):
             i += len(seg.layers)
         self.hooks = HookManager()
         self._null_hooks = HookManager()  # the pruned runtime runs without hooks
-        self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
+        self.row_labels = self.layout.row_labels() + [""] * (config.d_model - self.layout.size)
 
-    # ------------------------------------------------------------------ shape facts
+    # ------------------------------------------------------------------ shape facts (from the config)
+    d_model = property(lambda self: self.config.d_model, doc="residual width ``D``")
+    n_heads = property(lambda self: self.config.n_heads, doc="attention heads per layer")
+    d_head = property(lambda self: self.config.d_head, doc="width of each head")
+    d_mlp = property(lambda self: self.config.d_mlp, doc="MLP hidden units per layer")
+    max_len = property(lambda self: self.config.max_len, doc="most tokens the position embedding holds")
+    dtype = property(lambda self: self.config.dtype, doc="parameter dtype")
+    block_style = property(lambda self: self.config.block, doc="block style (``'paper'``: Eq. 4)")
+
     @property
     def d(self) -> int:
         return self.layout.d
@@ -241,9 +249,7 @@ class ConstructedTransformer(nn.Module):
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
-        r = self.layout[self.program.readout_slot].start
-        out = h[..., r]
-        return out[:, 0::2] if self.program.readout_columns == "x" else out
+        return readout(self.program, h)
 
     def forward(self, tokens, *, check: bool = True):
         """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).
@@ -264,14 +270,8 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        saved = list(self.hooks._hooks)
-        self.hooks.add(names_filter, save)
-        try:
-            with torch.no_grad():
-                out = self._readout(self._run(t, check))
-        finally:
-            self.hooks._hooks = saved
-            self.hooks.active = bool(saved)
+        with self.hooks.temporary(names_filter, save), torch.no_grad():
+            out = self._readout(self._run(t, check))
         return (out.cpu().numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:

@@ -35,7 +35,7 @@ __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
 
 @dataclass
 class LayerPlan:
-    """What one layer does.
+    """What one layer does, and its full footprint (every slot it writes, the compiler's own included).
 
     Attributes:
         attn_ops: ``mov`` and ``aff`` ops run by the attention sublayer.
@@ -43,16 +43,48 @@ class LayerPlan:
         divisor: name of the divisor slot if this is a div layer, else ``None``.
         reset: the attention restores the LayerNorm anchors and clears ``pair``
             (needed after a div layer).
+        cleared: slots the attention of a div layer sets to 0 before its MLP writes them
+            (the destinations of overwriting ``div`` ops).
     """
 
     attn_ops: List[Op] = field(default_factory=list)
     mlp_ops: List[Op] = field(default_factory=list)
     divisor: Optional[str] = None
     reset: bool = False
+    cleared: Tuple[str, ...] = ()
 
     @property
     def ops(self) -> List[Op]:
         return self.attn_ops + self.mlp_ops
+
+    @property
+    def system_writes(self) -> Tuple[str, ...]:
+        """System slots the attention rewrites: ``anchor`` and ``pair`` in div and reset layers."""
+        return ("anchor", "pair") if self.divisor is not None or self.reset else ()
+
+    def writes(self, sublayer: Optional[str] = None) -> Tuple[str, ...]:
+        """Slots written by the ``'attn'`` or ``'mlp'`` sublayer (both if ``None``).
+
+        The attention's writes include the compiler's: :attr:`cleared` and :attr:`system_writes`.
+        """
+        attn = tuple(op.writes() for op in self.attn_ops) + self.cleared + self.system_writes
+        mlp = tuple(op.writes() for op in self.mlp_ops)
+        return _unique({"attn": attn, "mlp": mlp, None: attn + mlp}[sublayer])
+
+    def reads(self, sublayer: Optional[str] = None) -> Tuple[str, ...]:
+        """Slots read by the ``'attn'`` or ``'mlp'`` sublayer (both if ``None``).
+
+        The attention's reads include the compiler's: the position units and the constant
+        its heads' queries and keys read, the divisor of a div layer (Lemma 8 set-up) and
+        the constant a reset multiplies into the anchors.
+        """
+        attn = tuple(n for op in self.attn_ops for n in op.reads())
+        if self.attn_ops or self.divisor is not None or self.reset:
+            attn += ("pos", "one")
+        if self.divisor is not None:
+            attn += (self.divisor,)
+        mlp = tuple(n for op in self.mlp_ops for n in op.reads())
+        return _unique({"attn": attn, "mlp": mlp, None: attn + mlp}[sublayer])
 
     def describe(self) -> str:
         att = ", ".join(op.describe() for op in self.attn_ops) or "-"
@@ -62,6 +94,40 @@ class LayerPlan:
             att = "[reset anchors] " + att
         mlp = ", ".join(op.describe() for op in self.mlp_ops) or "-"
         return f"attn: {att}\n      mlp:  {mlp}"
+
+
+def _unique(names) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class SegmentPlan:
+    """The layers of one program segment, run ``repeat`` times (as :class:`~iclconstruct.lang.program.Segment`)."""
+
+    layers: List[LayerPlan]
+    repeat: Union[int, str]
+
+    def times(self, T: int) -> int:
+        """Runs on ``T`` tokens (:meth:`iclconstruct.lang.program.Segment.times`)."""
+        return repeat_times(self.repeat, T)
+
+
+@dataclass
+class Schedule:
+    segments: List[SegmentPlan]
+
+    def unrolled(self, T: int) -> List[Tuple[int, int, LayerPlan]]:
+        """``(segment, layer-in-segment, plan)`` for every layer run on ``T`` tokens."""
+        out = []
+        for si, seg in enumerate(self.segments):
+            for _ in range(seg.times(T)):
+                for li, plan in enumerate(seg.layers):
+                    out.append((si, li, plan))
+        return out
+
+
+def _unique(names) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass
@@ -101,7 +167,7 @@ class Schedule:
 def _rows(lay: Layout, names) -> Set[int]:
     out: Set[int] = set()
     for n in names:
-        out |= set(lay[n].rows)
+        out |= set(lay.rows(n))
     return out
 
 
@@ -159,7 +225,9 @@ def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
         (plan.attn_ops if s % 2 == 0 else plan.mlp_ops).append(op)
     for s, mode in mlp_mode.items():
         if mode is not None:
-            layers[s // 2].divisor = mode
+            plan = layers[s // 2]
+            plan.divisor = mode
+            plan.cleared = tuple(op.writes() for op in plan.mlp_ops if not op.accumulate)
     return layers
 
 

@@ -86,10 +86,7 @@ def resolve_learner(spec: str, d=None):
         parts = spec.split(":")
         if len(parts) != 3 or d is None:
             raise CheckpointError("circuit learners are written circuit:NAME:PARAM and need --d")
-        try:
-            from .. import circuits  # written by the constructions half of the package
-        except ImportError as exc:
-            raise CheckpointError(f"iclconstruct.circuits is not available: {exc}") from None
+        from .. import circuits
         obj = getattr(circuits, parts[1])(d, _num(parts[2]))
         if not hasattr(obj, "name"):
             try:

@@ -1,4 +1,4 @@
-"""The residual stream as named slots (constructions.md §1–2).
+"""The residual stream as named slots (the hidden state ``H`` of Eq. 4, token layout of Eq. 12).
 
 This module is the only place that knows row numbers. A :class:`Layout` hands out
 *slots*: named, contiguous runs of rows of the hidden state ``H`` (here stored as

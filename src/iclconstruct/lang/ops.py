@@ -1,9 +1,9 @@
-"""The four primitives of the paper as data (constructions.md §3, Lemma 1).
+"""The four primitives of the paper as data (§3, Lemma 1).
 
 An op names the slots it reads and writes; it knows nothing about rows. The
 argument order is always *source(s) first, destination last* — the paper's
 definition ``mov(H; s, t, ...)`` — which fixes the paper's traces, whose ``mov`` calls
-list the target first (constructions.md §6).
+list the target first (a slip of the paper, see ``docs/paper_map.md``).
 
 ==========  ====================================================  =================
 op          meaning, per column ``t`` (writes overwrite)           realised by

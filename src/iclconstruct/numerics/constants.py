@@ -1,14 +1,15 @@
 """Approximation constants of the constructions, each with the error it buys.
 
-Every numeric trick in the paper (constructions.md §3) trades a large constant for
+Every numeric trick of the constructions (§3 and App. C of the paper) trades a large constant for
 accuracy. They live here, in one dataclass, so that a model can report them and a user
 can change them. Error formulas below were derived for exact arithmetic and checked
-against measurements (``bench/bench_primitives.py``, tables in ``docs/algorithms.md``).
+against measurements (``tests/test_builders.py`` checks each formula against the measured
+error of its primitive; tables in ``docs/algorithms.md``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -46,7 +47,7 @@ class Constants:
         div_min: smallest divisor magnitude ``|c|`` accepted by ``div``; smaller raises
             :class:`~iclconstruct.errors.DivisorTooSmallError` (the relative error above grows as ``1/c²``).
         attn_hardness: logit gap ``A`` between the attended position and its neighbours in
-            hard attention (constructions.md §3): leaked weight ``≤ 2·exp(−A)`` per neighbour,
+            hard attention (§3 of the paper): leaked weight ``≤ 2·exp(−A)`` per neighbour,
             i.e. relative error ``≈ 2e-22`` at ``A = 50``. Logits grow as ``A·T²``, which limits
             contexts to a few thousand tokens in float64 (hundreds in float32).
         bypass_scale: ``None`` (default) carries linear terms through the MLP exactly, with
@@ -101,10 +102,6 @@ class Constants:
         if dtype == torch.float32:
             return cls.float32(**overrides)
         raise ICLConstructError(f"dtype must be torch.float64 or torch.float32; got {dtype}")
-
-    def with_(self, **changes) -> "Constants":
-        """A copy with some constants changed."""
-        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return asdict(self)

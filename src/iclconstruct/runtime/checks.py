@@ -50,7 +50,7 @@ class RangeMonitor:
     def before(self, h: torch.Tensor, l: int, bi: int) -> None:
         plan = self.model.plans[bi]
         if plan.divisor is not None and h.numel():
-            c = h[..., self.model.layout[plan.divisor].start].abs()
+            c = self.model.layout.view(h, plan.divisor)[..., 0].abs()
             self.pending.append(("div", l, bi, c.amin().reshape(1)))
 
     def after(self, h: torch.Tensor, l: int, bi: int) -> None:

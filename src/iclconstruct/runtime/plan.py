@@ -109,7 +109,8 @@ class _Atoms:
     def __init__(self, lay: Layout):
         cuts = {0, lay.size}
         for s in lay.slots():
-            cuts |= {s.start, s.stop}
+            r = lay.rows(s.name)
+            cuts |= {r[0], r[-1] + 1}
         self.cuts = np.array(sorted(cuts))
         self.lay = lay
 
@@ -117,9 +118,9 @@ class _Atoms:
         return len(self.cuts) - 1
 
     def of(self, name: str) -> Tuple[int, ...]:
-        s = self.lay[name]
-        lo = int(np.searchsorted(self.cuts, s.start))
-        hi = int(np.searchsorted(self.cuts, s.stop))
+        r = self.lay.rows(name)
+        lo = int(np.searchsorted(self.cuts, r[0]))
+        hi = int(np.searchsorted(self.cuts, r[-1] + 1))
         return tuple(range(lo, hi))
 
 

@@ -56,8 +56,10 @@ def density(model) -> float:
 class SparseBlock(nn.Module):
     """The Eq. 4 layer of a dense ``Block`` on sparse weights (same call signature)."""
 
-    def __init__(self, blk):
+    def __init__(self, blk, config):
         super().__init__()
+        self.config = config
+        self._dense_cls = type(blk)
         A, M = blk.attn, blk.mlp
         H, D, E = A.W_Q.shape
         self.shape = (H, D, E, M.W_in.shape[1])
@@ -99,8 +101,7 @@ class SparseBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        p = f"blocks.{l}."
-        h = hook(p + "hook_resid_pre", h)
+        h = hook.block(l, "hook_resid_pre", h)
         kv = h if kv is None else kv
         q = torch.einsum("btd,hde->bthe", h, self.Wq)
         k = torch.einsum("btd,hde->bthe", kv, self.Wk)
@@ -111,20 +112,16 @@ class SparseBlock(nn.Module):
         pattern = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
         v = _spmm(self.Vt, kv)  # (B, Tk, ΣE_h)
         z = torch.cat([pattern[:, i] @ v[..., a:b] for i, (a, b) in enumerate(self.head_slices)], dim=-1)
-        a = hook(p + "hook_attn_out", _spmm(self.Ot, z))
-        mid = hook(p + "hook_resid_mid", h + a)
+        a = hook.block(l, "hook_attn_out", _spmm(self.Ot, z))
+        mid = hook.block(l, "hook_resid_mid", h + a)
         x = F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps)
         post = F.gelu(_spmm(self.Wint, x) + self.b_in)
-        m = hook(p + "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
-        return hook(p + "hook_resid_post", mid + m)
+        m = hook.block(l, "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
+        return hook.block(l, "hook_resid_post", mid + m)
 
     def to_dense(self):
         """The dense :class:`~iclconstruct.compiler.model.Block` with the same entries."""
-        from ..compiler.model import Block
-
-        H, D, E, m = self.shape
-        dtype = self.b_out.dtype
-        blk = Block(H, D, E, m, self.ln_eps, dtype).to(self.b_out.device)
+        blk = self._dense_cls(self.config).to(self.b_out.device)
         with torch.no_grad():
             V = self.Vt.to_dense().t()
             O = self.Ot.to_dense().t()
@@ -157,7 +154,7 @@ def _with_blocks(model, blocks):
 
 def sparse_model(model):
     """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched)."""
-    return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b) for b in model.blocks])
+    return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b, model.config) for b in model.blocks])
 
 
 def dense_model(model):

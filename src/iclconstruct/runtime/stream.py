@@ -94,7 +94,7 @@ def run_pruned(model, tokens, *, readout: str = "x", check: bool = True):
     with torch.no_grad():
         h = _embed(model, t, torch.arange(T, device=t.device))
         h = run_cells(model, h, plan, check=check)
-        out = h[:, plan.readout, model.layout[model.program.readout_slot].start]
+        out = model.layout.view(h[:, plan.readout], model.program.readout_slot)[..., 0]
     return out.detach().cpu().numpy() if numpy_in else out
 
 
@@ -269,7 +269,7 @@ class Stream:
                     if len(cols):
                         self._run(hist, cols, l, plan.layers[l], T, mon)
                 h = self._state(hist, T - 1, len(plan.columns))
-                out = h[:, m.layout[m.program.readout_slot].start]
+                out = m.layout.view(h, m.program.readout_slot)[..., 0]
             finally:
                 hist.pop()
                 for (a, b), k in zip(hist, lens):  # forget the cells that depend on the query or on n
