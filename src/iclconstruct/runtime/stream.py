@@ -177,7 +177,9 @@ class Stream:
 
     def _run(self, hist, cols: np.ndarray, l: int, bi: int, T: int, mon) -> None:
         m = self.model
-        keys = _keys(m, bi, cols, T, self.__dict__.setdefault("_src", {}))
+        if self.__dict__.get("_src_T") != T:  # read sources depend on T only
+            self._src, self._src_T = {}, T
+        keys = _keys(m, bi, cols, T, self._src)
         hq = torch.stack([self._state(hist, int(t), l) for t in cols], dim=1)
         hk = torch.stack([self._state(hist, int(j), l) for j in keys], dim=1)
         mask = torch.as_tensor(keys[None, :] > cols[:, None], device=hq.device)
