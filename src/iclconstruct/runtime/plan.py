@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..lang.embedding import system_rows
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Div, Mov, Mul, Read
 from ..compiler.schedule import LayerPlan, Schedule
@@ -198,14 +199,18 @@ def _identity_term(terms, at: "_Atoms"):
 
 
 def _initial_zero(at: "_Atoms", T: int, paper_layout: bool) -> Dict[int, np.ndarray]:
-    """Atoms known to be exactly 0 after the embedding (user slots start at 0; Eq. 12 layout)."""
+    """Atoms known to be exactly 0 after the embedding: user slots and ``pair`` start at 0; the
+    system rows are read off :func:`~iclconstruct.lang.embedding.system_rows`; with the Eq. 12
+    layout, ``y`` is 0 at x̃ columns and ``x`` at ỹ columns."""
     t = np.arange(T)
     Z = {a: np.ones(T, dtype=bool) for a in range(len(at))}
     odd = t % 2 == 1
-    for name, zero in (("y", ~odd if paper_layout else np.zeros(T, bool)),
-                       ("x", odd if paper_layout else np.zeros(T, bool)),
-                       ("is_y", ~odd), ("pos", np.zeros(T, bool)), ("one", np.zeros(T, bool)),
-                       ("anchor", np.zeros(T, bool)), ("bal", np.zeros(T, bool))):
+    never = np.zeros(T, dtype=bool)
+    facts = {"y": ~odd if paper_layout else never, "x": odd if paper_layout else never,
+             "anchor": never, "bal": never}
+    for name, v in system_rows(t, max(T, 1)).items():
+        facts[name] = (v == 0).all(axis=-1)
+    for name, zero in facts.items():
         for a in at.of(name):
             Z[a] = zero.copy()
     return Z
