@@ -15,7 +15,7 @@ def _model(**kw):
 
 def test_config_says_the_shape():
     m = _model()
-    c = m.config
+    c = m.cfg
     assert (c.d_model, c.n_heads, c.d_head, c.d_mlp, c.max_len, c.dtype) == \
         (m.d_model, m.n_heads, m.d_head, m.d_mlp, m.max_len, m.dtype)
     assert c.n_layers == len(m.blocks) and c.d_vocab == m.d + 1 and c.block == m.block_style == "paper"
@@ -28,7 +28,7 @@ def test_config_says_the_shape():
 
 
 def test_config_round_trips_and_validates():
-    c = _model(dtype=torch.float32).config
+    c = _model(dtype=torch.float32).cfg
     assert ConstructedTransformerConfig.from_dict(c.to_dict()) == c
     for bad in (dict(block="pre-ln"), dict(act_fn="relu"), dict(n_heads=0), dict(dtype=torch.int64),
                 dict(segments=((1, 1),))):
@@ -65,7 +65,7 @@ def test_saved_config_is_checked_on_load(tmp_path):
 
     folder = ic.io.save(_model(), tmp_path / "r")
     doc = json.loads((folder / "circuit.json").read_text())
-    assert doc["config"] == _model().config.to_dict()
+    assert doc["config"] == _model().cfg.to_dict()
     doc["config"]["d_mlp"] += 1
     (folder / "circuit.json").write_text(json.dumps(doc))
     with pytest.raises(E.CheckpointError, match="config"):

@@ -114,3 +114,14 @@ def test_inconsistent_event_log_is_refused():
     doc["events"] = [e for e in doc["events"] if e[0] not in ("loop", "end")]
     with pytest.raises(E.CheckpointError, match="loops"):
         program_from_dict(doc)
+
+
+def test_compiling_inside_an_open_loop_is_refused():
+    p = ic.Program(1)
+    p.slot("a", 1)
+    with p.loop(2):
+        p.aff("a", {"x": 1.0})
+        p.readout("a")
+        with pytest.raises(E.ICLConstructError, match="loop is still open"):
+            ic.compile(p)
+    ic.compile(p)

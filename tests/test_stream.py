@@ -154,13 +154,16 @@ def test_pruned_checks_ranges():
             s.add(X[0, k], y[0, k])
 
 
-def test_tokens_outside_the_paper_layout_still_match():
-    """Zero facts of Eq. 12 are used only when the tokens have them."""
+def test_tokens_outside_the_paper_layout_are_refused_like_the_full_pass():
+    """The plan may use Eq. 12's zeros because the model refuses tokens without them."""
     m = ic.circuits.sgd(2, lr=0.02)
     X, y, xq = task(2, 6)
     tok = ic.tokens.encode(X, y, xq)
     tok[:, 1::2, 1:] = 0.3  # x channels at ỹ columns: not Eq. 12
-    within(run_pruned(m, tok), m(tok))
+    with pytest.raises(E.ShapeError, match="layout"):
+        m(tok)
+    with pytest.raises(E.ShapeError, match="layout"):
+        run_pruned(m, tok)
 
 
 @settings(max_examples=25)

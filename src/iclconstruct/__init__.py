@@ -6,6 +6,7 @@ run it exactly with :func:`interpret`, and turn it into a real transformer with
 """
 from . import circuits, errors, io, reference, tokens
 from .compiler import compile
+from .frontend import Algorithm, algorithm
 from .numerics.constants import Constants
 from .lang.interpreter import Trace, interpret
 from .io import load
@@ -17,6 +18,8 @@ from ._version import __version__
 
 __all__ = [
     "Program",
+    "algorithm",
+    "Algorithm",
     "Layout",
     "Slot",
     "Constants",

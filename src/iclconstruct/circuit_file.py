@@ -16,6 +16,7 @@ this module only writes, so that a model can save itself without importing the c
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Dict
@@ -38,6 +39,8 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
 CIRCUIT_FILE = "circuit.json"
+#: key of the weights file's metadata holding the SHA-256 of ``circuit.json``
+CIRCUIT_SHA_KEY = "circuit_sha256"
 
 
 def folder_of(path) -> Path:
@@ -70,7 +73,7 @@ def to_json(model) -> dict:
         "constants": {k: (None if v is None else num(v)) for k, v in model.constants.to_dict().items()},
         "compile": {"dtype": str(model.dtype).replace("torch.", ""), "max_len": int(model.max_len),
                     "block": model.block_style, "width": int(model.d_model)},
-        "config": model.config.to_dict(),
+        "config": model.cfg.to_dict(),
         "weights": {"file": WEIGHTS_FILE, "tensors": sorted(model.state_dict())},
     }
 
@@ -89,6 +92,10 @@ def save(model, path) -> Path:
     doc = to_json(model)  # fails early (meta) before anything is written
     text = json.dumps(doc, indent=1, allow_nan=False)
     folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(folder / WEIGHTS_FILE, tensors(model), {"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    # the SHA-256 of circuit.json binds the fields the weights do not determine (readout, loop
+    # repeats, guards, ln_eps, div_min, meta) to this weights file; load() requires it
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    save_tensors(folder / WEIGHTS_FILE, tensors(model),
+                 {"format": FORMAT, "format_version": str(FORMAT_VERSION), CIRCUIT_SHA_KEY: sha})
     atomic_write_bytes(folder / CIRCUIT_FILE, text.encode("utf-8"))
     return folder

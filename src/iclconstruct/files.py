@@ -3,12 +3,13 @@
 Shared by saved circuits (:mod:`iclconstruct.io`) and trained-learner checkpoints
 (:mod:`iclconstruct.icl.checkpoint`). A write goes to ``name.tmp`` first and is renamed
 over ``name`` (atomic on POSIX), so a crash never leaves a half-written file under the
-real name.
+real name, and a link planted in the folder cannot redirect it.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -29,11 +30,27 @@ def _safetensors():
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a fresh temporary file and a rename.
+
+    The temporary file is created with exclusive creation (``O_CREAT|O_EXCL``, via
+    :func:`tempfile.mkstemp`) in the target's own folder under an unpredictable name, so a
+    symlink planted at a predictable name cannot redirect the write; it is flushed to
+    disk before :func:`os.replace` (atomic on one filesystem) puts it in place.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def save_tensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:

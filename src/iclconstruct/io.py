@@ -20,16 +20,17 @@ Example::
 """
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 from typing import Dict
 
 import torch
 
-from .circuit_file import (CIRCUIT_FILE, FORMAT, FORMAT_VERSION, READABLE_VERSIONS, WEIGHTS_FILE, folder_of,
-                           layout_dict, save, tensors, to_json)
+from .circuit_file import (CIRCUIT_FILE, CIRCUIT_SHA_KEY, FORMAT, FORMAT_VERSION, READABLE_VERSIONS, WEIGHTS_FILE,
+                           folder_of, layout_dict, save, tensors, to_json)
 from .compiler.build import compile
 from .errors import CheckpointError, ICLConstructError
+from .filecheck import check_circuit_doc, check_weights_header, read_json, read_safetensors_header
 from .files import read_tensors
 from .lang.serialize import program_from_dict, program_to_dict, unnum
 from .numerics.constants import Constants
@@ -44,18 +45,16 @@ def _read_json(folder: Path) -> dict:
     f = folder / CIRCUIT_FILE
     if not f.is_file():
         raise CheckpointError(f"no {CIRCUIT_FILE} in {folder}: not a saved circuit (save one with iclconstruct.io.save)")
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{f} is not valid JSON ({exc}); the file is corrupted — save the circuit again") from exc
+    doc = read_json(f)  # bounded size and depth, finite numbers only
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{f} is not an iclconstruct circuit file (format field {doc.get('format') if isinstance(doc, dict) else None!r})")
     v = doc.get("format_version")
     if v not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{f} has format_version {v!r}, but this iclconstruct reads versions {', '.join(map(str, READABLE_VERSIONS))}; "
-            f"load it with the iclconstruct version that wrote it ({doc.get('library_version', 'unknown')})"
+            f"load it with the iclconstruct version that wrote it ({str(doc.get('library_version', 'unknown'))[:40]})"
         )
+    check_circuit_doc(doc, str(f))  # every field and size, before anything is allocated
     return doc
 
 
@@ -79,12 +78,13 @@ def _rebuild(doc: dict, where: Path):
                         block=c["block"], width=int(c["width"]))
     except CheckpointError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
-    except (ICLConstructError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except (ICLConstructError, KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
+            RecursionError) as exc:
         raise CheckpointError(
             f"{where}: the program in {CIRCUIT_FILE} cannot be rebuilt and compiled "
             f"({type(exc).__name__}: {exc}); the file is corrupted or was edited by hand"
         ) from exc
-    if "config" in doc and model.config.to_dict() != doc["config"]:
+    if "config" in doc and model.cfg.to_dict() != doc["config"]:
         raise CheckpointError(
             f"{where}: the architecture recorded in {CIRCUIT_FILE} (config) differs from the one its program "
             f"compiles to; the file was edited — save the circuit again"
@@ -114,6 +114,10 @@ def load(path):
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder; pass the folder a circuit was saved into")
     doc = _read_json(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"no {WEIGHTS_FILE} in {folder}: the weights are missing — save the circuit again")
+    header = read_safetensors_header(folder / WEIGHTS_FILE)
+    check_weights_header(header, doc, str(folder))  # sizes agree before the recompilation allocates
     stored = _read_weights(folder)
     model = _rebuild(doc, folder / CIRCUIT_FILE)
     fresh = tensors(model)
@@ -136,4 +140,12 @@ def load(path):
             f"{WEIGHTS_FILE} bit for bit ({len(bad)} tensor(s), first {k!r}: {detail}); one of the files was "
             f"modified — save the circuit again from the original model"
         )
+    meta = header.get("__metadata__") or {}
+    digest = hashlib.sha256((folder / CIRCUIT_FILE).read_bytes()).hexdigest()
+    if meta.get(CIRCUIT_SHA_KEY) != digest:
+        raise CheckpointError(
+            f"{folder}: {CIRCUIT_FILE} is not the file saved with {WEIGHTS_FILE} (its SHA-256 "
+            f"{'is missing from' if CIRCUIT_SHA_KEY not in meta else 'differs from the one recorded in'} the weights "
+            f"file): a field the weights do not determine (readout, loop repeat, ln_eps, div_min, guards, meta) may "
+            f"have been edited — save the circuit again from the original model")
     return model

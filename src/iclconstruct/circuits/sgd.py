@@ -34,7 +34,8 @@ from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..lang.guards import InputGuard
 from ..lang.program import Program
-from .common import default_bounds, gather_examples, predict_from
+from ..lang.validate import as_float, as_real_array
+from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
 __all__ = ["sgd", "sgd_program", "stability_guards"]
 
@@ -42,20 +43,14 @@ __all__ = ["sgd", "sgd_program", "stability_guards"]
 def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
                 y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
     """The one-pass SGD program (see :func:`sgd`)."""
-    if int(d) != d or d < 1:
-        raise ShapeError(f"d must be a positive integer; got {d!r}")
-    d = int(d)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ICLConstructError(f"lr must be a finite positive number; got {lr!r}")
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ICLConstructError(f"lam must be finite and >= 0; got {lam!r}")
-    w0v = np.zeros(d) if w0 is None else np.asarray(w0, dtype=np.float64).reshape(-1)
+    d = check_d(d)
+    lr = as_float(lr, "lr", positive=True)
+    lam = as_float(lam, "lam", nonneg=True)
+    w0v = np.zeros(d) if w0 is None else as_real_array(w0, "w0").reshape(-1)
     if w0v.shape != (d,):
         raise ShapeError(f"w0 must have shape ({d},); got {np.shape(w0)}")
-    if not np.isfinite(w0v).all():
-        raise ShapeError("w0 contains NaN or infinity")
     xb, yb = default_bounds(d, x_bound, y_bound)
-    wb = float(w_bound) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
+    wb = as_float(w_bound, "w_bound", positive=True) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
     r = math.sqrt(2.0 * lr)
     # work in the step's natural units: u = √(2·lr)·x has |u_i| <= 1 whenever 2·lr·‖x‖² <= 1,
     # so a large lr does not multiply the products' absolute error
@@ -82,7 +77,10 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
     for g in stability_guards(lr, lam):
         p.guard(g)
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
-              "x_bound": xb, "y_bound": yb, "w_bound": wb}
+              "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": bound_advice("sgd", {
+                  "u": ["x_bound"], "w": ["w_bound"], "wprev": ["w_bound"], "dec": ["w_bound"],
+                  "e": ["w_bound", "y_bound"], "pred": ["w_bound", "x_bound"]})}
     return p
 
 

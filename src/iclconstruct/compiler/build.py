@@ -18,8 +18,8 @@ import torch
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, WidthOverflowError
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Mul
-from ..lang.embedding import DEFAULT_MAX_LEN, system_rows
+from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
+from ..lang.embedding import DEFAULT_MAX_LEN, count_terms, system_rows
 from .attention import AttentionBuilder
 from .layernorm import balance, division_setup, layernorm_bypass, restore_anchors
 from .mlp import MLPBuilder, product_units
@@ -27,6 +27,7 @@ from ..lang.program import Program
 from .config import BLOCK_STYLES, ConstructedTransformerConfig
 from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
+from .admissible import check_constants
 
 __all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS"]
 
@@ -42,8 +43,13 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
             ab.move(op.read, op.src, op.dst)
         elif isinstance(op, Aff):
             ab.overwrite(op.dst, lay.coeffs(op.terms, op.bias, size=lay[op.dst].size, width=D))
+        elif isinstance(op, Count):
+            ab.overwrite(op.dst, lay.coeffs(count_terms(max_len), size=1, width=D))
         else:  # pragma: no cover - the scheduler never does this
             raise ICLConstructError(f"{op.describe()} cannot run in an attention sublayer")
+    for op in plan.mlp_ops:  # a sum's averaging read over the ỹ columns; its MLP multiplies by the count
+        if isinstance(op, Sum):
+            ab.move(Read("mean", 2), op.src, op.dst)
     if plan.divisor is not None:
         return ab, division_setup(ab, lay, plan.divisor, plan.cleared, c.div_scale)
     if plan.reset:
@@ -51,7 +57,7 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
     return ab, layernorm_bypass(lay, c.ln_anchor, D).unscale
 
 
-def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float) -> MLPBuilder:
+def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max_len: int) -> MLPBuilder:
     mb = MLPBuilder(lay, D, unscale, c.bypass_scale, divide=plan.divisor is not None)
     for op in plan.mlp_ops:
         n = lay[op.dst].size
@@ -60,6 +66,13 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float) -> 
             for i in range(n):
                 mb.linear(op.dst, i, z[i],
                           f"{op.dst}[{i}] {'+' if op.accumulate else ''}= {op.src}[{i}]/|{op.divisor}|")
+            continue
+        if isinstance(op, Count):
+            mb.linear(op.dst, 0, lay.coeffs(dict(count_terms(max_len), **{op.dst: -np.eye(1)}), size=1, width=D)[0],
+                      f"{op.dst} = count")
+            continue
+        if isinstance(op, Sum):
+            _sum_units(mb, op, lay, D, c.product_scale, max_len)
             continue
         if not isinstance(op, (Mul, Aff)):  # pragma: no cover
             raise ICLConstructError(f"{op.describe()} cannot run in an MLP sublayer")
@@ -84,6 +97,19 @@ def _products(mb: MLPBuilder, op: Mul, lay: Layout, D: int, N: float) -> None:
                 x, y = lay.unit(op.lhs, i * b + k, D), lay.unit(op.rhs, k * cc + j, D)
                 label = f"{op.dst}[{i * cc + j}] += {op.lhs}[{i * b + k}]*{op.rhs}[{k * cc + j}]"
                 mb.add(op.dst, i * cc + j, product_units(x, y, s_x, s_y, op.coef, N, label))
+
+
+def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: int) -> None:
+    """``dst ← mean·count``: the attention left the mean over the ỹ columns in ``dst`` (Lemma 4 product)."""
+    if op.count is None:
+        cnt, s_y = lay.coeffs(count_terms(max_len), size=1, width=D)[0], 0.5 * max_len
+    else:
+        cnt, s_y = lay.unit(op.count, 0, D), lay[op.count].bound
+    s_x = lay[op.src].bound
+    for i in range(lay[op.dst].size):
+        x = lay.unit(op.dst, i, D)
+        mb.linear(op.dst, i, -x, f"{op.dst}[{i}] clear mean")
+        mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, 1.0, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count"))
 
 
 def embedding(lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -134,12 +160,13 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     D = lay.size if width is None else int(width)
     if D < lay.size:
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
+    check_constants(constants, lay, dtype, D)  # value-independent errors within the stated accuracy
     sched = schedule(program)
     builders = []
     for seg in sched.segments:
         for plan in seg.layers:
             ab, unscale = _attention(plan, lay, D, constants, max_len)
-            builders.append((ab, _mlp(plan, lay, D, constants, unscale)))
+            builders.append((ab, _mlp(plan, lay, D, constants, unscale, max_len)))
     n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
     d_head = max([ab.d_head() for ab, _ in builders] + [2])
     d_mlp = max([len(mb) for _, mb in builders] + [1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import threading
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -63,39 +64,63 @@ def _matcher(names_filter: NameFilter) -> Callable[[str], bool]:
 
 
 class HookManager:
-    """Holds hook functions; the model calls :meth:`__call__` (or :meth:`block`) at every named activation."""
+    """Holds hook functions; the model calls :meth:`__call__` (or :meth:`block`) at every named activation.
+
+    Two kinds of hooks: *persistent* ones (:meth:`add`, shared by every thread until
+    :meth:`clear`) and *temporary* ones (:meth:`temporary`, a context manager), which are
+    visible only to the thread that registered them and are removed when its ``with``
+    block ends — so concurrent ``run_with_cache`` calls on one model neither see each
+    other's caches nor leave hooks behind.
+    """
 
     def __init__(self) -> None:
         self._hooks: List[Tuple[Callable[[str], bool], HookFn]] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __getstate__(self):  # copy.deepcopy(model) works: locks and thread-locals are recreated
+        return {"_hooks": list(self._hooks)}
+
+    def __setstate__(self, state):
+        self.__init__()
+        self._hooks = state["_hooks"]
+
+    def _temp(self) -> List[Tuple[Callable[[str], bool], HookFn]]:
+        if not hasattr(self._local, "hooks"):
+            self._local.hooks = []
+        return self._local.hooks
 
     @property
     def active(self) -> bool:
-        """Whether any hook is registered (the model skips hook-only computations otherwise)."""
-        return bool(self._hooks)
+        """Whether any hook (persistent, or temporary in this thread) is registered."""
+        return bool(self._hooks) or bool(self._temp())
 
     def add(self, names_filter: NameFilter, fn: HookFn) -> None:
         """Call ``fn(activation, name)`` at every activation ``names_filter`` matches (it may return a replacement)."""
-        self._hooks.append((_matcher(names_filter), fn))
+        with self._lock:
+            self._hooks = self._hooks + [(_matcher(names_filter), fn)]
 
     def clear(self) -> None:
-        self._hooks.clear()
+        with self._lock:
+            self._hooks = []
 
     @contextlib.contextmanager
     def temporary(self, names_filter: NameFilter, fn: HookFn) -> Iterator["HookManager"]:
-        """Add a hook for the ``with`` block only; the hooks registered before stay as they were."""
-        saved = list(self._hooks)
-        self.add(names_filter, fn)
+        """Add a hook for the ``with`` block only, visible to this thread only; other hooks stay as they were."""
+        temp = self._temp()
+        entry = (_matcher(names_filter), fn)
+        temp.append(entry)
         try:
             yield self
         finally:
-            self._hooks = saved
+            temp.remove(entry)
 
     def block(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
         """The hook point ``blocks.{layer}.{name}`` (see :func:`block_hook`)."""
         return self(block_hook(layer, name), x)
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        for match, fn in self._hooks:
+        for match, fn in self._hooks + self._temp():
             if match(name):
                 y = fn(x, name)
                 if y is not None:

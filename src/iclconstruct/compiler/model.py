@@ -36,6 +36,8 @@ from ..lang.program import Program
 from .config import ConstructedTransformerConfig
 from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
+from ..errors import ArgumentError
+from ..lang.validate import as_real_array, as_real_tensor, check_tokens_layout
 
 __all__ = ["ConstructedTransformer", "ConstructedTransformerConfig", "LayerWeights", "Block"]
 
@@ -101,10 +103,19 @@ class Block(nn.Module):
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``h`` ``(B, T, D)``; ``kv``/``mask``: attend to other columns' states (a key/value cache)."""
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l, kv=kv, mask=mask), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
+                      mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half).
+
+        ``kv``/``mask``: keys and values from other columns' states (a key/value cache)."""
         h = hook.block(l, "hook_resid_pre", h)
         a = hook.block(l, "hook_attn_out", self.attn(h, hook, l, kv=kv, mask=mask))
-        mid = hook.block(l, "hook_resid_mid", h + a)
+        return hook.block(l, "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half)."""
         if hook.active:
             var = mid.var(dim=-1, unbiased=False, keepdim=True)
             hook.block(l, "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
@@ -121,28 +132,29 @@ class ConstructedTransformer(nn.Module):
     programs whose readout is ``columns='all'``). Numpy in gives numpy out.
 
     Attributes:
-        config: the architecture (:class:`ConstructedTransformerConfig`); ``d_model``,
-            ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``, ``dtype``, ``block_style`` read it.
+        cfg: the architecture (:class:`ConstructedTransformerConfig`, named as in
+            TransformerLens); ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``,
+            ``dtype``, ``block_style`` read it.
         program, layout, schedule, constants: what it was compiled from (the program is a
             frozen copy owned by the model).
         row_labels: the slot label of every residual row.
     """
 
-    def __init__(self, config: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
+    def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
                  constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
         super().__init__()
-        self.config = config
+        self.cfg = cfg
         self.program = program if program.is_frozen else program.frozen()
         self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
-        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=config.dtype), requires_grad=False)
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=cfg.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(config)
+            blk = Block(cfg)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
@@ -165,16 +177,16 @@ class ConstructedTransformer(nn.Module):
             i += len(seg.layers)
         self.hooks = HookManager()
         self._null_hooks = HookManager()  # the pruned runtime runs without hooks
-        self.row_labels = self.layout.row_labels() + [""] * (config.d_model - self.layout.size)
+        self.row_labels = self.layout.row_labels() + [""] * (cfg.d_model - self.layout.size)
 
     # ------------------------------------------------------------------ shape facts (from the config)
-    d_model = property(lambda self: self.config.d_model, doc="residual width ``D``")
-    n_heads = property(lambda self: self.config.n_heads, doc="attention heads per layer")
-    d_head = property(lambda self: self.config.d_head, doc="width of each head")
-    d_mlp = property(lambda self: self.config.d_mlp, doc="MLP hidden units per layer")
-    max_len = property(lambda self: self.config.max_len, doc="most tokens the position embedding holds")
-    dtype = property(lambda self: self.config.dtype, doc="parameter dtype")
-    block_style = property(lambda self: self.config.block, doc="block style (``'paper'``: Eq. 4)")
+    d_model = property(lambda self: self.cfg.d_model, doc="residual width ``D``")
+    n_heads = property(lambda self: self.cfg.n_heads, doc="attention heads per layer")
+    d_head = property(lambda self: self.cfg.d_head, doc="width of each head")
+    d_mlp = property(lambda self: self.cfg.d_mlp, doc="MLP hidden units per layer")
+    max_len = property(lambda self: self.cfg.max_len, doc="most tokens the position embedding holds")
+    dtype = property(lambda self: self.cfg.dtype, doc="parameter dtype")
+    block_style = property(lambda self: self.cfg.block, doc="block style (``'paper'``: Eq. 4)")
 
     @property
     def d(self) -> int:
@@ -207,7 +219,13 @@ class ConstructedTransformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def _prepare(self, tokens) -> Tuple[torch.Tensor, bool]:
         numpy_in = not isinstance(tokens, torch.Tensor)
-        t = torch.as_tensor(np.asarray(tokens)) if numpy_in else tokens
+        if numpy_in:
+            t = torch.as_tensor(as_real_array(tokens, "tokens"))
+        else:
+            t = as_real_tensor(tokens, "tokens")
+            if t.device != self.W_E.device:
+                raise ArgumentError(f"tokens are on {t.device} but the model is on {self.W_E.device}; "
+                                    f"move one of them (tokens.to({str(self.W_E.device)!r}))")
         if t.dim() == 2:
             t = t.unsqueeze(0)
         if t.dim() != 3 or t.shape[-1] != self.d + 1:
@@ -223,6 +241,7 @@ class ConstructedTransformer(nn.Module):
             raise ContextTooLongError(
                 f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
             )
+        check_tokens_layout(t, "tokens")
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
         check_guards(self.program.guards, t.detach().cpu().numpy())
@@ -239,11 +258,7 @@ class ConstructedTransformer(nn.Module):
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         mon = RangeMonitor(self) if check else None  # batched: one host sync per pass
         for l, bi in enumerate(self.unrolled(T)):
-            if mon is not None:
-                mon.before(h, l, bi)
-            h = self.blocks[bi](h, hook, l)
-            if mon is not None:
-                mon.after(h, l, bi)
+            h = mon.layer(self.blocks[bi], h, l, bi, hook) if mon is not None else self.blocks[bi](h, hook, l)
         if mon is not None:
             mon.verify()
         return h
@@ -270,7 +285,7 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        with self.hooks.temporary(names_filter, save), torch.no_grad():
+        with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
             out = self._readout(self._run(t, check))
         return (out.cpu().numpy() if numpy_in else out), ActivationCache(store, self)
 
@@ -288,8 +303,12 @@ class ConstructedTransformer(nn.Module):
         ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
         ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
         """
+        if x_query is None:
+            raise ArgumentError(
+                "x_query is missing (None): predict(X, y, x_query) predicts the label of x_query after all n "
+                "examples; for the prediction at every prefix use predict_prefixes(X, y)")
         numpy_in = not isinstance(X, torch.Tensor)
-        Xa = X if not numpy_in else np.asarray(X, dtype=np.float64)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X")
         if Xa.ndim not in (2, 3):
             raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xa.shape)}")
         if Xa.shape[-1] != self.d:

@@ -9,6 +9,8 @@ that its kind allows and that keeps the program's meaning:
 * ``aff`` → attention (the *self head*: hard attention to the own column, any linear map
   of it, exact) or MLP (GeLU bypass), whichever comes first;
 * ``mul`` → MLP (GeLU product units);
+* ``count`` → attention (self head) or MLP, like ``aff``;
+* ``sum`` → the MLP of a layer whose attention does its averaging read (a two-stage op);
 * ``div`` → the MLP of a *div layer*, whose attention writes the ``pair`` rows
   ``(+M·c, −M·c)`` and clears the destination; that MLP hosts only ``div`` ops by the
   same divisor, because it sees every row divided by ``|c|``.
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Op
+from ..lang.ops import Aff, Count, Div, Mov, Op, Sum
 from ..lang.program import Program, repeat_times
 
 __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
@@ -43,8 +45,8 @@ class LayerPlan:
         divisor: name of the divisor slot if this is a div layer, else ``None``.
         reset: the attention restores the LayerNorm anchors and clears ``pair``
             (needed after a div layer).
-        cleared: slots the attention of a div layer sets to 0 before its MLP writes them
-            (the destinations of overwriting ``div`` ops).
+        cleared: slots the attention writes before its MLP writes them: the destinations of
+            overwriting ``div`` ops (set to 0) and of ``sum`` ops (their averaging read).
     """
 
     attn_ops: List[Op] = field(default_factory=list)
@@ -83,6 +85,7 @@ class LayerPlan:
             attn += ("pos", "one")
         if self.divisor is not None:
             attn += (self.divisor,)
+        attn += tuple(op.src for op in self.mlp_ops if isinstance(op, Sum))  # a sum's averaging read
         mlp = tuple(n for op in self.mlp_ops for n in op.reads())
         return _unique({"attn": attn, "mlp": mlp, None: attn + mlp}[sublayer])
 
@@ -178,13 +181,15 @@ def _footprint(op: Op, lay: Layout) -> List[Tuple[int, Set[int], Set[int]]]:
         if op.accumulate:  # no clearing: the attention stage only reads the divisor
             return [(-1, _rows(lay, [op.divisor]), set()), (0, _rows(lay, [op.src, op.dst]), set(w))]
         return [(-1, _rows(lay, [op.divisor]), set(w)), (0, _rows(lay, [op.src]), set(w))]
+    if isinstance(op, Sum):  # the averaging read in attention, then the product with the count
+        return [(-1, _rows(lay, [op.src]), set(w)), (0, _rows(lay, [op.count] if op.count else []), set(w))]
     return [(0, _rows(lay, op.reads()), w)]
 
 
 def _allowed_parity(op: Op) -> Tuple[int, ...]:
     if isinstance(op, Mov):
         return (0,)
-    if isinstance(op, Aff):
+    if isinstance(op, (Aff, Count)):
         return (0, 1)
     return (1,)
 
@@ -195,7 +200,7 @@ def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
     mlp_mode: Dict[int, Optional[str]] = {}  # MLP stage -> None (normal) or divisor name
     for op in ops:
         fp = _footprint(op, lay)
-        lb = 1 if isinstance(op, Div) else 0
+        lb = 1 if isinstance(op, (Div, Sum)) else 0
         for delta, R, W in fp:
             for s2, R2, W2 in placed:
                 if W2 & R or W2 & W:
@@ -228,6 +233,10 @@ def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
             plan = layers[s // 2]
             plan.divisor = mode
             plan.cleared = tuple(op.writes() for op in plan.mlp_ops if not op.accumulate)
+    for plan in layers:  # a sum's averaging read writes its destination in the attention
+        sums = tuple(op.writes() for op in plan.mlp_ops if isinstance(op, Sum))
+        if sums:
+            plan.cleared = tuple(plan.cleared) + sums
     return layers
 
 

@@ -95,7 +95,11 @@ def load_weights(model: ICLTransformer, path) -> ICLTransformer:
     tensors, meta = _read_tensors(wpath)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{wpath} has format {meta.get('format')!r}; expected {FORMAT!r} (not an iclconstruct learner?)")
-    if meta.get("sha256") and _digest(tensors) != meta["sha256"]:
+    stored = meta.get("sha256")
+    if not (isinstance(stored, str) and len(stored) == 64):
+        raise CheckpointError(f"{wpath} has no SHA-256 of its tensors in its metadata, so edited or corrupted "
+                              f"weights could not be detected; save the checkpoint again with icl.save_checkpoint")
+    if _digest(tensors) != stored:
         raise CheckpointError(f"{wpath} is corrupted: tensor bytes do not match the stored SHA-256")
     model = getattr(model, "module", model)
     expected = model.state_dict()
@@ -129,9 +133,30 @@ def load(path, device="cpu") -> ICLTransformer:
         cfg = ModelConfig(**json.loads(meta["model"]))
     except Exception as exc:
         raise CheckpointError(f"{wpath}: model config in metadata is invalid: {exc}") from None
+    _check_shapes_before_allocating(cfg, wpath)
     model = ICLTransformer.from_config(cfg)
     load_weights(model, wpath)
     return model.to(device).eval()
+
+
+def _check_shapes_before_allocating(cfg: ModelConfig, wpath: Path) -> None:
+    """Build the architecture on the ``meta`` device (no memory) and compare its tensor
+    shapes with the file's header, so a crafted config cannot allocate more than the file holds."""
+    from ..filecheck import read_safetensors_header
+
+    header = read_safetensors_header(wpath)
+    try:
+        with torch.device("meta"):
+            probe = ICLTransformer.from_config(cfg)
+    except Exception:  # an architecture the meta device cannot build: the full load still checks every shape
+        return
+    want = {k: list(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    if want != got:
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))[:3]
+        raise CheckpointError(f"{wpath}: the model config in its metadata does not describe its tensors "
+                              f"(first differences: {[(k, want.get(k), got.get(k)) for k in bad]}); the file is "
+                              f"corrupted or was edited")
 
 
 # ---------------------------------------------------------------------- optimizer state

@@ -15,7 +15,7 @@ from ..errors import DivisorTooSmallError, NonFiniteError, OutOfRangeError
 from .guards import InputGuard
 from .layout import Layout, Slot
 
-__all__ = ["BOUND_SLACK", "GUARD_SLACK", "check_inputs", "check_guards", "check_divisor", "check_written",
+__all__ = ["bound_advice", "BOUND_SLACK", "GUARD_SLACK", "check_inputs", "check_guards", "check_divisor", "check_written",
            "example_sq_norm_max"]
 
 #: relative slack of the bound checks in float64: a value may exceed its bound by this much
@@ -68,12 +68,24 @@ def check_divisor(where: str, what: str, divisor: str, min_abs: float, div_min: 
         )
 
 
-def check_written(where: str, what: str, slot: Slot, absmax: float, slack: float = BOUND_SLACK) -> None:
-    """Raise if an op wrote a non-finite value or one beyond ``slot``'s declared bound."""
+def check_written(where: str, what: str, slot: Slot, absmax: float, slack: float = BOUND_SLACK,
+                  advice: Optional[str] = None) -> None:
+    """Raise if an op wrote a non-finite value or one beyond ``slot``'s declared bound.
+
+    ``advice`` says what the caller can change when the slot's bound is not theirs to
+    declare (a circuit derives it from its arguments: ``program.meta['bound_advice']``).
+    """
+    fix = advice or (f"declare a larger bound for slot {slot.name!r} (larger bounds cost accuracy) or keep "
+                     f"inputs smaller")
     if not math.isfinite(absmax):
-        raise NonFiniteError(f"{where}: {what} produced NaN or infinity in slot {slot.name!r}")
+        raise NonFiniteError(f"{where}: {what} produced NaN or infinity in slot {slot.name!r}; {fix}")
     if absmax > slot.bound * (1 + slack) + slack:
         raise OutOfRangeError(
-            f"{where}: {what} wrote |{slot.name}| = {absmax:.4g}, beyond its declared bound {slot.bound:g}; "
-            f"declare a larger bound for slot {slot.name!r} (larger bounds cost accuracy) or keep inputs smaller"
+            f"{where}: {what} wrote |{slot.name}| = {absmax:.4g}, beyond its declared bound {slot.bound:g}; {fix}"
         )
+
+
+def bound_advice(program, slot: str) -> Optional[str]:
+    """What to change when ``slot`` of ``program`` overflows, if the program says (circuits do)."""
+    adv = (getattr(program, "meta", None) or {}).get("bound_advice")
+    return adv.get(slot) if isinstance(adv, dict) and isinstance(adv.get(slot), str) else None

@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["DEFAULT_MAX_LEN", "position_units", "system_rows"]
+__all__ = ["DEFAULT_MAX_LEN", "position_units", "system_rows", "count_terms"]
 
 #: most tokens a compiled model (and the interpreter, by default) accepts: 512 examples and a query
 DEFAULT_MAX_LEN = 1025
@@ -32,3 +32,12 @@ def system_rows(j: np.ndarray, max_len: int) -> Dict[str, np.ndarray]:
         "one": np.ones((len(j), 1)),
         "is_y": (j % 2).astype(np.float64)[:, None],
     }
+
+
+def count_terms(max_len: int) -> Dict[str, np.ndarray]:
+    """``{slot: W}`` with ``Σ W·h[slot] = ⌊(t + 1)/2⌋``, the number of examples at column ``t``.
+
+    With ``pos₀ = t/P`` (``P = max_len``) and ``is_y = t mod 2``: ``(P·pos₀ + is_y)/2`` — exact up
+    to the rounding of ``t/P`` (relative ``≈ ε``). Used by the ``count`` and ``sum`` ops.
+    """
+    return {"pos": np.array([[0.5 * float(max_len), 0.0]]), "is_y": np.array([[0.5]])}

@@ -19,12 +19,13 @@ from typing import List, Optional
 import numpy as np
 
 from ..numerics.constants import Constants
-from .checks import check_divisor, check_guards, check_inputs, check_written
+from .checks import bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .embedding import DEFAULT_MAX_LEN, system_rows
 from .layout import Layout
-from .ops import Aff, Div, Mov, Mul, Op
+from .ops import Aff, Count, Div, Mov, Mul, Op, Sum
 from .program import Program
+from .validate import as_int, as_real_array
 
 __all__ = ["interpret", "Trace", "apply_op", "check_op", "embed_reference", "readout"]
 
@@ -132,11 +133,18 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         if op.bias is not None:
             val = val + op.bias
         lay.view(H, op.dst)[...] = val
+    elif isinstance(op, Count):
+        T = H.shape[1]
+        lay.view(H, op.dst)[...] = ((np.arange(T) + 1) // 2).astype(np.float64)[None, :, None]
+    elif isinstance(op, Sum):
+        is_y = (np.arange(H.shape[1]) % 2 == 1).astype(np.float64)[None, :, None]
+        lay.view(H, op.dst)[...] = np.cumsum(lay.view(H, op.src) * is_y, axis=1)
     else:  # pragma: no cover
         raise TypeError(f"unknown op {op!r}")
 
 
-def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: str, *, before: bool) -> None:
+def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: str, *, before: bool,
+             program: Optional[Program] = None) -> None:
     """Range checks around ``op``: divisor magnitude (before) and the written slot's bound (after)."""
     if before:
         if isinstance(op, Div):
@@ -144,7 +152,8 @@ def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: st
             check_divisor(where, op.describe(), op.divisor, float(c.min()) if c.size else np.inf, constants.div_min)
         return
     vals = lay.view(H, op.writes())
-    check_written(where, op.describe(), lay[op.writes()], float(np.abs(vals).max()) if vals.size else 0.0)
+    check_written(where, op.describe(), lay[op.writes()], float(np.abs(vals).max()) if vals.size else 0.0,
+                  advice=bound_advice(program, op.writes()))
 
 
 def interpret(program: Program, tokens, *, constants: Optional[Constants] = None, check: bool = True,
@@ -165,7 +174,8 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
     :func:`iclconstruct.testing.replay_schedule`.
     """
     constants = constants or Constants()
-    tok = tokens.detach().cpu().numpy() if hasattr(tokens, "detach") else np.asarray(tokens)
+    tok = as_real_array(tokens, "tokens")  # refuses complex, object, meta-device and None inputs
+    max_len = as_int(max_len, "max_len", min=2)
     H = embed_reference(program, tok, max_len=max_len, check=check)
     lay = program.layout
     snaps: List[np.ndarray] = []
@@ -179,7 +189,7 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
                     check_op(op, H, lay, constants, tag, before=True)
                 apply_op(op, H, lay)
                 if check:
-                    check_op(op, H, lay, constants, tag, before=False)
+                    check_op(op, H, lay, constants, tag, before=False, program=program)
                 if record:
                     snaps.append(H.copy())
         idx += len(seg.ops)

@@ -36,7 +36,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
+from ..errors import ArgumentError, LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
+from .validate import MAX_D, MAX_ROWS, as_float, as_int
 
 __all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
 
@@ -44,6 +45,8 @@ __all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
 INPUT_SLOTS = ("y", "x")
 #: slots that only the compiler writes (never a user op)
 SYSTEM_SLOTS = ("pos", "one", "is_y", "anchor", "pair", "bal")
+#: system slots whose values have no fixed bound (the LayerNorm bookkeeping of Lemmas 6 and 8)
+_INFINITE_OK = ("anchor", "pair", "bal")
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,14 @@ class Layout:
     _frozen: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        if int(self.d) != self.d or self.d < 1:
-            raise LayoutError(f"d must be a positive integer; got {self.d!r}")
-        self.d = int(self.d)
+        try:
+            self.d = as_int(self.d, "d", min=1, max=MAX_D)
+            if self.width is not None:
+                self.width = as_int(self.width, "width", min=1, max=MAX_ROWS)
+            self.x_bound = as_float(self.x_bound, "x_bound", positive=True)
+            self.y_bound = as_float(self.y_bound, "y_bound", positive=True)
+        except ArgumentError as exc:
+            raise LayoutError(str(exc)) from None
         self.alloc("y", 1, bound=self.y_bound)
         self.alloc("x", self.d, bound=self.x_bound)
         self.alloc("pos", 2, bound=1.0)
@@ -120,11 +128,16 @@ class Layout:
             raise LayoutError(f"slot name must be a non-empty string; got {name!r}")
         if name in self._slots:
             raise LayoutError(f"slot {name!r} already exists; choose another name")
-        if int(size) != size or size < 1:
-            raise LayoutError(f"slot {name!r}: size must be a positive integer; got {size!r}")
-        if not (bound > 0):
-            raise LayoutError(f"slot {name!r}: bound must be > 0; got {bound!r}")
-        size = int(size)
+        try:
+            size = as_int(size, f"slot {name!r}: size", min=1, max=MAX_ROWS)
+            bound = as_float(bound, f"slot {name!r}: bound", positive=True, finite=name not in _INFINITE_OK)
+        except ArgumentError as exc:
+            raise LayoutError(str(exc)) from None
+        if at is not None:  # a negative row would alias rows counted from the end of the stream
+            try:
+                at = as_int(at, f"slot {name!r}: at", min=0, max=MAX_ROWS - size)
+            except ArgumentError as exc:
+                raise LayoutError(f"{exc} (at= is the first row of the slot, counted from 0)") from None
         if at is None:
             at = self._first_fit(size)
         else:
@@ -134,6 +147,11 @@ class Layout:
                     f"slot {name!r} at rows {at}:{at + size} overlaps live slot {clash.name!r} "
                     f"(rows {clash.start}:{clash.stop}); free it first or pick other rows"
                 )
+        if at + size > MAX_ROWS:
+            raise WidthOverflowError(
+                f"slot {name!r} would end at row {at + size}, past the largest supported residual width "
+                f"{MAX_ROWS}; use smaller slots or free slots that are no longer needed"
+            )
         if self.width is not None and at + size > self.width:
             raise WidthOverflowError(
                 f"slot {name!r} needs rows {at}:{at + size} but the residual width is {self.width}; "

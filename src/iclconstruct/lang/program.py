@@ -21,10 +21,11 @@ from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from ..errors import ArgumentError, CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from .validate import as_int
 from .guards import InputGuard
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS, Layout
-from .ops import Aff, Div, Mov, Mul, Op, Read
+from .ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
 
 __all__ = ["Program", "Segment", "repeat_times", "EVENT_KINDS"]
 
@@ -81,6 +82,7 @@ class Program:
         #: ``('loop', times)``, ``('end',)``, ``('op', op)``, ``('guard', guard)``,
         #: ``('readout', slot, columns)``. :meth:`replay` rebuilds the program from it.
         self.events: List[tuple] = []
+        self._count_slots: set = set()  # slots whose last writer is count()
         #: conditions on the input examples the program refuses to run outside (data, saved with it)
         self.guards: List[InputGuard] = []
         #: free-form description of what built the program (circuits record their arguments)
@@ -136,6 +138,7 @@ class Program:
             raise LayoutError("free slots after the loop: a weight-tied loop body cannot free")
         self.layout.free(name)
         self._written.discard(name)
+        self._count_slots.discard(name)
         self.events.append(("free", name))
 
     @contextlib.contextmanager
@@ -148,8 +151,11 @@ class Program:
         self._mutable("loop")
         if self._in_loop:
             raise ICLConstructError("loops cannot be nested")
-        if times != "examples" and (int(times) != times or int(times) < 1):
-            raise ICLConstructError(f"loop times must be 'examples' or a positive integer; got {times!r}")
+        if times != "examples":
+            try:
+                times = as_int(times, "loop times", min=1)
+            except ArgumentError:
+                raise ICLConstructError(f"loop times must be 'examples' or a positive integer; got {times!r}") from None
         self._in_loop = True
         self.segments.append(Segment(repeat=times))
         self.events.append(("loop", times))
@@ -307,6 +313,9 @@ class Program:
         self._mutable(op.kind)
         self.segments[-1].ops.append(op)
         self._written.add(op.writes())
+        self._count_slots.discard(op.writes())
+        if isinstance(op, Count):
+            self._count_slots.add(op.dst)
         self.events.append(("op", op))
         return op
 
@@ -323,7 +332,11 @@ class Program:
             return self._build_div(op.src, op.divisor, op.dst, coef=op.coef, accumulate=op.accumulate)
         if isinstance(op, Aff):
             return self._build_aff(op.dst, op.terms, op.bias)
-        raise ICLConstructError(f"unknown op {op!r}; expected Mov, Mul, Div or Aff")
+        if isinstance(op, Count):
+            return self._build_count(op.dst)
+        if isinstance(op, Sum):
+            return self._build_sum(op.src, op.dst, count=op.count)
+        raise ICLConstructError(f"unknown op {op!r}; expected Mov, Mul, Div, Aff, Count or Sum")
 
     # ------------------------------------------------------------------ the four primitives
     def mov(self, src: str, dst: str, *, offset: Optional[int] = None, position: Optional[int] = None,
@@ -446,9 +459,50 @@ class Program:
         b = self._bias(bias, D.size, what)
         return Aff(dst, t, b)
 
+    # ------------------------------------------------------------------ reductions over the examples
+    def count(self, dst: str) -> Op:
+        """``dst ← ⌊(t + 1)/2⌋``: the number of (x, y) examples at or before column ``t`` (exact).
+
+        An affine map of the position units (attention self head or MLP bypass); ``dst``
+        needs 1 row and a bound of at least the number of examples the model will see.
+        """
+        return self._add(self._build_count(dst))
+
+    def _build_count(self, dst: str) -> Op:
+        D = self._writable(dst, "count")
+        if D.size != 1:
+            raise ShapeError(f"count: dst {dst!r} must have 1 row; it has {D.size}")
+        return Count(dst)
+
+    def sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
+        """``dst ← Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
+
+        The RAW averaging read over the ỹ columns (Definition C.2) times the example count
+        (Lemma 4): one attention and the MLP of the same layer. ``src`` is summed where the
+        examples are (ỹ columns); ``dst``'s bound must cover the largest sum. ``count``: a
+        slot last written by :meth:`count` to multiply with (more accurate than the default,
+        which forms the count from the position units inside the MLP).
+        """
+        return self._add(self._build_sum(src, dst, count=count))
+
+    def _build_sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
+        S = self._readable(src, "sum")
+        D = self._writable(dst, "sum")
+        if count is not None:
+            self._readable(count, "sum")
+            if count not in self._count_slots:
+                raise ICLConstructError(f"sum: count={count!r} must be a slot last written by program.count()")
+        if S.size != D.size:
+            raise ShapeError(f"sum: {src!r} has {S.size} rows but {dst!r} has {D.size}; sizes must match")
+        if set(self.layout.rows(src)) & set(self.layout.rows(dst)):
+            raise LayoutError(f"sum: dst {dst!r} overlaps src {src!r}; sum into a separate slot")
+        return Sum(src, dst, count)
+
     # ------------------------------------------------------------------ helpers
     def check_complete(self) -> None:
         """Raise if the program cannot be compiled or run (no readout, empty)."""
+        if self._in_loop:
+            raise ICLConstructError("the program's loop is still open; compile or run it after the `with p.loop():` block")
         if self.readout_slot is None:
             raise ICLConstructError("program has no readout; call program.readout(slot)")
         if not self.layout.is_live(self.readout_slot):

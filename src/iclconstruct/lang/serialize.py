@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CheckpointError
 from .guards import InputGuard
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS
-from .ops import Aff, Div, Mov, Mul, Op, Read
+from .ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
 from .program import Program
 
 __all__ = ["program_to_dict", "program_from_dict", "num", "unnum"]
@@ -66,7 +66,11 @@ def _op_to_dict(op: Op) -> dict:
                 "accumulate": bool(op.accumulate)}
     if isinstance(op, Aff):
         return {"op": "aff", "dst": op.dst, "terms": [[s, _matrix(W)] for s, W in op.terms], "bias": _vector(op.bias)}
-    raise CheckpointError(f"cannot save op {op!r}: only mov, mul, div and aff ops are serialisable")
+    if isinstance(op, Count):
+        return {"op": "count", "dst": op.dst}
+    if isinstance(op, Sum):
+        return {"op": "sum", "src": op.src, "dst": op.dst, "count": op.count}
+    raise CheckpointError(f"cannot save op {op!r}: only mov, mul, div, aff, count and sum ops are serialisable")
 
 
 def _op_from_dict(o: dict) -> Op:
@@ -84,7 +88,11 @@ def _op_from_dict(o: dict) -> Op:
         return Div(o["src"], o["divisor"], o["dst"], unnum(o["coef"]), bool(o["accumulate"]))
     if kind == "aff":
         return Aff(o["dst"], tuple((s, _unmatrix(W)) for s, W in o["terms"]), _unvector(o["bias"]))
-    raise CheckpointError(f"circuit.json: unknown op {kind!r}; expected mov, mul, div or aff")
+    if kind == "count":
+        return Count(o["dst"])
+    if kind == "sum":
+        return Sum(o["src"], o["dst"], o.get("count"))
+    raise CheckpointError(f"circuit.json: unknown op {kind!r}; expected mov, mul, div, aff, count or sum")
 
 
 def _guard_to_dict(g: InputGuard) -> dict:
@@ -175,8 +183,8 @@ def program_from_dict(data: dict) -> Program:
 
 # ---------------------------------------------------------------------- format version 1
 def _ops_touching(op_dict: dict) -> List[str]:
-    keys = ("src", "dst", "lhs", "rhs", "divisor")
-    names = [op_dict[k] for k in keys if k in op_dict]
+    keys = ("src", "dst", "lhs", "rhs", "divisor", "count")
+    names = [op_dict[k] for k in keys if op_dict.get(k)]
     names += [s for s, _ in op_dict.get("plus", [])] + [s for s, _ in op_dict.get("terms", [])]
     return names
 

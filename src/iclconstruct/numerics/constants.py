@@ -69,14 +69,15 @@ class Constants:
     def __post_init__(self) -> None:
         for name in ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ICLConstructError(f"Constants.{name} must be a finite positive number; got {v!r}")
-        if self.bypass_scale is not None and not (self.bypass_scale > 10):
+        if self.bypass_scale is not None and not (isinstance(self.bypass_scale, (int, float))
+                                                  and math.isfinite(self.bypass_scale) and self.bypass_scale > 10):
             raise ICLConstructError(
                 f"Constants.bypass_scale must be None (exact pair bypass) or > 10; got {self.bypass_scale!r}"
             )
-        if not (self.ln_eps >= 0):
-            raise ICLConstructError(f"Constants.ln_eps must be >= 0; got {self.ln_eps!r}")
+        if not (isinstance(self.ln_eps, (int, float)) and math.isfinite(self.ln_eps) and self.ln_eps >= 0):
+            raise ICLConstructError(f"Constants.ln_eps must be a finite number >= 0; got {self.ln_eps!r}")
 
     @classmethod
     def float64(cls, **overrides) -> "Constants":

@@ -73,11 +73,9 @@ def run_cells(model, h: torch.Tensor, plan: CellPlan, *, check: bool = True,
         k_idx = torch.as_tensor(keys, device=dev)
         mask = torch.as_tensor(keys[None, :] > cols[:, None], device=dev)
         hq = h.index_select(1, q_idx)
-        if mon is not None:
-            mon.before(hq, l, bi)
-        out = model.blocks[bi](hq, hook, l, kv=h.index_select(1, k_idx), mask=mask)
-        if mon is not None:
-            mon.after(out, l, bi)
+        kv = h.index_select(1, k_idx)
+        blk = model.blocks[bi]
+        out = mon.layer(blk, hq, l, bi, hook, kv=kv, mask=mask) if mon is not None else blk(hq, hook, l, kv=kv, mask=mask)
         h.index_copy_(1, q_idx, out)
     if mon is not None and monitor is None:
         mon.verify()

@@ -101,6 +101,11 @@ class SparseBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l, kv=kv, mask=mask), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
+                      mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``h + a`` (Eq. 4, first half), queries/keys on their non-zero columns, CSR values/outputs."""
         h = hook.block(l, "hook_resid_pre", h)
         kv = h if kv is None else kv
         q = torch.einsum("btd,hde->bthe", h, self.Wq)
@@ -113,7 +118,10 @@ class SparseBlock(nn.Module):
         v = _spmm(self.Vt, kv)  # (B, Tk, ΣE_h)
         z = torch.cat([pattern[:, i] @ v[..., a:b] for i, (a, b) in enumerate(self.head_slices)], dim=-1)
         a = hook.block(l, "hook_attn_out", _spmm(self.Ot, z))
-        mid = hook.block(l, "hook_resid_mid", h + a)
+        return hook.block(l, "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half) on CSR weights."""
         x = F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps)
         post = F.gelu(_spmm(self.Wint, x) + self.b_in)
         m = hook.block(l, "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
@@ -154,7 +162,7 @@ def _with_blocks(model, blocks):
 
 def sparse_model(model):
     """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched)."""
-    return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b, model.config) for b in model.blocks])
+    return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b, model.cfg) for b in model.blocks])
 
 
 def dense_model(model):

@@ -183,11 +183,9 @@ class Stream:
         hq = torch.stack([self._state(hist, int(t), l) for t in cols], dim=1)
         hk = torch.stack([self._state(hist, int(j), l) for j in keys], dim=1)
         mask = torch.as_tensor(keys[None, :] > cols[:, None], device=hq.device)
-        if mon is not None:
-            mon.before(hq, l, bi)
-        out = m.blocks[bi](hq, m._null_hooks, l, kv=hk, mask=mask)
-        if mon is not None:
-            mon.after(out, l, bi)
+        blk = m.blocks[bi]
+        out = mon.layer(blk, hq, l, bi, m._null_hooks, kv=hk, mask=mask) if mon is not None else \
+            blk(hq, m._null_hooks, l, kv=hk, mask=mask)
         for i, t in enumerate(cols):
             hist[int(t)][0].append(l)
             hist[int(t)][1].append(out[:, i])
