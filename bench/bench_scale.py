@@ -159,6 +159,33 @@ def section_stream(full_budget_s=420.0):
         gc.collect()
 
 
+def section_addcost(n_big=512, n_small=64, d=8):
+    """One add at n ≈ n_big vs at n ≈ n_small, interleaved in one time window (load-fair)."""
+    if done("addcost", f"ridge d={d}"):
+        return
+    rng = np.random.default_rng(3)
+    m = ic.circuits.ridge(d, 0.1, max_len=2 * n_big + 1)
+    X, y, _ = task(rng, 4, n_big, d)
+    big, small = m.stream(), m.stream()
+    t_big, t_small, c_big, c_small = [], [], [], []
+    for k in range(n_big):
+        if small.n == n_small:
+            small = m.stream()
+        for s_, ts, cs, kk in ((big, t_big, c_big, k), (small, t_small, c_small, small.n)):
+            e0 = s_.evaluated
+            t0 = time.perf_counter()
+            s_.add(X[:, kk], y[:, kk])
+            late = k >= n_big - n_small  # both measured over the last stretch of the run
+            if late and (kk >= n_big - n_small // 4 if s_ is big else kk >= n_small // 2):
+                ts.append(time.perf_counter() - t0)
+                cs.append(s_.evaluated - e0)
+    write("addcost", {"key": f"ridge d={d}", "n_big": n_big, "n_small": n_small,
+                      "add_big_s": float(np.median(t_big)), "add_small_s": float(np.median(t_small)),
+                      "ratio": float(np.median(t_big) / np.median(t_small)),
+                      "cells_per_add_big": float(np.mean(c_big)), "cells_per_add_small": float(np.mean(c_small)),
+                      "rebuilds": big.rebuilds})
+
+
 # ------------------------------------------------------------------------------ plain parity
 class PlainBlock(torch.nn.Module):
     """A stock Eq. 4 layer from torch primitives (fused QKV, SDPA), random weights."""
@@ -310,6 +337,16 @@ def tables():
         lines.append("")
         lines.append(f"Fitted exponents (time ∝ n^e over the grid): full pass e = {e_full:.2f}, "
                      f"pruned all-prefix pass e = {e_pr:.2f}, one streaming add e = {e_add:.2f}.")
+        ra = rows("addcost")
+        if ra:
+            r = ra[0]
+            lines.append("")
+            lines.append(f"One streaming add measured in the same time window (interleaved, median): at n ≈ {r['n_big']} "
+                         f"{_fmt_s(r['add_big_s'])}, at n ≈ {r['n_small']} {_fmt_s(r['add_small_s'])} — ratio "
+                         f"{float(r['ratio']):.2f}; blocks run per add: {float(r['cells_per_add_big']):.1f} vs "
+                         f"{float(r['cells_per_add_small']):.1f}. (The \"one add\" column above was measured at "
+                         f"different times on a shared machine; the load drifted by up to ~5× between rows, as the "
+                         f"pruned column shows.)")
         text = _splice(text, "stream", stamp + "\n\n" + "\n".join(lines))
     rp = rows("plain")
     if rp:
@@ -361,5 +398,6 @@ if __name__ == "__main__":
     if what == "sparse-one":
         sparse_one(sys.argv[2], int(sys.argv[3]))
         sys.exit(0)
-    {"stream": section_stream, "plain": section_plain, "sparse": section_sparse, "tables": tables}[what]()
+    {"stream": section_stream, "plain": section_plain, "sparse": section_sparse, "addcost": section_addcost,
+     "tables": tables}[what]()
     print("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")
