@@ -15,8 +15,14 @@ L1    —                                             ``w ← wprev − u·e −
 ====  ===========================================  ===========================================
 
 with ``u = √(2·lr)·x`` (made once by the prologue): ``u·e = 2·lr·x(xᵀw − y)``, and
-``|u_i| ≤ 1`` in the stable range, so a large ``lr`` does not multiply the error of the
-products.
+``‖u‖² = 2·lr·‖x‖² ≤ 2`` in the stable range, so a large ``lr`` does not multiply the error
+of the products.
+
+Stability (:class:`~iclconstruct.lang.checks.StepStability`): the step's matrix
+``I − 2·lr·(x xᵀ + lam·I)`` has eigenvalues ``1 − 2·lr·lam`` and ``1 − 2·lr·(‖x‖² + lam)``,
+so it is non-expansive exactly when ``2·lr·(‖x‖² + lam) ≤ 2``; the paper's step sizes
+``lr ∈ {0.01, 0.03}`` at ``d = 8`` satisfy it for ``‖x‖² ≤ 33`` (``0.03``). The interpreter
+and the model both refuse inputs that break it.
 
 ``dec`` (the regulariser applied only at ỹ columns, so that x̃ columns keep ``w0``) is
 dropped when ``lam = 0``.
@@ -31,7 +37,8 @@ import torch
 
 from ..compiler.build import compile
 from ..numerics.constants import Constants
-from ..errors import DivergenceError, ICLConstructError, ShapeError
+from ..errors import ICLConstructError, ShapeError
+from ..lang.checks import StepStability
 from ..lang.program import Program
 from .common import default_bounds, gather_examples, predict_from
 
@@ -56,11 +63,13 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = float(w_bound) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
     r = math.sqrt(2.0 * lr)
-    # work in the step's natural units: u = √(2·lr)·x has |u_i| <= 1 whenever 2·lr·‖x‖² <= 1,
-    # so a large lr does not multiply the products' absolute error
-    eb = math.sqrt(d) * wb + r * yb
+    # work in the step's natural units: u = √(2·lr)·x has ‖u‖ <= √2 whenever the step is
+    # non-expansive (2·lr·(‖x‖² + lam) <= 2), so a large lr does not multiply the products' error
+    ub = min(r * xb, math.sqrt(2.0))          # |u_i| <= √(2·lr)·|x_i| and <= ‖u‖ <= √2
+    un = min(r * xb * math.sqrt(d), math.sqrt(2.0))  # ‖u‖
+    eb = un * math.sqrt(d) * wb + r * yb
     p = Program(d, x_bound=xb, y_bound=yb, name=f"sgd(d={d}, lr={lr:g}, lam={lam:g})")
-    p.slot("u", d, bound=max(xb, 1.0))
+    p.slot("u", d, bound=max(xb, ub))  # holds the raw x for one sublayer (gather_examples)
     p.slot("w", d, bound=wb)
     p.slot("wprev", d, bound=wb)
     p.slot("e", 1, bound=eb)
@@ -78,6 +87,7 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
             plus["dec"] = -2.0 * lr * lam
         p.mul("u", "e", "w", shape=(d, 1, 1), coef=-1.0, plus=plus)   # w − u·e − 2·lr·lam·dec
     predict_from(p, "w", "wprev", "pred")
+    p.guards.append(StepStability(float(lr), float(lam)))
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
               "x_bound": xb, "y_bound": yb, "w_bound": wb}
     return p
@@ -99,32 +109,20 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
         constants, dtype, max_len: see :func:`iclconstruct.compile`. ``max_len`` tokens is
             the longest context: ``(max_len − 1) / 2`` examples.
 
-    ``predict`` raises :class:`~iclconstruct.errors.DivergenceError` if ``2·lr·‖x_i‖² > 1``
-    for some example (one-pass SGD is then not stable and the iterates grow).
+    ``predict`` (and :func:`iclconstruct.interpret` on the program) raises
+    :class:`~iclconstruct.errors.DivergenceError` if ``2·lr·(‖x_i‖² + lam) > 2`` for some
+    example: the step is then expansive along ``x_i`` and the iterates can grow without bound.
     """
     p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
-    m = compile(p, constants=constants, dtype=dtype, max_len=max_len)
-    attach_stability_check(m, lr, lam)
-    return m
+    return compile(p, constants=constants, dtype=dtype, max_len=max_len)
 
 
 def attach_stability_check(model, lr: float, lam: float = 0.0) -> None:
-    """Make ``model`` refuse inputs on which one-pass SGD with step ``lr`` is unstable."""
+    """Make ``model`` (and the interpreter on its program) refuse inputs on which the SGD step is expansive.
 
-    def check_stable(tokens: torch.Tensor) -> None:
-        xs = tokens[:, 0 : 2 * (tokens.shape[1] // 2) : 2, 1:]
-        if xs.numel() == 0:
-            return
-        sq = float((xs * xs).sum(-1).max())
-        if 2.0 * lr * sq > 1.0 + 1e-12:
-            raise DivergenceError(
-                f"2·lr·‖x_i‖² reaches {2.0 * lr * sq:.4g} > 1: one-pass SGD with lr={lr:g} is not stable on this "
-                f"input and its iterates grow without bound; use lr <= {0.5 / sq:.4g}"
-            )
-        if 2.0 * lr * (sq + lam) > 2.0 + 1e-12:
-            raise DivergenceError(
-                f"2·lr·(‖x_i‖² + lam) reaches {2.0 * lr * (sq + lam):.4g} > 2: with lam={lam:g} the step "
-                f"w ← (1 − 2·lr·lam)·w − … expands and the iterates grow; use lr <= {1.0 / (sq + lam):.4g}"
-            )
-
-    model.token_checks.append(check_stable)
+    Adds a :class:`~iclconstruct.lang.checks.StepStability` guard to ``model.program.guards``
+    unless an equal one is there already (used when a model is loaded from disk).
+    """
+    guard = StepStability(float(lr), float(lam))
+    if guard not in model.program.guards:
+        model.program.guards.append(guard)

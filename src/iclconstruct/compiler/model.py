@@ -214,6 +214,8 @@ class ConstructedTransformer(nn.Module):
             )
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
+        for guard in getattr(self.program, "guards", ()):
+            guard.check(t)
         for fn in self.token_checks:
             fn(t)
         return t, numpy_in

@@ -7,11 +7,14 @@ execution paths raise the same exceptions, with messages that say what to change
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from ..errors import DivisorTooSmallError, NonFiniteError, OutOfRangeError
+import numpy as np
+
+from ..errors import DivergenceError, DivisorTooSmallError, NonFiniteError, OutOfRangeError
 from .layout import Layout, Slot
 
-__all__ = ["BOUND_SLACK", "check_inputs", "check_divisor", "check_written"]
+__all__ = ["BOUND_SLACK", "check_inputs", "check_divisor", "check_written", "StepStability"]
 
 #: relative slack of the bound checks in float64: a value may exceed its bound by this much
 #: (the compiled model's own error) before a check fires
@@ -47,3 +50,43 @@ def check_written(where: str, what: str, slot: Slot, absmax: float, slack: float
             f"{where}: {what} wrote |{slot.name}| = {absmax:.4g}, beyond its declared bound {slot.bound:g}; "
             f"declare a larger bound for slot {slot.name!r} (larger bounds cost accuracy) or keep inputs smaller"
         )
+
+
+@dataclass(frozen=True)
+class StepStability:
+    """Guard of Theorem 1's step ``w ← (I − 2·lr·(x xᵀ + lam·I))·w + 2·lr·y·x`` (Eq. 11).
+
+    The step's matrix is symmetric with eigenvalues ``1 − 2·lr·lam`` (orthogonal to ``x``)
+    and ``1 − 2·lr·(‖x‖² + lam)`` (along ``x``), so it is non-expansive (spectral norm
+    ``≤ 1``) exactly when ``2·lr·(‖x‖² + lam) ≤ 2`` (``lam ≥ 0`` makes the other eigenvalue
+    safe). Beyond that the iterate's component along ``x`` is multiplied by a factor
+    below ``−1`` and one-pass SGD can grow without bound. Both the interpreter and the
+    compiled model run this guard (``program.guards``) on the examples' ``x``.
+    """
+
+    lr: float
+    lam: float = 0.0
+
+    def max_lr(self, x_sq_max: float) -> float:
+        """Largest step size that is non-expansive for inputs with ``‖x‖² ≤ x_sq_max``."""
+        return 1.0 / (x_sq_max + self.lam) if x_sq_max + self.lam > 0 else math.inf
+
+    def check(self, tokens) -> None:
+        """Raise :class:`~iclconstruct.errors.DivergenceError` unless every example's step is non-expansive.
+
+        ``tokens`` is ``(B, T, d+1)`` (numpy or torch); the examples' ``x`` sit at the even
+        columns ``0, 2, …`` below ``2·(T // 2)`` (the query, if any, is not a step).
+        """
+        T = tokens.shape[1]
+        xs = tokens[:, 0 : 2 * (T // 2) : 2, 1:]
+        if xs.shape[1] == 0 or xs.shape[2] == 0:
+            return
+        sq = float(np.max(np.asarray((xs * xs).sum(-1), dtype=np.float64)))
+        factor = 2.0 * self.lr * (sq + self.lam)
+        if factor > 2.0 * (1.0 + 1e-12):
+            raise DivergenceError(
+                f"2·lr·(‖x_i‖² + lam) reaches {factor:.4g} > 2 (lr={self.lr:g}, lam={self.lam:g}, max ‖x_i‖² = "
+                f"{sq:.4g}): the SGD step multiplies w's component along x_i by 1 − 2·lr·(‖x_i‖² + lam) = "
+                f"{1.0 - factor:.4g}, so it expands and one-pass SGD can grow without bound; "
+                f"use lr <= {self.max_lr(sq):.4g} or smaller inputs"
+            )

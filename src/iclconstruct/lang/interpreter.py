@@ -71,6 +71,8 @@ def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[i
         raise ContextTooLongError(f"{T} tokens exceed the model's max_len={max_len}; compile with a larger max_len")
     if check:
         _check_inputs(program, tok)
+        for guard in getattr(program, "guards", ()):
+            guard.check(tok)
     H = np.zeros((B, T, lay.size))
     H[..., lay["y"].start] = tok[..., 0]
     H[..., lay["x"].start : lay["x"].stop] = tok[..., 1:]

@@ -68,6 +68,9 @@ class Program:
         self._ops_total = 0
         #: free-form description of what built the program (circuits record their arguments)
         self.meta: dict = {}
+        #: input guards run by the interpreter and the compiled model alike (records with a
+        #: ``check(tokens)`` method, e.g. :class:`~iclconstruct.lang.checks.StepStability`)
+        self.guards: list = []
 
     # ------------------------------------------------------------------ properties
     @property
