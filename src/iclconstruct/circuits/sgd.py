@@ -89,7 +89,10 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
     predict_from(p, "w", "wprev", "pred")
     p.guards.append(StepStability(float(lr), float(lam)))
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
-              "x_bound": xb, "y_bound": yb, "w_bound": wb}
+              "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              # the step w ↦ (I − 2·lr·(x xᵀ + lam·I))·w + 2·lr·y·x is non-expansive in the 2-norm
+              # whenever the guard passes: the certificate carries w's error with Lipschitz constant 1
+              "contraction": {"slots": ["w"], "lipschitz": 1.0}}
     return p
 
 
