@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..numerics.constants import Constants
+from ..numerics.ranges import operand_scales
 from ..errors import ICLConstructError
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Div, Mov, Mul
@@ -77,7 +78,7 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
     return ab
 
 
-def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
+def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, scales) -> MLPBuilder:
     mb = MLPBuilder(lay, D, c, divide=plan.divisor is not None)
     for op in plan.mlp_ops:
         dst = lay[op.writes()]
@@ -101,6 +102,7 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
         if isinstance(op, Mul):
             a, b, cc = op.shape
             L, R = lay[op.lhs], lay[op.rhs]
+            s_l, s_r = scales.get(id(op), (L.bound, R.bound))  # the operands' ranges at this op
             for i in range(a):
                 for j in range(cc):
                     for k in range(b):
@@ -108,7 +110,7 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants) -> MLPBuilder:
                         y = np.zeros(D)
                         x[L.start + i * b + k] = 1.0
                         y[R.start + k * cc + j] = 1.0
-                        mb.product(dst.start + i * cc + j, x, y, L.bound, R.bound, op.coef,
+                        mb.product(dst.start + i * cc + j, x, y, s_l, s_r, op.coef,
                                    f"{op.dst}[{i * cc + j}] += {op.lhs}[{i * b + k}]*{op.rhs}[{k * cc + j}]")
     return mb
 
@@ -144,10 +146,11 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
 
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
     sched = schedule(program)
+    scales = operand_scales(program, constants.div_min)
     builders = []
     for seg in sched.segments:
         for plan in seg.layers:
-            builders.append((_attention(plan, lay, D, constants, max_len), _mlp(plan, lay, D, constants)))
+            builders.append((_attention(plan, lay, D, constants, max_len), _mlp(plan, lay, D, constants, scales)))
     n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
     d_head = max([ab.d_head() for ab, _ in builders] + [2])
     d_mlp = max([len(mb) for _, mb in builders] + [1])
@@ -185,4 +188,5 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         max_len=int(max_len),
         dtype=dtype,
         block=block,
+        operand_scales=scales,
     )

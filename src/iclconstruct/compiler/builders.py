@@ -233,9 +233,22 @@ class MLPBuilder:
 
             x·y ≈ s_x·s_y·√(π/2)·N²·[GeLU((x/s_x + y/s_y)/N) − GeLU(x/(s_x N)) − GeLU(y/(s_y N))]
 
-        Error ``≤ s_x·s_y·(7/(6N²) + 2.5·ε·N)`` for ``|x| ≤ s_x, |y| ≤ s_y``.
+        Error ``≤ s_x·s_y·(7/(6N²) + 2.5·ε·N)`` for ``|x| ≤ s_x, |y| ≤ s_y``. With
+        ``Constants.product_order = 4``, Richardson extrapolation ``(4·P_{2N} − P_N)/3`` over
+        two scales (six units) cancels the ``N⁻²`` term: truncation ``≤ 0.35·s_x·s_y/N⁴``
+        (:func:`iclconstruct.numerics.certificate.product_truncation`).
         """
         N = self.c.product_scale
+        if self.c.product_order == 4:
+            # Richardson extrapolation over N and 2N: (4·P_2N − P_N)/3 cancels the N⁻² term
+            self._product_units(out_row, x_coeffs, y_coeffs, s_x, s_y, 2.0 * N, coef * 4.0 / 3.0, label + " [2N]")
+            self._product_units(out_row, x_coeffs, y_coeffs, s_x, s_y, N, -coef / 3.0, label + " [N]")
+        else:
+            self._product_units(out_row, x_coeffs, y_coeffs, s_x, s_y, N, coef, label)
+
+    def _product_units(self, out_row: int, x_coeffs, y_coeffs, s_x: float, s_y: float, N: float, coef: float,
+                       label: str) -> None:
+        """Three GeLU units: ``coef·s_x·s_y·√(π/2)·N²·[G((x'+y')/N) − G(x'/N) − G(y'/N)]`` (Lemma 4)."""
         a = x_coeffs / (s_x * N)
         b = y_coeffs / (s_y * N)
         g = coef * s_x * s_y * PRODUCT_GAIN * N * N

@@ -118,7 +118,7 @@ class ConstructedTransformer(nn.Module):
 
     def __init__(self, *, program: Program, schedule: Schedule, constants: Constants, layers: List[LayerWeights],
                  W_E: np.ndarray, W_pos: np.ndarray, n_heads: int, d_head: int, d_mlp: int, d_model: int,
-                 max_len: int, dtype: torch.dtype, block: str):
+                 max_len: int, dtype: torch.dtype, block: str, operand_scales: Optional[dict] = None):
         super().__init__()
         self.program = program
         self.layout: Layout = program.layout
@@ -127,6 +127,8 @@ class ConstructedTransformer(nn.Module):
         self.n_heads, self.d_head, self.d_mlp, self.d_model = n_heads, d_head, d_mlp, d_model
         self.max_len = max_len
         self.block_style = block
+        #: ``{id(op): (s_lhs, s_rhs)}``: the scales each product was built with (range analysis)
+        self.operand_scales = dict(operand_scales or {})
         self.dtype = dtype
         t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=dtype), requires_grad=False)
         self.W_E = t(W_E)

@@ -58,9 +58,10 @@ def gamma(n: float, u: float) -> float:
     return nu / (1.0 - nu) if nu < 0.5 else math.inf
 
 
-def product_truncation(a: float, b: float, N: float) -> float:
+def product_truncation(a: float, b: float, N: float, order: int = 2) -> float:
     """Bound on ``|√(π/2)·N²·[G((a+b)/N) − G(a/N) − G(b/N)] − ab|`` for ``|a|, |b| ≤`` the given values.
 
+    ``order=4``: the Richardson combination ``(4·P_{2N} − P_N)/3`` (the N⁻² terms cancel).
     Lemma 4 with GeLU's series ``G(z) = z/2 + z²/√(2π) − z⁴/(6√(2π)) + z⁶/(40√(2π)) − …``,
     alternating with decreasing terms for ``|z| ≤ 1``: the quartic term gives
     ``ab(2a² + 3ab + 2b²)/(6N²)`` and the rest is at most ``((a+b)⁶ + a⁶ + b⁶)/(80N⁴)``.
@@ -68,6 +69,9 @@ def product_truncation(a: float, b: float, N: float) -> float:
     a, b = abs(a), abs(b)
     if (a + b) / N > 1.0:
         return math.inf
+    if order == 4:
+        # (4·T_2N − T_N)/3: the N⁻² terms cancel; each remainder is at most s6/(80M⁴)
+        return ((a + b) ** 6 + a ** 6 + b ** 6) / (80 * N ** 4) * (4.0 / 16.0 + 1.0) / 3.0
     return a * b * (2 * a * a + 3 * a * b + 2 * b * b) / (6 * N * N) + ((a + b) ** 6 + a ** 6 + b ** 6) / (80 * N ** 4)
 
 
@@ -357,17 +361,18 @@ class _Analysis:
             if isinstance(op, Mul):
                 a, b, cc = op.shape
                 L, R = op.lhs, op.rhs
-                sx, sy = lay[L].bound, lay[R].bound
+                sx, sy = self.m.operand_scales.get(id(op), (lay[L].bound, lay[R].bound))
                 eL, eR = eop(L), eop(R)
                 BL, BR = self.B.get(L, 0.0), self.B.get(R, 0.0)
                 al, be = (BL + eL) / sx, (BR + eR) / sy
-                tr = sx * sy * product_truncation(al, be, N)
-                rnd = sx * sy * _SQRT_PI_2 * N * (cg + 3) * u * (al + be) * 1.01 + u * (BL + eL) * (BR + eR)
+                tr = sx * sy * product_truncation(al, be, N, c.product_order)
+                wr = 3.0 if c.product_order == 4 else 1.0  # Richardson: (4/3)·2N + (1/3)·N units
+                rnd = wr * sx * sy * _SQRT_PI_2 * N * (cg + 3) * u * (al + be) * 1.01 + u * (BL + eL) * (BR + eR)
                 one = BL * eR + BR * eL + eL * eR + tr + rnd
                 k = abs(op.coef) * b
                 e_rows = e_rows + k * one
-                m_units = m_units + 3 * b
-                term_abs = term_abs + k * sx * sy * _SQRT_PI_2 * N * (al + be) * 1.01
+                m_units = m_units + (6 if c.product_order == 4 else 3) * b
+                term_abs = term_abs + wr * k * sx * sy * _SQRT_PI_2 * N * (al + be) * 1.01
                 prod_bnd = prod_bnd + k * BL * BR
                 self._note("product_truncation", k * tr)
                 self._note("roundoff", k * rnd)

@@ -53,6 +53,10 @@ class Constants:
             the pair identity ``GeLU(z) − GeLU(−z) = z`` (2 units per output). A number ``N_b``
             selects the paper's Lemma 5 instead: one unit ``GeLU(z + N_b) − N_b`` with error
             ``(z + N_b)·Φ(−(z + N_b))`` (below 1e-20 once ``z + N_b > 9.5``), valid for ``|z| < N_b − 9.5``.
+        product_order: 2 (default) for the plain product trick, or 4 for Richardson
+            extrapolation over the scales ``N`` and ``2N``: ``(4·P_{2N} − P_N)/3`` cancels the
+            ``N⁻²`` term, leaving truncation ``≤ 0.35·s_x·s_y/N⁴`` for twice the units — so a
+            small ``N`` (little round-off) is accurate, which is what float32 needs.
         ln_eps: ``eps`` inside LayerNorm's square root; its relative effect is ``eps/var``,
             i.e. ``≈ eps·D/(2K²)`` — negligible for the defaults.
     """
@@ -64,6 +68,7 @@ class Constants:
     attn_hardness: float = 50.0
     bypass_scale: Optional[float] = None
     ln_eps: float = 1e-5
+    product_order: int = 2
 
     def __post_init__(self) -> None:
         for name in ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness"):
@@ -74,6 +79,8 @@ class Constants:
             raise ICLConstructError(
                 f"Constants.bypass_scale must be None (exact pair bypass) or > 10; got {self.bypass_scale!r}"
             )
+        if self.product_order not in (2, 4):
+            raise ICLConstructError(f"Constants.product_order must be 2 (Lemma 4) or 4 (Richardson); got {self.product_order!r}")
         if not (self.ln_eps >= 0):
             raise ICLConstructError(f"Constants.ln_eps must be >= 0; got {self.ln_eps!r}")
 
