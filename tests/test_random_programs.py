@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import iclconstruct as ic
-from iclconstruct.testing import assert_matches_interpreter, programs, tokens_for
+from iclconstruct.testing import assert_matches_interpreter, programs, replay_schedule, tokens_for
 
 
 @given(programs(), st.data())
@@ -19,7 +19,6 @@ def test_schedule_preserves_program_order_semantics(prog, data):
     """Replaying the packed schedule gives the same final state as program order."""
     tok = data.draw(tokens_for(prog))
     model = ic.compile(prog)
-    T = tok.shape[1]
-    packed = ic.interpret(prog, tok, steps=model.schedule.stages(T))
+    packed = replay_schedule(model, tok)
     plain = ic.interpret(prog, tok)
     np.testing.assert_allclose(packed.H, plain.H, rtol=0, atol=1e-12)

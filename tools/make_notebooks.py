@@ -442,12 +442,92 @@ final loop iteration. The layout of the layers run on these tokens:"""),
     new_code_cell("viz.layout(circuit, T=2 * n)"),
 ]
 
+NB06 = [
+    new_markdown_cell("""\
+# 06 · Write your own learning algorithm
+
+`@ic.algorithm` turns numpy-like Python over the in-context examples into a transformer: you
+write the algorithm, the front end picks the slots, the magnitude bounds (interval analysis),
+the ops and their packing into layers (docs/frontend.md). Here we build one that is **not**
+in the zoo — full-batch gradient descent with heavy-ball momentum — and verify it three ways:
+against a hand-written numpy loop, in the exact interpreter, and as a compiled model."""),
+    new_code_cell(SETUP),
+    new_markdown_cell("""\
+Heavy ball: `v ← β·v − η·(S w − b)`, `w ← w + v`, with `S = XᵀX` and `b = Xᵀy` read as exact
+prefix sums (`ctx.sum`). Python's `for` unrolls; each step is a matrix–vector product, one
+MLP, so the depth does not depend on the number of examples. The iterates need a bound the
+analysis cannot prove (it would grow with every step): `ctx.bound` states it, and the
+compiled model checks it at run time."""),
+    new_code_cell("""\
+d, eta, beta, steps = 3, 0.01, 0.5, 3
+
+@ic.algorithm(d=d, x_bound=4.0, y_bound=10.0, max_n=32)
+def heavy_ball(ctx):
+    S = ctx.sum(ctx.x.outer(ctx.x))
+    b = ctx.sum(ctx.y * ctx.x)
+    w, v = ctx.zeros(d), ctx.zeros(d)
+    for _ in range(steps):
+        v = ctx.bound(beta * v - eta * (S @ w - b), 10.0)
+        w = ctx.bound(w + v, 10.0)
+    return w
+
+print(heavy_ball.program().listing())"""),
+    new_code_cell("""\
+def heavy_ball_numpy(X, y):
+    w, v = np.zeros(d), np.zeros(d)
+    for _ in range(steps):
+        v = beta * v - eta * (X.T @ X @ w - X.T @ y)
+        w = w + v
+    return w
+
+# anisotropic, shifted inputs — not N(0, I)
+n = 20
+X = np.clip(rng.standard_normal((n, d)) * [1.5, 0.5, 1.0] + [0.5, -0.3, 0.0], -4, 4)
+y = np.clip(X @ rng.standard_normal(d), -10, 10)
+xq = rng.uniform(-2, 2, d)
+tokens = ic.tokens.encode(X, y, xq)
+want = np.array([heavy_ball_numpy(X[:k], y[:k]) @ (xq if k == n else X[k]) for k in range(n + 1)])
+got = heavy_ball.interpret(tokens)[0]
+print("interpreter vs numpy, every prefix:", np.abs(got - want).max())"""),
+    new_code_cell("""\
+from iclconstruct.testing import assert_matches_interpreter
+
+model = heavy_ball.compile()
+print(model)
+assert_matches_interpreter(model, tokens)          # every sublayer, every column
+out = model(tokens)[0]
+print("model vs numpy, every prefix:", np.max(np.abs(out - want) / (1 + np.abs(want))))
+print("depth for 8 and 256 examples:", model.depth(8), model.depth(256))"""),
+    new_markdown_cell("""\
+## Mistakes get named
+
+The front end refuses algorithms a causal transformer cannot run, and says where. A
+per-example term may not read an aggregate over *all* examples (example *i* would read
+examples after it):"""),
+    new_code_cell("""\
+@ic.algorithm(d=d)
+def peeks(ctx):
+    w = ctx.sum(ctx.y * ctx.x)
+    return ctx.sum(ctx.x * (ctx.x @ w))
+
+try:
+    peeks.program()
+except ic.errors.CausalityError as e:
+    print(e)"""),
+    new_markdown_cell("""\
+Try your own: Nesterov momentum, a few Newton steps on `S + λI` (ridge), GD on
+`ctx.mean` instead of `ctx.sum` (the 1/n convention), or an SGD-style loop with
+`for x, y in ctx.examples():`. `ic.testing.frontend_algorithms()` generates random
+algorithms like these for property tests."""),
+]
+
 NOTEBOOKS = {
     "01_gradient_descent_step.ipynb": NB01,
     "02_ridge_precision.ipynb": NB02,
     "03_compose_your_own_circuit.ipynb": NB03,
     "04_trained_vs_constructed.ipynb": NB04,
     "05_probing.ipynb": NB05,
+    "06_write_your_own_algorithm.ipynb": NB06,
 }
 
 

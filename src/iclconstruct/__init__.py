@@ -6,6 +6,7 @@ run it exactly with :func:`interpret`, and turn it into a real transformer with
 """
 from . import circuits, errors, io, reference, tokens
 from .compiler import compile
+from .frontend import Algorithm, algorithm
 from .numerics.constants import Constants
 from .lang.interpreter import Trace, interpret
 from .io import load
@@ -13,10 +14,12 @@ from .lang.layout import Layout, Slot
 from .compiler.model import ConstructedTransformer
 from .lang.program import Program
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Program",
+    "algorithm",
+    "Algorithm",
     "Layout",
     "Slot",
     "Constants",

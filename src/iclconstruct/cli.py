@@ -15,24 +15,34 @@ __all__ = ["main", "build_parser"]
 
 def _run_demo(args) -> int:
     from .demo import run_demo
+    from .lang.validate import as_int
 
-    rows = run_demo(seed=args.seed, d=args.d, n=args.n, batch=args.batch)
+    d = as_int(args.d, "--d", min=1, max=64)
+    n = as_int(args.n, "--n", min=1, max=256)
+    batch = as_int(args.batch, "--batch", min=1, max=4096)
+    seed = as_int(args.seed, "--seed", min=0)
+    rows = run_demo(seed=seed, d=d, n=n, batch=batch)
     return 0 if all(err <= 1e-6 for _, err in rows) else 1
 
 
 def _run_circuit(args) -> int:
     from . import circuits
+    from .errors import ArgumentError
 
+    # the circuit functions validate every value, exactly as when called from Python
     if args.name == "sgd":
-        m = circuits.sgd(args.d, args.lr, lam=args.lam)
+        m = circuits.sgd(args.d, 0.01 if args.lr is None else args.lr, lam=0.0 if args.lam is None else args.lam)
     else:
-        m = circuits.ridge(args.d, args.lam if args.lam > 0 else 0.1)
+        if args.lr is not None:
+            raise ArgumentError("--lr is a parameter of the sgd circuit; ridge takes --lam")
+        m = circuits.ridge(args.d, 0.1 if args.lam is None else args.lam)
     print(m.summary())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="iclconstruct", description=__doc__.splitlines()[0])
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of library errors")
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="compile primitives and the paper's circuits; check them against references")
     d.add_argument("--d", type=int, default=4)
@@ -43,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("circuit", help="print a circuit's layers, ops, slot layout and costs")
     c.add_argument("name", choices=["sgd", "ridge"])
     c.add_argument("--d", type=int, default=4)
-    c.add_argument("--lr", type=float, default=0.01)
-    c.add_argument("--lam", type=float, default=0.0)
+    c.add_argument("--lr", type=float, default=None, help="sgd step size (default 0.01)")
+    c.add_argument("--lam", type=float, default=None, help="L2 weight: sgd default 0, ridge default 0.1 (must be > 0)")
     c.set_defaults(func=_run_circuit)
     try:
         from .icl.cli import add_subcommands
@@ -59,8 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line. A library error prints one line ``iclconstruct: error: …`` to
+    stderr and returns 2 (the traceback only with ``--debug``); other exceptions propagate."""
+    from .errors import ICLConstructError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ICLConstructError as exc:
+        if args.debug:
+            raise
+        msg = " ".join(str(exc).split())  # one line, whatever the message
+        print(f"iclconstruct: error: {msg} ({type(exc).__name__}; rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

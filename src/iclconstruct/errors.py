@@ -64,3 +64,7 @@ class CheckpointError(ICLConstructError, ValueError):
 
 class DivergenceError(OutOfRangeError):
     """An iterative algorithm's parameters make it diverge (e.g. SGD step size too large)."""
+
+
+class ArgumentError(ICLConstructError, ValueError, TypeError):
+    """An argument of the wrong type or outside its allowed range (None, a string, NaN, a complex number ...)."""

@@ -4,7 +4,7 @@ These are the classical predictors the paper compares trained in-context learner
 (§4, "Predictors"), written as plain float64 numpy so that circuits and trained models can
 be checked against them.
 
-Conventions (constructions.md §7, fixed once for the whole library):
+Conventions (fixed once for the whole library; see ``docs/concepts.md``):
 
 * **Sum-of-squares loss, factor 2·lr.** The paper's SGD / GD updates are gradients of
   ``L(w) = Σ_i (wᵀx_i − y_i)² + lam·‖w‖²`` (no 1/n), so one step is
@@ -39,6 +39,8 @@ __all__ = [
     "bayes",
     "newton",
     "newton_alpha",
+    "gd_plus_plus",
+    "preconditioned_gd",
     "knn",
     "averaging",
 ]
@@ -254,7 +256,7 @@ def newton_alpha(S: np.ndarray) -> np.ndarray:
         return np.where(lmax > 0, 1.0 / np.maximum(lmax, 1e-300) ** 2, 0.0)
 
 
-def newton(X, y, steps: int, alpha: Optional[float] = None) -> np.ndarray:
+def newton(X, y, steps: int, alpha=None) -> np.ndarray:
     """Iterative Newton (Newton–Schulz) for the pseudo-inverse (Fu et al. 2023; paper §4 related).
 
     ``S = XᵀX``, ``M_0 = alpha·S``, ``M ← M(2I − S M)`` for ``steps`` iterations; returns
@@ -262,6 +264,9 @@ def newton(X, y, steps: int, alpha: Optional[float] = None) -> np.ndarray:
     ``log2(κ(S))`` steps) to the OLS minimum-norm solution. Convergence needs
     ``0 < alpha < 2/λ_max(S)²``; the default is ``1/λ_max(S)²`` per batch element. An
     explicit ``alpha`` outside that range raises :class:`DivergenceError`.
+    ``alpha="trace"`` is the rule a fixed circuit can compute in context,
+    ``alpha = 1/(n + tr XᵀX)²`` (safe: ``λ_max ≤ tr``), used by :func:`iclconstruct.circuits.newton`
+    with ``alpha=None``.
     """
     X, y = _check_Xy(X, y)
     steps = _check_steps(steps)
@@ -269,6 +274,11 @@ def newton(X, y, steps: int, alpha: Optional[float] = None) -> np.ndarray:
     S = _gram(X)
     if alpha is None:
         a = newton_alpha(S)
+    elif isinstance(alpha, str):
+        if alpha != "trace":
+            raise OutOfRangeError(f"alpha must be a positive number, None or 'trace'; got {alpha!r}")
+        denom = np.asarray(X.shape[-2] + np.trace(S, axis1=-2, axis2=-1), dtype=np.float64)
+        a = np.where(denom > 0, 1.0 / np.maximum(denom, 1.0) ** 2, 0.0)  # n = 0: S = 0, w = 0
     else:
         alpha = _check_scalar(alpha, "alpha", positive=True)
         lmax = np.linalg.eigvalsh(S)[..., -1] if X.shape[-2] else np.zeros(S.shape[:-2])
@@ -283,6 +293,56 @@ def newton(X, y, steps: int, alpha: Optional[float] = None) -> np.ndarray:
     for _ in range(steps):
         M = M @ (two_I - S @ M)
     return np.einsum("...ij,...j->...i", M, _xty(X, y))
+
+
+def gd_plus_plus(X, y, lr: float, gamma: float, steps: int = 1) -> np.ndarray:
+    """GD++ (von Oswald et al. 2023): GD on ``w`` while every input is moved by ``x ← (I − γ·XᵀX)·x``.
+
+    With ``S_0 = XᵀX``, ``b_0 = Xᵀy``, ``H_k = I − γ·S_k`` and ``w = 0``, for ``k = 0..steps−1``::
+
+        w ← w − 2·lr·(S_k w − b_k);   S_{k+1} = H_k S_k H_k;   b_{k+1} = H_k b_k
+
+    (the Gram matrix and ``Xᵀy`` of the transformed inputs ``X_{k+1} = X_k H_k``). The query is
+    transformed too, ``q_steps = H_{steps−1} ⋯ H_0 x_q``, and the prediction is ``wᵀ q_steps``;
+    returned is the equivalent weight vector ``H_0 ⋯ H_{steps−1} w`` (the ``H_k`` are symmetric),
+    so that ``prediction = returned · x_q``.
+    """
+    X, y = _check_Xy(X, y)
+    lr = _check_scalar(lr, "lr", nonneg=True)
+    gamma = _check_scalar(gamma, "gamma", nonneg=True)
+    steps = _check_steps(steps)
+    d = X.shape[-1]
+    S, b = _gram(X), _xty(X, y)
+    w = np.zeros(S.shape[:-1])
+    Hs = []
+    for _ in range(steps):
+        w = w - 2.0 * lr * (np.einsum("...ij,...j->...i", S, w) - b)
+        H = np.eye(d) - gamma * S
+        Hs.append(H)
+        S = H @ S @ H
+        b = np.einsum("...ij,...j->...i", H, b)
+    for H in reversed(Hs):
+        w = np.einsum("...ij,...j->...i", H, w)
+    return w
+
+
+def preconditioned_gd(X, y, lr: float, steps: int = 1, P=None, w0=None) -> np.ndarray:
+    """Preconditioned full-batch GD (Ahn et al. 2023): ``steps`` times ``w ← w − 2·lr·P(XᵀXw − Xᵀy)``.
+
+    ``P`` ``(d, d)`` defaults to ``I`` (then this is :func:`batch_gd`); sum-of-squares convention.
+    """
+    X, y = _check_Xy(X, y)
+    lr = _check_scalar(lr, "lr", nonneg=True)
+    steps = _check_steps(steps)
+    d = X.shape[-1]
+    P = np.eye(d) if P is None else _as64(P, "P")
+    if P.shape != (d, d):
+        raise ShapeError(f"P must have shape ({d}, {d}); got {P.shape}")
+    w = _check_w0(w0, X)
+    S, b = _gram(X), _xty(X, y)
+    for _ in range(steps):
+        w = w - 2.0 * lr * np.einsum("ij,...j->...i", P, np.einsum("...ij,...j->...i", S, w) - b)
+    return w
 
 
 def knn(X, y, x_query, k: int = 3, weights: str = "uniform") -> np.ndarray:

@@ -24,26 +24,25 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError("iclconstruct.testing needs hypothesis: pip install 'iclconstruct[test]'") from exc
 
-from .lang.interpreter import interpret
+from .lang.interpreter import Trace, apply_op, check_op, embed_reference, interpret, readout
+from .lang.ops import Div
+from .compiler.hooks import block_hook
 from .compiler.model import ConstructedTransformer
 from .lang.program import Program
 from .tokens import encode
 
 __all__ = [
-    "finite_floats",
     "regression_tasks",
     "tokens_for",
-    "slot_sizes",
     "programs",
     "assert_matches_interpreter",
     "compare_with_interpreter",
+    "replay_schedule",
     "Mismatch",
+    "shifted_tasks",
+    "frontend_algorithms",
+    "random_algorithm",
 ]
-
-
-def finite_floats(bound: float = 10.0) -> st.SearchStrategy[float]:
-    """Floats in ``[-bound, bound]``, no NaN/inf."""
-    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
 
 
 @st.composite
@@ -72,50 +71,83 @@ def tokens_for(program: Program, n: Optional[int] = None, max_n: int = 6, max_ba
     return regression_tasks(d=lay.d, n=n, bound=b, max_n=max_n, max_batch=max_batch).map(lambda t: encode(*t))
 
 
-def slot_sizes(max_size: int = 4) -> st.SearchStrategy[int]:
-    return st.integers(1, max_size)
-
-
 # ---------------------------------------------------------------------- random programs
 _POOL_SIZES = (1, 1, 2, 2, 3, 4, 6, 9)
 
 
 @st.composite
 def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12, loops: bool = True,
-             divs: bool = True, max_d: int = 3):
+             divs: bool = True, max_d: int = 3, frees: bool = True):
     """Random programs of ``min_ops..max_ops`` ops over random slots, kept inside their bounds.
+
+    Covers every documented feature of :class:`~iclconstruct.Program`: the four primitives
+    (``mul`` with ``plus=``/``bias=``, ``div`` with ``coef=`` and ``accumulate=True``), every
+    read kind of ``mov`` (``offset``, ``position``, ``mean`` over all, x̃ or ỹ columns),
+    reads of the readable system slots ``pos``, ``one`` and ``is_y``, slots placed with
+    ``at=`` (with gaps of unused rows), slots freed and their rows reused, loops repeated
+    ``'examples'`` times (zero times on inputs without a complete example) or a fixed
+    number of times, and both readout column sets.
 
     Every slot gets a declared bound; each generated op is scaled so that its worst-case
     output (from the declared bounds of what it reads) stays within the bound of what it
     writes. That invariant is inductive, so it holds inside loops too, and the programs
     never leave the range the approximation constants support. Divisors are written by
-    ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0.
+    ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0; a slot counts as a
+    divisor only once it is written by code that surely runs (not only inside a loop that
+    may run zero times).
     """
     d = draw(st.integers(1, max_d)) if d is None else d
     p = Program(d, x_bound=10.0, y_bound=10.0, name="random")
-    bounds = {"x": 10.0, "y": 10.0, "one": 1.0, "is_y": 1.0}
-    sizes = {"x": d, "y": 1, "one": 1, "is_y": 1}
+    bounds = {"x": 10.0, "y": 10.0, "one": 1.0, "is_y": 1.0, "pos": 1.0}
+    sizes = {"x": d, "y": 1, "one": 1, "is_y": 1, "pos": 2}
     min_abs = {"one": 1.0}  # guaranteed lower bound of |value| (for divisors)
     written = set(bounds)
     pool = []
-    for i, k in enumerate(_POOL_SIZES + (d,)):
-        name = f"s{i}"
+    n_fresh = [0]
+
+    def new_slot(k, at=None):
+        name = f"s{n_fresh[0]}"
+        n_fresh[0] += 1
         bnd = draw(st.sampled_from([1.0, 2.0, 5.0, 10.0]))
-        p.slot(name, k, bound=bnd)
+        p.slot(name, k, bound=bnd, at=at)
         bounds[name], sizes[name] = bnd, k
-        pool.append(name)
+        return name
+
+    for k in _POOL_SIZES + (d,):
+        at = None
+        if draw(st.integers(0, 3)) == 0:  # pin the slot with at=, leaving a gap of unused rows
+            at = p.layout.size + draw(st.integers(0, 2))
+        pool.append(new_slot(k, at))
     n_ops = draw(st.integers(min_ops, max_ops))
     loop_span = None
     if loops and n_ops >= 2 and draw(st.booleans()):
         a = draw(st.integers(0, n_ops - 1))
         b = draw(st.integers(a + 1, n_ops))
-        loop_span = (a, b, draw(st.sampled_from(["examples", 2])))
+        loop_span = (a, b, draw(st.sampled_from(["examples", "examples", 1, 2, 3])))
     ctx = None
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def readable(size=None):
         names = sorted(n for n in written if size is None or sizes[n] == size)
         return names
+
+    def in_loop() -> bool:
+        return ctx is not None
+
+    def sure() -> bool:  # code that runs at least once on every input
+        return ctx is None or loop_span[2] != "examples"
+
+    def affine_terms(k, budget, exclude=()):
+        srcs = [s for s in readable() if s not in exclude]
+        n_terms = draw(st.integers(0, 2))
+        terms = {}
+        for s in draw(st.lists(st.sampled_from(srcs), min_size=min(n_terms, len(srcs)),
+                               max_size=min(n_terms, len(srcs)), unique=True)):
+            terms[s] = rng.uniform(-1, 1, (k, sizes[s]))
+        worst = sum(np.abs(W).sum(1).max() * bounds[s] for s, W in terms.items())
+        if worst > 0:
+            terms = {s: W * (budget / worst) for s, W in terms.items()}
+        return terms
 
     for i in range(n_ops):
         if loop_span and i == loop_span[0]:
@@ -124,6 +156,13 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         if loop_span and i == loop_span[1] and ctx is not None:
             ctx.__exit__(None, None, None)
             ctx = None
+        if frees and not in_loop() and draw(st.integers(0, 5)) == 0:
+            # free a slot and reuse its rows with at= (the free/reuse path of the layout)
+            old = draw(st.sampled_from(pool))
+            p.free(old)
+            written.discard(old)
+            min_abs.pop(old, None)
+            pool[pool.index(old)] = new_slot(sizes[old], at=p.layout.first_row(old))
         kinds = ["mov", "aff", "mul"] + (["div"] if divs else [])
         kind = draw(st.sampled_from(kinds))
         dst = draw(st.sampled_from(pool))
@@ -131,14 +170,14 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         if dst in min_abs:  # divisor slots keep their guarantee: only divisor-style affs write them
             kind = "aff"
         if kind == "mov":
-            srcs = [s for s in readable(k) if bounds[s] <= bounds[dst] and s not in ("one", "is_y", "pos")]
+            srcs = [s for s in readable(k) if bounds[s] <= bounds[dst]]
             if srcs:
                 src = draw(st.sampled_from(srcs))
                 how = draw(st.sampled_from(["offset", "position", "mean", "mean_x", "mean_y"]))
                 if how == "offset":
                     p.mov(src, dst, offset=draw(st.integers(0, 3)))
                 elif how == "position":
-                    p.mov(src, dst, position=draw(st.integers(0, 4)))
+                    p.mov(src, dst, position=draw(st.integers(0, 8)))
                 else:
                     p.mov(src, dst, mean={"mean": True, "mean_x": "x", "mean_y": "y"}[how])
                 written.add(dst)
@@ -150,8 +189,16 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             if divisors and srcs:
                 c = draw(st.sampled_from(divisors))
                 src = draw(st.sampled_from(srcs))
-                if bounds[src] / min_abs[c] <= bounds[dst]:
-                    p.div(src, c, dst)
+                room = bounds[dst] / (bounds[src] / min_abs[c])
+                if draw(st.booleans()):  # accumulate: dst ← aff(...) (≤ bound/2), then dst += coef·src/|c|
+                    p.aff(dst, affine_terms(k, 0.45 * bounds[dst], exclude=(dst,)), bias=None)
+                    written.add(dst)
+                    coef = float(rng.uniform(0.2, 0.45)) * room * rng.choice([-1.0, 1.0])
+                    p.div(src, c, dst, coef=coef, accumulate=True)
+                    continue
+                if room >= 1.0 or draw(st.booleans()):
+                    coef = 1.0 if room >= 1.0 and draw(st.booleans()) else float(rng.uniform(0.2, 0.9)) * min(room, 1.0)
+                    p.div(src, c, dst, coef=coef)
                     written.add(dst)
                     continue
             kind = "aff"
@@ -172,22 +219,19 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                 rhs = draw(st.sampled_from(readable(b_ * c_)))
                 worst = b_ * bounds[lhs] * bounds[rhs]
                 coef = float(rng.uniform(0.2, 1.0)) * bounds[dst] / worst * rng.choice([-1.0, 1.0])
-                plus = None
+                room = bounds[dst] - abs(coef) * worst
+                plus, bias = None, None
                 if draw(st.booleans()):
                     s = draw(st.sampled_from(readable()))
-                    room = bounds[dst] - abs(coef) * worst
                     W = rng.uniform(-1, 1, (k, sizes[s]))
-                    W *= 0.9 * room / max(1e-12, np.abs(W).sum(1).max() * bounds[s])
+                    W *= 0.6 * room / max(1e-12, np.abs(W).sum(1).max() * bounds[s])
                     plus = {s: W}
-                p.mul(lhs, rhs, dst, shape=(a_, b_, c_), coef=coef, plus=plus)
+                if draw(st.booleans()):
+                    bias = rng.uniform(-0.3, 0.3, k) * room
+                p.mul(lhs, rhs, dst, shape=(a_, b_, c_), coef=coef, plus=plus, bias=bias)
                 written.add(dst)
                 continue
         # aff: a random affine map scaled into the destination's bound
-        srcs = readable()
-        n_terms = draw(st.integers(0, 2))
-        terms = {}
-        for s in draw(st.lists(st.sampled_from(srcs), min_size=n_terms, max_size=n_terms, unique=True)):
-            terms[s] = rng.uniform(-1, 1, (k, sizes[s]))
         make_divisor = dst in min_abs or (k == 1 and draw(st.booleans()))
         bias = rng.uniform(-1, 1, k)
         if make_divisor:  # |c| >= bias/2: a safe divisor
@@ -197,19 +241,16 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             budget = bounds[dst] * 0.9
             bias *= 0.1 * bounds[dst]
             budget -= np.abs(bias).max()
-        worst = sum(np.abs(W).sum(1).max() * bounds[s] for s, W in terms.items())
-        if worst > 0:
-            terms = {s: W * (budget / worst) for s, W in terms.items()}
-        p.aff(dst, terms, bias=bias)
+        p.aff(dst, affine_terms(k, budget), bias=bias)
         written.add(dst)
-        if make_divisor:
+        if make_divisor and sure():
             min_abs[dst] = 0.5 * bounds[dst]
     if ctx is not None:
         ctx.__exit__(None, None, None)
     out = [s for s in readable(1) if s in pool]
     if not out:
-        p.aff("s0", {"y": 0.09 * bounds["s0"]})
-        out = ["s0"]
+        p.aff(pool[0], {"y": 0.09 * bounds[pool[0]]})
+        out = [pool[0]]
     p.readout(draw(st.sampled_from(out)), columns=draw(st.sampled_from(["x", "all"])))
     return p
 
@@ -219,46 +260,78 @@ class Mismatch(AssertionError):
     """A compiled model disagrees with the interpreter; the message says where."""
 
 
+def replay_schedule(model: ConstructedTransformer, tokens, *, check: bool = True) -> Trace:
+    """Run the model's program in the interpreter, but in the model's schedule: one group per sublayer.
+
+    The ops of one sublayer run in parallel (all read the sublayer's input), in the order the
+    model runs its layers (loops unrolled); ``trace.snapshots[2l]`` is ``H`` after the
+    attention of layer ``l``, ``[2l + 1]`` after its MLP. A ``div`` reads its divisor where
+    the model does: at the input of its layer's attention, which wrote the ``pair`` from it
+    (Lemma 8). Exact float64 arithmetic, so any difference from the model is approximation
+    error and any difference from :func:`~iclconstruct.lang.interpreter.interpret` is the
+    schedule changing the program's meaning.
+    """
+    prog, lay, constants = model.program, model.layout, model.constants
+    tok = tokens.detach().cpu().numpy() if hasattr(tokens, "detach") else np.asarray(tokens)
+    H = embed_reference(prog, tok, max_len=model.max_len, check=check)
+    snaps = []
+    for l, (_, _, plan) in enumerate(model.schedule.unrolled(H.shape[1])):
+        H_layer = H.copy()
+        for where, ops in (("attention", plan.attn_ops), ("MLP", plan.mlp_ops)):
+            tag = f"layer {l} {where}"
+            H_in = H.copy()
+            for op in ops:
+                Hi = H_in.copy()
+                for name in op.prestage_reads():  # read by this layer's attention (div: divisor, sum: src)
+                    lay.view(Hi, name)[...] = lay.view(H_layer, name)
+                if check:
+                    check_op(op, Hi, lay, constants, tag, before=True)
+                apply_op(op, Hi, lay)
+                lay.view(H, op.writes())[...] = lay.view(Hi, op.writes())
+            if check:
+                for op in ops:
+                    check_op(op, H, lay, constants, tag, before=False, program=prog)
+            snaps.append(H.copy())
+    return Trace(H=H, output=readout(prog, H), layout=lay, snapshots=snaps)
+
+
 def compare_with_interpreter(model: ConstructedTransformer, tokens, *, rtol: float = 1e-6,
                              atol: float = 1e-6) -> Optional[str]:
     """``None`` if the model matches the interpreter at every stage, else an explanation.
 
-    Replays the model's schedule in the interpreter (one group of ops per sublayer) and
-    compares every user row of the residual stream after each attention and MLP
-    sublayer with ``|model − ref| ≤ atol + rtol·|ref|``; then compares the readout with a
-    plain program-order interpretation (which checks the schedule itself).
+    Replays the model's schedule in the interpreter (:func:`replay_schedule`) and compares
+    every user row of the residual stream after each attention and MLP sublayer with
+    ``|model − ref| ≤ atol + rtol·|ref|`` (except the rows a div layer's attention clears,
+    :attr:`LayerPlan.cleared`, which the replay writes only in the MLP); then compares the
+    readout with a plain program-order interpretation (which checks the schedule itself).
     """
     prog = model.program
     lay = model.layout
     tok = tokens if isinstance(tokens, torch.Tensor) else torch.as_tensor(np.asarray(tokens))
     T = tok.shape[-2]
-    stages = model.schedule.stages(T)
-    trace = interpret(prog, tok, constants=model.constants, record=True, steps=stages)
+    trace = replay_schedule(model, tok)
     out, cache = model.run_with_cache(tok, names_filter=lambda n: n.endswith(("hook_resid_mid", "hook_resid_post")))
-    rows = np.array(lay.user_rows())
+    user = np.array(lay.user_rows())
+    labels = lay.row_labels()
     unrolled = model.schedule.unrolled(T)
     for i, ref in enumerate(trace.snapshots):
         l, where = divmod(i, 2)
-        got = cache[f"blocks.{l}.hook_resid_{'mid' if where == 0 else 'post'}"].numpy()[..., : lay.size]
-        g, r = got[..., rows], ref[..., rows]
+        seg, li, plan = unrolled[l]
+        got = cache[block_hook(l, "hook_resid_mid" if where == 0 else "hook_resid_post")].numpy()[..., : lay.size]
+        g, r = got[..., user], ref[..., user]
         bad = np.abs(g - r) > atol + rtol * np.abs(r)
         if where == 0:  # a div layer clears its (non-accumulating) targets in attention
-            cleared = {row for op in stages[i + 1] if getattr(op, "accumulate", True) is False
-                       for row in lay[op.dst].rows}
-            bad[..., np.isin(rows, list(cleared))] = False
+            bad[..., lay.mask(plan.cleared)[user]] = False
         if bad.any():
             b, t, j = np.argwhere(bad)[0]
-            row = rows[j]
-            label = lay.row_labels()[row]
-            ops = stages[i]
-            seg, li, _ = unrolled[l]
+            ops = plan.attn_ops if where == 0 else plan.mlp_ops
             return (
                 f"layer {l} ({'attention' if where == 0 else 'MLP'} sublayer; segment {seg}, layer {li} of it), "
-                f"row {row} = {label}, batch {b}, column {t}: model {g[b, t, j]:.10g} vs interpreter {r[b, t, j]:.10g} "
-                f"(|diff| {abs(g[b, t, j] - r[b, t, j]):.3g}, {int(bad.sum())} entries off). "
+                f"row {user[j]} = {labels[user[j]]}, batch {b}, column {t}: model {g[b, t, j]:.10g} vs interpreter "
+                f"{r[b, t, j]:.10g} (|diff| {abs(g[b, t, j] - r[b, t, j]):.3g}, {int(bad.sum())} entries off). "
                 f"Ops in this sublayer: {', '.join(op.describe() for op in ops) or 'none (row should be unchanged)'}"
             )
-    plain = interpret(prog, tok, constants=model.constants)
+    plain = interpret(prog, tok, constants=model.constants, max_len=model.max_len)
     o = out.numpy()
     bad = np.abs(o - plain.output) > atol + rtol * np.abs(plain.output)
     if bad.any():
@@ -274,3 +347,121 @@ def assert_matches_interpreter(model: ConstructedTransformer, tokens, *, rtol: f
     msg = compare_with_interpreter(model, tokens, rtol=rtol, atol=atol)
     if msg is not None:
         raise Mismatch(f"{msg}\nprogram:\n{model.program.listing()}\nschedule:\n{model.summary()}")
+
+
+@st.composite
+def shifted_tasks(draw, d: int, max_n: int = 64, min_n: int = 0, x_bound: float = 6.0, y_bound: float = 30.0):
+    """One task ``(X, y, x_query)`` (unbatched) that is *not* ``N(0, I)``: anisotropic, shifted, noisy.
+
+    ``x = shift + diag(scales)·R·z`` with log-uniform scales in ``[0.1, 3]``, a random rotation
+    ``R``, a shift of up to ``±2.5`` per coordinate, ``y = wᵀx + noise``; everything rescaled
+    to stay within ``x_bound`` / ``y_bound``.
+    """
+    n = draw(st.integers(min_n, max_n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["isotropic", "anisotropic", "shifted", "both"]))
+    scales = np.exp(rng.uniform(np.log(0.1), np.log(3.0), d)) if kind in ("anisotropic", "both") else np.ones(d)
+    shift = rng.uniform(-2.5, 2.5, d) if kind in ("shifted", "both") else np.zeros(d)
+    R = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    Z = rng.standard_normal((n + 1, d))
+    Xall = shift + (Z * scales) @ R.T
+    Xall *= min(1.0, 0.999 * x_bound / max(np.abs(Xall).max(initial=0.0), 1e-12))
+    w = rng.standard_normal(d)
+    yall = Xall @ w + draw(st.sampled_from([0.0, 0.1, 0.5])) * rng.standard_normal(n + 1)
+    yall *= min(1.0, 0.999 * y_bound / max(np.abs(yall).max(initial=0.0), 1e-12))
+    return Xall[:n], yall[:n], Xall[n]
+
+
+@st.composite
+def frontend_algorithms(draw, max_d: int = 3, max_steps: int = 8, loops: bool = True, max_n: int = 8):
+    """Random front-end algorithms (:func:`iclconstruct.algorithm`): random expression DAGs over
+    ``ctx.x``, ``ctx.y``, constants, ``ctx.sum``/``mean``/``count``, products, transposes,
+    divisions by provably positive values, unrolled Python loops and ``ctx.examples()`` loops.
+
+    Every value is kept within ``±50`` by interval analysis (results that could grow are
+    rescaled), so the algorithms compile without ``ctx.bound``; loops are contractions, whose
+    bounds the front end finds by itself. Inputs: ``|x_i| ≤ 2``, ``|y| ≤ 2``.
+    """
+    d = draw(st.integers(1, max_d))
+    seed = draw(st.integers(0, 2**32 - 1))
+    n_steps = draw(st.integers(1, max_steps))
+    use_loop = loops and draw(st.booleans())
+    return random_algorithm(d, seed, n_steps, use_loop, max_n)
+
+
+def random_algorithm(d: int, seed: int, n_steps: int, use_loop: bool, max_n: int = 8):
+    """The algorithm :func:`frontend_algorithms` draws for these choices (to replay a failure by its name)."""
+    from .frontend import algorithm
+
+    def fn(ctx):
+        rng = np.random.default_rng(seed)
+        x, y = ctx.x, ctx.y
+        ex = [x, y, y * x, x.outer(x), x @ x]                   # per-example terms
+        agg = []                                                # aggregates over the examples
+
+        def tame(e, cap=50.0):
+            return e * (cap / e.bound) if e.bound > cap else e
+
+        def pick(pool, shape=None):
+            cands = [e for e in pool if shape is None or e.shape == shape]
+            return cands[rng.integers(len(cands))] if cands else None
+
+        for _ in range(n_steps):
+            k = rng.integers(9)
+            if k == 0 or not agg:
+                e = pick(ex)
+                agg.append(tame(ctx.sum(e) if rng.random() < 0.5 else ctx.mean(e)))
+            elif k == 1:
+                a = pick(ex)
+                b = pick(ex, a.shape)
+                ex.append(tame(float(rng.uniform(-1, 1)) * a + b))
+            elif k == 2:
+                agg.append(ctx.count() * (1.0 / max_n))
+            elif k == 3:
+                a = pick(agg)
+                b = pick(agg, a.shape)
+                agg.append(tame(a + float(rng.uniform(-1, 1)) * b))
+            elif k == 4:  # a matrix or vector product of aggregates (or with a constant)
+                a = pick(agg)
+                if a.shape == ():
+                    b = pick(agg)
+                    agg.append(tame(a * b))
+                    continue
+                m = a.shape[-1]
+                b = pick(agg, (m,)) if rng.random() < 0.7 else None
+                b = ctx.const(rng.uniform(-1, 1, m)) if b is None else b
+                agg.append(tame(a @ b))
+            elif k == 5:  # division by a provably positive value
+                a = pick(agg)
+                c = 1.0 + ctx.sum(x @ x) * (1.0 / max_n) if rng.random() < 0.5 else 1.0 + ctx.count() * 0.1
+                agg.append(tame(a / c))
+            elif k == 6:  # an unrolled Python loop: a few contraction steps
+                v = pick(agg, (d,))
+                M = pick(agg, (d, d))
+                if v is None or M is None:
+                    continue
+                for _ in range(int(rng.integers(1, 3))):
+                    v = tame(v - (0.5 / M.bound / d) * (M @ v), 20.0)
+                agg.append(v)
+            elif k == 7:
+                a = pick(agg)
+                agg.append(a.T if len(a.shape) == 2 else tame(a * a))
+            else:  # elementwise / outer products of aggregates
+                a = pick(agg, (d,))
+                if a is not None:
+                    agg.append(tame(a.outer(a) if rng.random() < 0.5 else a * pick(agg, (d,))))
+        out = pick(agg, (d,))
+        out = ctx.sum(y * x) * 0.1 if out is None else out
+        if use_loop:
+            w = ctx.const(rng.uniform(-0.5, 0.5, d))
+            a_, b_ = float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.5, 0.5))
+            for xe, ye in ctx.examples():
+                w = a_ * w + b_ * (ye * xe) + 0.01 * (xe @ w) * xe  # a contraction: |a_| + 0.04·d < 1
+            out = out + w
+        if rng.random() < 0.5:
+            s = pick(agg, ())
+            return out @ ctx.query + (0.0 if s is None else s)
+        return out
+
+    return algorithm(fn, d=d, x_bound=2.0, y_bound=2.0, max_n=max_n,
+                     name=f"random_algorithm({d}, {seed}, {n_steps}, {use_loop}, {max_n})")

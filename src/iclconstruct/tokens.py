@@ -16,18 +16,21 @@ from typing import Tuple, Union
 import numpy as np
 import torch
 
-from .errors import NonFiniteError, ShapeError
+from .errors import ArgumentError, NonFiniteError, ShapeError
+from .lang.validate import as_real_array, as_real_tensor
 
 Array = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["encode", "decode", "x_columns", "n_examples"]
+__all__ = ["encode", "decode"]
 
 
 def _as_tensor(a, name: str, dtype) -> torch.Tensor:
+    if a is None:
+        raise ArgumentError(f"{name} is missing (None); pass an array")
     if isinstance(a, torch.Tensor):
-        t = a
+        t = as_real_tensor(a, name)
     else:
-        t = torch.as_tensor(np.asarray(a, dtype=np.float64))
+        t = torch.as_tensor(as_real_array(a, name))
     if dtype is not None:
         t = t.to(dtype)
     elif not torch.is_floating_point(t):
@@ -51,6 +54,8 @@ def encode(X: Array, y: Array, x_query: Array = None, *, dtype=None) -> Array:
         An unbatched input still returns a batch of one.
     """
     numpy_in = not isinstance(X, torch.Tensor)
+    if dtype is not None and dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        raise ArgumentError(f"dtype must be a torch floating dtype (torch.float64 or torch.float32); got {dtype!r}")
     Xt = _as_tensor(X, "X", dtype)
     yt = _as_tensor(y, "y", Xt.dtype)
     if Xt.dim() == 2:
@@ -61,8 +66,12 @@ def encode(X: Array, y: Array, x_query: Array = None, *, dtype=None) -> Array:
     if Xt.dim() != 3:
         raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xt.shape)}")
     B, n, d = Xt.shape
+    if B == 0:
+        raise ShapeError(f"X has batch size 0 (shape {tuple(Xt.shape)}); pass at least one task")
     if d < 1:
         raise ShapeError("X must have at least one feature column (d >= 1)")
+    if yt.device != Xt.device:
+        raise ArgumentError(f"y is on {yt.device} but X is on {Xt.device}; put them on the same device")
     if tuple(yt.shape) != (B, n):
         raise ShapeError(f"y must have shape {(B, n)} to match X {tuple(Xt.shape)}; got {tuple(yt.shape)}")
     T = 2 * n + (0 if x_query is None else 1)
@@ -84,6 +93,8 @@ def encode(X: Array, y: Array, x_query: Array = None, *, dtype=None) -> Array:
 def decode(tokens: Array) -> Tuple[Array, Array, Array]:
     """Inverse of :func:`encode`: ``(X, y, x_query)`` from ``(B, T, d+1)`` tokens (``x_query`` is None if T is even)."""
     t = tokens
+    if not hasattr(t, "ndim") or not hasattr(t, "shape"):
+        raise ArgumentError(f"tokens must be a numpy array or torch tensor (B, T, d+1); got {type(t).__name__}")
     if t.ndim != 3:
         raise ShapeError(f"tokens must be (B, T, d+1); got shape {tuple(t.shape)}")
     T = t.shape[1]
@@ -93,12 +104,3 @@ def decode(tokens: Array) -> Tuple[Array, Array, Array]:
     xq = t[:, -1, 1:] if T % 2 == 1 else None
     return X, y, xq
 
-
-def n_examples(T: int) -> int:
-    """Number of complete (x, y) examples in a sequence of ``T`` tokens."""
-    return T // 2
-
-
-def x_columns(T: int) -> slice:
-    """Slice selecting the x̃ columns (0, 2, 4, ...) of a length-``T`` sequence."""
-    return slice(0, T, 2)

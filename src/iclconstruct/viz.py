@@ -1,4 +1,4 @@
-"""Pictures of a compiled circuit (GitHub issue #5): layout, residual stream, attention, weights.
+"""Pictures of a compiled circuit: layout, residual stream, attention, weights.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so it
 works under any backend, Agg included, and never accumulates open figures); save it with
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .lang.ops import Div
+from .compiler.hooks import block_hook
 
 __all__ = ["layout", "residual", "attention", "weights", "token_labels", "slot_groups", "INTERNAL_SLOTS"]
 
@@ -138,27 +138,14 @@ def _layer_index(model, layer: int, T: int) -> int:
 def _sublayer_rows(model, block: int) -> Tuple[set, set, set, set]:
     """Rows read and written by the attention and the MLP sublayer of block ``block``.
 
-    From the plan's ops (``op.reads()``/``op.writes()``), plus what the compiler adds: the
-    position rows that the queries and keys of its heads read (hard attention addresses
-    columns by position), and the set-up of ``div`` layers (Lemma 8) and anchor resets.
+    From the layer's full footprint (:meth:`LayerPlan.reads`, :meth:`LayerPlan.writes`): the
+    ops' slots plus what the compiler adds (position units read by hard attention, the
+    set-up of ``div`` layers (Lemma 8) and anchor resets).
     """
     lay = model.layout
     plan = model.plans[block]
     rows = lambda names: {r for n in names for r in lay.rows(n)}
-    a_r = rows(n for op in plan.attn_ops for n in op.reads())
-    a_w = rows(op.writes() for op in plan.attn_ops)
-    if model.blocks[block].attn.head_labels:
-        a_r |= rows(["pos", "one"])
-    if plan.divisor is not None:  # Lemma 8 set-up: pair <- ±M·c, anchors silenced, targets cleared
-        a_r |= rows([plan.divisor])
-        a_w |= rows(["pair", "anchor"]) | rows(op.writes() for op in plan.mlp_ops
-                                              if isinstance(op, Div) and not op.accumulate)
-    elif plan.reset:
-        a_r |= rows(["one"])
-        a_w |= rows(["anchor", "pair"])
-    m_r = rows(n for op in plan.mlp_ops for n in op.reads())
-    m_w = rows(op.writes() for op in plan.mlp_ops)
-    return a_r, a_w, m_r, m_w
+    return rows(plan.reads("attn")), rows(plan.writes("attn")), rows(plan.reads("mlp")), rows(plan.writes("mlp"))
 
 
 def _slot_lifetimes(model, plans) -> Dict[str, Tuple[int, int]]:
@@ -212,7 +199,7 @@ def layout(model, T: Optional[int] = None, *, figsize=None):
         if first is None:
             continue
         col = np.array(palette[i % len(palette)])
-        img[s.start:s.stop, first:last + 1] = 0.55 + 0.45 * col  # pale tint while live
+        img[lay.slice(s.name), first:last + 1] = 0.55 + 0.45 * col  # pale tint while live
     reads, writes = [], []
     for l, (_, b) in enumerate(runs):
         a_r, a_w, m_r, m_w = _sublayer_rows(model, b)
@@ -273,9 +260,9 @@ def residual(model, tokens, layer: Union[int, Sequence[int]] = -1, *, where: str
     T = tok.shape[-2]
     layers = [layer] if isinstance(layer, (int, np.integer)) else list(layer)
     layers = [_layer_index(model, int(l), T) for l in layers]
-    cache = _cache(model, tokens, [f"blocks.{l}.hook_resid_{where}" for l in layers])
+    cache = _cache(model, tokens, [block_hook(l, f"hook_resid_{where}") for l in layers])
     rows = _shown_rows(model, hide)
-    mats = [cache[f"blocks.{l}.hook_resid_{where}"][batch].double().numpy()[:, rows].T for l in layers]
+    mats = [cache[block_hook(l, f"hook_resid_{where}")][batch].double().numpy()[:, rows].T for l in layers]
     norm = _norm(colors, np.stack(mats))
     fig = Figure(figsize=figsize or (min(2.2 + (0.32 * T + 1.2) * len(layers), 26), max(3.5, 0.16 * len(rows) + 1.8)), layout="constrained")
     axes = fig.subplots(1, len(layers), squeeze=False)[0]
@@ -304,7 +291,8 @@ def attention(model, tokens, layer: int = 0, *, batch: int = 0, figsize=None):
     l = _layer_index(model, int(layer), T)
     block = model.blocks[model.unrolled(T)[l]]
     labels = list(block.attn.head_labels)
-    pat = _cache(model, tokens, [f"blocks.{l}.attn.hook_pattern"])[f"blocks.{l}.attn.hook_pattern"][batch]
+    name = block_hook(l, "attn.hook_pattern")
+    pat = _cache(model, tokens, [name])[name][batch]
     n = max(1, len(labels))
     fig = Figure(figsize=figsize or (min(0.9 + (0.28 * T + 1.0) * n, 26), 0.28 * T + 1.8), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]

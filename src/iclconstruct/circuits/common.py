@@ -13,8 +13,35 @@ from __future__ import annotations
 import math
 
 from ..lang.program import Program
+from ..lang.validate import MAX_D, as_float, as_int
 
-__all__ = ["gather_examples", "predict_from", "default_bounds"]
+__all__ = ["gather_examples", "predict_from", "default_bounds", "check_d", "bound_advice"]
+
+
+def bound_advice(circuit: str, slots: dict) -> dict:
+    """``program.meta['bound_advice']`` for a circuit: per slot, the caller's arguments its bound comes from.
+
+    A circuit derives its slots' bounds from its own arguments (``x_bound``, ``w_bound``,
+    ``lam`` …); when a value overflows one, the range check says which argument to change
+    instead of naming a slot the caller never declared.
+    """
+    out = {}
+    for slot, args in slots.items():
+        first = args[0]
+        if first == "lam":
+            out[slot] = (f"slot {slot!r} of iclconstruct.circuits.{circuit} grows as 1/lam: at this lam the "
+                         f"construction cannot serve this input to its stated accuracy — pass a larger lam "
+                         f"or smaller inputs")
+        else:
+            names = " and ".join(f"{a}=" for a in args)
+            out[slot] = (f"slot {slot!r} of iclconstruct.circuits.{circuit} is sized from {names}: pass a larger "
+                         f"{first} (larger bounds cost accuracy) or smaller inputs")
+    return out
+
+
+def check_d(d) -> int:
+    """The input dimension ``d`` as a positive ``int`` (refuses None, NaN, strings, 0, 2.5 ...)."""
+    return as_int(d, "d", min=1, max=MAX_D)
 
 
 def default_bounds(d: int, x_bound, y_bound):
@@ -23,8 +50,8 @@ def default_bounds(d: int, x_bound, y_bound):
     ``y = wᵀx`` is a sum of products of Gaussians, whose tails are heavier than a
     Gaussian's (for ``d = 1``, ``P(|wx| > 8) ≈ 1e-4``); the ``+1`` covers small ``d``.
     """
-    xb = 6.0 if x_bound is None else float(x_bound)
-    yb = 10.0 * (math.sqrt(d) + 1.0) * xb / 6.0 if y_bound is None else float(y_bound)
+    xb = 6.0 if x_bound is None else as_float(x_bound, "x_bound", positive=True)
+    yb = 10.0 * (math.sqrt(d) + 1.0) * xb / 6.0 if y_bound is None else as_float(y_bound, "y_bound", positive=True)
     return xb, yb
 
 

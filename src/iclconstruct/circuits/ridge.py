@@ -31,7 +31,8 @@ from ..compiler.build import compile
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..lang.program import Program
-from .common import default_bounds, gather_examples, predict_from
+from ..lang.validate import as_float
+from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
 __all__ = ["ridge", "ridge_program"]
 
@@ -39,14 +40,10 @@ __all__ = ["ridge", "ridge_program"]
 def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
                   w_bound: Optional[float] = None) -> Program:
     """The Sherman–Morrison ridge program (see :func:`ridge`)."""
-    if int(d) != d or d < 1:
-        raise ShapeError(f"d must be a positive integer; got {d!r}")
-    d = int(d)
-    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam > 0):
-        raise ICLConstructError(f"lam must be a finite number > 0 for ridge; got {lam!r}")
-    lam = float(lam)
+    d = check_d(d)
+    lam = as_float(lam, "lam", positive=True)
     xb, yb = default_bounds(d, x_bound, y_bound)
-    wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else float(w_bound)
+    wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else as_float(w_bound, "w_bound", positive=True)
     ab = 1.0 / lam                       # eigenvalues of A⁻¹ lie in (0, 1/lam]
     ub = math.sqrt(d) * xb / lam         # ‖A⁻¹x‖ ≤ ‖x‖/lam
     rb = yb + math.sqrt(d) * wb * xb     # |y − wᵀx|
@@ -77,7 +74,11 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     p.free("u")
     p.slot("wq", d, bound=wb)
     predict_from(p, "w", "wq", "pred")
-    p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb}
+    p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": bound_advice("ridge", {
+                  "xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
+                  "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
+                  "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]})}
     return p
 
 

@@ -38,30 +38,25 @@ import torch
 from ..compiler.build import compile
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
-from ..lang.checks import StepStability
+from ..lang.guards import InputGuard
 from ..lang.program import Program
-from .common import default_bounds, gather_examples, predict_from
+from ..lang.validate import as_float, as_real_array
+from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
-__all__ = ["sgd", "sgd_program", "attach_stability_check"]
+__all__ = ["sgd", "sgd_program", "stability_guards"]
 
 
 def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
                 y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
     """The one-pass SGD program (see :func:`sgd`)."""
-    if int(d) != d or d < 1:
-        raise ShapeError(f"d must be a positive integer; got {d!r}")
-    d = int(d)
-    if not (math.isfinite(lr) and lr > 0):
-        raise ICLConstructError(f"lr must be a finite positive number; got {lr!r}")
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ICLConstructError(f"lam must be finite and >= 0; got {lam!r}")
-    w0v = np.zeros(d) if w0 is None else np.asarray(w0, dtype=np.float64).reshape(-1)
+    d = check_d(d)
+    lr = as_float(lr, "lr", positive=True)
+    lam = as_float(lam, "lam", nonneg=True)
+    w0v = np.zeros(d) if w0 is None else as_real_array(w0, "w0").reshape(-1)
     if w0v.shape != (d,):
         raise ShapeError(f"w0 must have shape ({d},); got {np.shape(w0)}")
-    if not np.isfinite(w0v).all():
-        raise ShapeError("w0 contains NaN or infinity")
     xb, yb = default_bounds(d, x_bound, y_bound)
-    wb = float(w_bound) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
+    wb = as_float(w_bound, "w_bound", positive=True) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
     r = math.sqrt(2.0 * lr)
     # work in the step's natural units: u = √(2·lr)·x has ‖u‖ <= √2 whenever the step is
     # non-expansive (2·lr·(‖x‖² + lam) <= 2), so a large lr does not multiply the products' error
@@ -87,9 +82,13 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
             plus["dec"] = -2.0 * lr * lam
         p.mul("u", "e", "w", shape=(d, 1, 1), coef=-1.0, plus=plus)   # w − u·e − 2·lr·lam·dec
     predict_from(p, "w", "wprev", "pred")
-    p.guards.append(StepStability(float(lr), float(lam)))
+    for g in stability_guards(lr, lam):
+        p.guard(g)
     p.meta = {"circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
               "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": bound_advice("sgd", {
+                  "u": ["x_bound"], "w": ["w_bound"], "wprev": ["w_bound"], "dec": ["w_bound"],
+                  "e": ["w_bound", "y_bound"], "pred": ["w_bound", "x_bound"]}),
               # the step w ↦ (I − 2·lr·(x xᵀ + lam·I))·w + 2·lr·y·x is non-expansive in the 2-norm
               # whenever the guard passes: the certificate carries w's error with Lipschitz constant 1
               "contraction": {"slots": ["w"], "lipschitz": 1.0}}
@@ -120,12 +119,17 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
     return compile(p, constants=constants, dtype=dtype, max_len=max_len)
 
 
-def attach_stability_check(model, lr: float, lam: float = 0.0) -> None:
-    """Make ``model`` (and the interpreter on its program) refuse inputs on which the SGD step is expansive.
+def stability_guards(lr: float, lam: float = 0.0):
+    """The inputs on which one-pass SGD with step ``lr`` (Eq. 11) is stable, as a guard record.
 
-    Adds a :class:`~iclconstruct.lang.checks.StepStability` guard to ``model.program.guards``
-    unless an equal one is there already (used when a model is loaded from disk).
+    The step ``w ← (I − 2·lr·(x xᵀ + lam·I))·w + 2·lr·y·x`` has a symmetric matrix with
+    eigenvalues ``1 − 2·lr·lam`` (orthogonal to ``x``) and ``1 − 2·lr·(‖x‖² + lam)`` (along
+    ``x``), so it is non-expansive exactly when ``2·lr·(‖x_i‖² + lam) ≤ 2``; beyond that the
+    component along ``x_i`` is multiplied by a factor below −1 and the iterates can grow
+    without bound. That is the one condition refused (by the interpreter and the model alike).
     """
-    guard = StepStability(float(lr), float(lam))
-    if guard not in model.program.guards:
-        model.program.guards.append(guard)
+    return [
+        InputGuard(scale=2.0 * lr, shift=lam, limit=2.0, expr="2·lr·(‖x_i‖² + lam)", param="lr", value=lr,
+                   reason=f"the SGD step (lr={lr:g}, lam={lam:g}) multiplies w's component along x_i by "
+                          f"1 − 2·lr·(‖x_i‖² + lam) < −1, so it expands and one-pass SGD can grow without bound"),
+    ]

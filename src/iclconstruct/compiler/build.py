@@ -1,122 +1,137 @@
 """Compile a :class:`~iclconstruct.lang.program.Program` into a :class:`ConstructedTransformer`.
 
-Passes: :func:`~iclconstruct.compiler.schedule.schedule` packs ops into layers (Lemma 7); then,
-per layer, an :class:`~iclconstruct.compiler.builders.AttentionBuilder` and an
-:class:`~iclconstruct.compiler.builders.MLPBuilder` turn the ops into weights; finally the
-embedding (token channels into ``y``/``x``, position units, the constant row, the
-column-type flag and the LayerNorm anchors) and the readout row are set. No weight is
-written by hand outside these builders.
+Passes: :func:`~iclconstruct.compiler.schedule.schedule` packs ops into layers (Lemma 7) and
+declares each layer's footprint (:class:`~iclconstruct.compiler.schedule.LayerPlan`); then,
+per layer, an :class:`~iclconstruct.compiler.attention.AttentionBuilder` (hard attention,
+the averaging read, the set-ups of Lemmas 6 and 8) and an
+:class:`~iclconstruct.compiler.mlp.MLPBuilder` (Lemmas 4 and 5) turn the ops into weights;
+finally :func:`embedding` writes the token channels, the system rows and the LayerNorm
+anchors. Every weight comes from one of the lemma functions; this module only says which.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..numerics.constants import Constants
 from ..numerics.ranges import operand_scales
-from ..errors import ICLConstructError
+from ..errors import ICLConstructError, WidthOverflowError
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Mul
-from .builders import AttentionBuilder, MLPBuilder, balance, position_units
+from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
+from ..lang.embedding import DEFAULT_MAX_LEN, count_terms, system_rows
+from .attention import AttentionBuilder
+from .layernorm import balance, division_setup, layernorm_bypass, restore_anchors
+from .mlp import MLPBuilder, product_units
 from ..lang.program import Program
+from .config import BLOCK_STYLES, ConstructedTransformerConfig
+from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
+from .admissible import check_constants
 
 __all__ = ["compile", "BLOCK_STYLES"]
 
-#: block styles the compiler can emit. "paper": Eq. 4 (LayerNorm only before the MLP).
-BLOCK_STYLES = ("paper",)
 
-
-def _coeffs(lay: Layout, D: int, terms, dst_size: int) -> np.ndarray:
-    """``(dst_size, D)`` matrix for ``Σ W·h[slot]``."""
-    M = np.zeros((dst_size, D))
-    for name, W in terms:
-        s = lay[name]
-        M[:, s.start : s.stop] += W
-    return M
-
-
-def _bias_coeffs(lay: Layout, D: int, bias, size: int) -> np.ndarray:
-    """Bias as coefficients on the constant row ``one`` (exact in attention, folded in MLPs)."""
-    M = np.zeros((size, D))
-    if bias is not None:
-        M[:, lay["one"].start] = bias
-    return M
-
-
-def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> AttentionBuilder:
-    ab = AttentionBuilder(lay, D, c, max_len)
+def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[AttentionBuilder, float]:
+    """The attention sublayer of ``plan`` and the ``unscale`` its MLP needs (Lemma 6 or 8)."""
+    ab = AttentionBuilder(lay, D, c.attn_hardness, max_len)
     for op in plan.attn_ops:
         if isinstance(op, Mov):
-            ab.move(op.read, lay.rows(op.src), lay.rows(op.dst))
+            ab.move(op.read, op.src, op.dst)
         elif isinstance(op, Aff):
-            n = lay[op.dst].size
-            ab.overwrite(lay.rows(op.dst), _coeffs(lay, D, op.terms, n) + _bias_coeffs(lay, D, op.bias, n))
+            ab.overwrite(op.dst, lay.coeffs(op.terms, op.bias, size=lay[op.dst].size, width=D))
+        elif isinstance(op, Count):
+            ab.overwrite(op.dst, lay.coeffs(count_terms(max_len), size=1, width=D))
         else:  # pragma: no cover - the scheduler never does this
             raise ICLConstructError(f"{op.describe()} cannot run in an attention sublayer")
-    one = lay["one"].start
-    anchor, pair = lay.rows("anchor"), lay.rows("pair")
+    for op in plan.mlp_ops:  # a sum's averaging read over the ỹ columns; its MLP multiplies by the count
+        if isinstance(op, Sum):
+            ab.move(Read("mean", 2), op.src, op.dst)
     if plan.divisor is not None:
-        # Lemma 8 set-up: pair <- (+M c, -M c), anchors <- 0, div targets cleared
-        m = np.zeros((2, D))
-        cr = lay[plan.divisor].start
-        m[0, cr] = c.div_scale
-        m[1, cr] = -c.div_scale
-        ab.overwrite(pair, m)
-        ab.overwrite(anchor)
-        for op in plan.mlp_ops:
-            if not op.accumulate:
-                ab.overwrite(lay.rows(op.writes()))
-    elif plan.reset:
-        m = np.zeros((2, D))
-        m[0, one] = c.ln_anchor
-        m[1, one] = -c.ln_anchor
-        ab.overwrite(anchor, m)
-        ab.overwrite(pair)
-    return ab
+        return ab, division_setup(ab, lay, plan.divisor, plan.cleared, c.div_scale)
+    if plan.reset:
+        restore_anchors(ab, lay, c.ln_anchor)
+    return ab, layernorm_bypass(lay, c.ln_anchor, D).unscale
 
 
-def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, scales) -> MLPBuilder:
-    mb = MLPBuilder(lay, D, c, divide=plan.divisor is not None)
+def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max_len: int, scales=None) -> MLPBuilder:
+    scales = scales or {}
+    mb = MLPBuilder(lay, D, unscale, c.bypass_scale, divide=plan.divisor is not None)
     for op in plan.mlp_ops:
-        dst = lay[op.writes()]
+        n = lay[op.dst].size
         if isinstance(op, Div):
-            src = lay[op.src]
-            for i in range(dst.size):
-                C = np.zeros(D)
-                C[src.start + i] = op.coef
-                mb.linear(dst.start + i, C, 0.0, f"{op.dst}[{i}] {'+' if op.accumulate else ''}= {op.src}[{i}]/|{op.divisor}|")
+            z = lay.coeffs({op.src: op.coef * np.eye(n)}, size=n, width=D)
+            for i in range(n):
+                mb.linear(op.dst, i, z[i],
+                          f"{op.dst}[{i}] {'+' if op.accumulate else ''}= {op.src}[{i}]/|{op.divisor}|")
             continue
-        if isinstance(op, Mul):
-            lin = _coeffs(lay, D, op.plus, dst.size) + _bias_coeffs(lay, D, op.bias, dst.size)
-        elif isinstance(op, Aff):
-            lin = _coeffs(lay, D, op.terms, dst.size) + _bias_coeffs(lay, D, op.bias, dst.size)
-        else:  # pragma: no cover
+        if isinstance(op, Count):
+            mb.linear(op.dst, 0, lay.coeffs(dict(count_terms(max_len), **{op.dst: -np.eye(1)}), size=1, width=D)[0],
+                      f"{op.dst} = count")
+            continue
+        if isinstance(op, Sum):
+            _sum_units(mb, op, lay, D, c.product_scale, max_len, c.product_order)
+            continue
+        if not isinstance(op, (Mul, Aff)):  # pragma: no cover
             raise ICLConstructError(f"{op.describe()} cannot run in an MLP sublayer")
-        lin[np.arange(dst.size), list(dst.rows)] -= 1.0  # overwrite: subtract the old value
-        for i in range(dst.size):
+        terms, bias = (op.plus, op.bias) if isinstance(op, Mul) else (op.terms, op.bias)
+        # overwrite: the affine part minus the old value
+        lin = lay.coeffs(tuple(terms) + ((op.dst, -np.eye(n)),), bias, size=n, width=D)
+        for i in range(n):
             if np.any(lin[i]):
-                mb.linear(dst.start + i, lin[i], 0.0, f"{op.dst}[{i}] linear")
+                mb.linear(op.dst, i, lin[i], f"{op.dst}[{i}] linear")
         if isinstance(op, Mul):
-            a, b, cc = op.shape
-            L, R = lay[op.lhs], lay[op.rhs]
-            s_l, s_r = scales.get(id(op), (L.bound, R.bound))  # the operands' ranges at this op
-            for i in range(a):
-                for j in range(cc):
-                    for k in range(b):
-                        x = np.zeros(D)
-                        y = np.zeros(D)
-                        x[L.start + i * b + k] = 1.0
-                        y[R.start + k * cc + j] = 1.0
-                        mb.product(dst.start + i * cc + j, x, y, s_l, s_r, op.coef,
-                                   f"{op.dst}[{i * cc + j}] += {op.lhs}[{i * b + k}]*{op.rhs}[{k * cc + j}]")
+            _products(mb, op, lay, D, c, scales)
     return mb
 
 
+def _products(mb: MLPBuilder, op: Mul, lay: Layout, D: int, c: Constants, scales) -> None:
+    """``dst[i, j] += coef·Σ_k lhs[i, k]·rhs[k, j]`` (row-major ``a×b`` times ``b×c``), one Lemma 4 product each.
+
+    The operands are scaled by their ranges at this op (:func:`iclconstruct.numerics.ranges.operand_scales`).
+    """
+    a, b, cc = op.shape
+    s_x, s_y = scales.get(id(op), (lay[op.lhs].bound, lay[op.rhs].bound))
+    N, order = c.product_scale, c.product_order
+    for i in range(a):
+        for j in range(cc):
+            for k in range(b):
+                x, y = lay.unit(op.lhs, i * b + k, D), lay.unit(op.rhs, k * cc + j, D)
+                label = f"{op.dst}[{i * cc + j}] += {op.lhs}[{i * b + k}]*{op.rhs}[{k * cc + j}]"
+                mb.add(op.dst, i * cc + j, product_units(x, y, s_x, s_y, op.coef, N, label, order=order))
+
+
+def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: int, order: int = 2) -> None:
+    """``dst ← mean·count``: the attention left the mean over the ỹ columns in ``dst`` (Lemma 4 product)."""
+    if op.count is None:
+        cnt, s_y = lay.coeffs(count_terms(max_len), size=1, width=D)[0], 0.5 * max_len
+    else:
+        cnt, s_y = lay.unit(op.count, 0, D), lay[op.count].bound
+    s_x = lay[op.src].bound
+    for i in range(lay[op.dst].size):
+        x = lay.unit(op.dst, i, D)
+        mb.linear(op.dst, i, -x, f"{op.dst}[{i}] clear mean")
+        mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, 1.0, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count",
+                                        order=order))
+
+
+def embedding(lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(W_E, W_pos)``: token channels into ``y``/``x``; per position the units of ``pos``,
+    ``one``, ``is_y`` (:func:`iclconstruct.lang.embedding.system_rows`) and the anchors of Lemma 6, balanced."""
+    W_E = np.zeros((lay.d + 1, D))
+    W_E[0] = lay.unit("y", 0, D)
+    for i in range(lay.d):
+        W_E[1 + i] = lay.unit("x", i, D)
+    W_pos = np.zeros((max_len, D))
+    for name, values in system_rows(np.arange(max_len), max_len).items():
+        lay.view(W_pos, name)[...] = values
+    lay.view(W_pos, "anchor")[...] = layernorm_bypass(lay, c.ln_anchor, D).anchors @ lay.unit("one", 0, D)
+    return balance(W_E, lay), balance(W_pos, lay)
+
+
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-            max_len: int = 1025, block: str = "paper", width: Optional[int] = None):
+            max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -129,8 +144,6 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             other styles (pre-LN) are planned and raise for now.
         width: residual width ``D``; default: the rows the layout uses.
     """
-    from .model import ConstructedTransformer, LayerWeights
-
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -138,19 +151,20 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     if int(max_len) != max_len or max_len < 2:
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
+    program = program.frozen()  # the model owns this copy: later edits of the caller's program do not reach it
     constants = constants or Constants.for_dtype(dtype)
     lay = program.layout
     D = lay.size if width is None else int(width)
     if D < lay.size:
-        from ..errors import WidthOverflowError
-
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
+    check_constants(constants, lay, dtype, D)  # value-independent errors within the stated accuracy
     sched = schedule(program)
     scales = operand_scales(program, constants.div_min)
     builders = []
     for seg in sched.segments:
         for plan in seg.layers:
-            builders.append((_attention(plan, lay, D, constants, max_len), _mlp(plan, lay, D, constants, scales)))
+            ab, unscale = _attention(plan, lay, D, constants, max_len)
+            builders.append((ab, _mlp(plan, lay, D, constants, unscale, max_len, scales)))
     n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
     d_head = max([ab.d_head() for ab, _ in builders] + [2])
     d_mlp = max([len(mb) for _, mb in builders] + [1])
@@ -158,35 +172,10 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     for ab, mb in builders:
         heads = ab.heads(d_head)
         layers.append(LayerWeights(heads=heads, mlp=mb.weights(d_mlp)))
-    # embedding: tokens -> y/x rows; positions -> position units, constant, flag, anchors
-    W_E = np.zeros((lay.d + 1, D))
-    W_E[0, lay["y"].start] = 1.0
-    for i in range(lay.d):
-        W_E[1 + i, lay["x"].start + i] = 1.0
-    W_pos = np.zeros((max_len, D))
-    j = np.arange(max_len)
-    u1, u2 = position_units(j, max_len)
-    W_pos[:, lay["pos"].start] = u1
-    W_pos[:, lay["pos"].start + 1] = u2
-    W_pos[:, lay["one"].start] = 1.0
-    W_pos[:, lay["is_y"].start] = j % 2
-    W_pos[:, lay["anchor"].start] = constants.ln_anchor
-    W_pos[:, lay["anchor"].start + 1] = -constants.ln_anchor
-    W_E = balance(W_E, lay["bal"].start)
-    W_pos = balance(W_pos, lay["bal"].start)
-    return ConstructedTransformer(
-        program=program,
-        schedule=sched,
-        constants=constants,
-        layers=layers,
-        W_E=W_E,
-        W_pos=W_pos,
-        n_heads=n_heads,
-        d_head=d_head,
-        d_mlp=d_mlp,
-        d_model=D,
-        max_len=int(max_len),
-        dtype=dtype,
-        block=block,
-        operand_scales=scales,
-    )
+    W_E, W_pos = embedding(lay, D, constants, max_len)
+    config = ConstructedTransformerConfig(
+        n_layers=len(layers), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
+        max_len=int(max_len), segments=tuple((len(seg.layers), seg.repeat) for seg in sched.segments),
+        block=block, ln_eps=constants.ln_eps, dtype=dtype)
+    return ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
+                                  W_E=W_E, W_pos=W_pos, operand_scales=scales)

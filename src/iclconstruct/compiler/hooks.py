@@ -7,16 +7,21 @@ weight-tied loop body that runs ``n`` times yields ``n`` consecutive block indic
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import threading
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..errors import UnknownSlotError
 
-__all__ = ["ActivationCache", "HookManager", "HOOK_NAMES"]
+__all__ = ["ActivationCache", "HookManager", "HOOK_NAMES", "EMBED_HOOK_NAMES", "block_hook"]
 
-#: per-block activation names, in the order they are produced
+#: activations before the first block
+EMBED_HOOK_NAMES = ("hook_embed", "hook_pos_embed")
+
+#: per-block activation names, in the order they are produced (the only list of them)
 HOOK_NAMES = (
     "hook_resid_pre",
     "attn.hook_q",
@@ -35,6 +40,16 @@ HOOK_NAMES = (
     "hook_resid_post",
 )
 
+_BLOCK_HOOKS = frozenset(HOOK_NAMES)
+
+
+def block_hook(layer: int, name: str) -> str:
+    """The full name ``blocks.{layer}.{name}`` of a per-block activation; ``name`` must be in :data:`HOOK_NAMES`."""
+    if name not in _BLOCK_HOOKS:
+        raise KeyError(f"{name!r} is not a block activation; known: {', '.join(HOOK_NAMES)}")
+    return f"blocks.{layer}.{name}"
+
+
 HookFn = Callable[[torch.Tensor, str], Optional[torch.Tensor]]
 NameFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 
@@ -49,22 +64,63 @@ def _matcher(names_filter: NameFilter) -> Callable[[str], bool]:
 
 
 class HookManager:
-    """Holds hook functions; the model calls :meth:`__call__` at every named activation."""
+    """Holds hook functions; the model calls :meth:`__call__` (or :meth:`block`) at every named activation.
+
+    Two kinds of hooks: *persistent* ones (:meth:`add`, shared by every thread until
+    :meth:`clear`) and *temporary* ones (:meth:`temporary`, a context manager), which are
+    visible only to the thread that registered them and are removed when its ``with``
+    block ends — so concurrent ``run_with_cache`` calls on one model neither see each
+    other's caches nor leave hooks behind.
+    """
 
     def __init__(self) -> None:
         self._hooks: List[Tuple[Callable[[str], bool], HookFn]] = []
-        self.active = False
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __getstate__(self):  # copy.deepcopy(model) works: locks and thread-locals are recreated
+        return {"_hooks": list(self._hooks)}
+
+    def __setstate__(self, state):
+        self.__init__()
+        self._hooks = state["_hooks"]
+
+    def _temp(self) -> List[Tuple[Callable[[str], bool], HookFn]]:
+        if not hasattr(self._local, "hooks"):
+            self._local.hooks = []
+        return self._local.hooks
+
+    @property
+    def active(self) -> bool:
+        """Whether any hook (persistent, or temporary in this thread) is registered."""
+        return bool(self._hooks) or bool(self._temp())
 
     def add(self, names_filter: NameFilter, fn: HookFn) -> None:
-        self._hooks.append((_matcher(names_filter), fn))
-        self.active = True
+        """Call ``fn(activation, name)`` at every activation ``names_filter`` matches (it may return a replacement)."""
+        with self._lock:
+            self._hooks = self._hooks + [(_matcher(names_filter), fn)]
 
     def clear(self) -> None:
-        self._hooks.clear()
-        self.active = False
+        with self._lock:
+            self._hooks = []
+
+    @contextlib.contextmanager
+    def temporary(self, names_filter: NameFilter, fn: HookFn) -> Iterator["HookManager"]:
+        """Add a hook for the ``with`` block only, visible to this thread only; other hooks stay as they were."""
+        temp = self._temp()
+        entry = (_matcher(names_filter), fn)
+        temp.append(entry)
+        try:
+            yield self
+        finally:
+            temp.remove(entry)
+
+    def block(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The hook point ``blocks.{layer}.{name}`` (see :func:`block_hook`)."""
+        return self(block_hook(layer, name), x)
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        for match, fn in self._hooks:
+        for match, fn in self._hooks + self._temp():
             if match(name):
                 y = fn(x, name)
                 if y is not None:
@@ -105,7 +161,7 @@ class ActivationCache:
 
     @property
     def n_layers(self) -> int:
-        return sum(1 for k in self._store if k.endswith(".hook_resid_post"))
+        return sum(1 for k in self._store if k.startswith("blocks.") and k.endswith(".hook_resid_post"))
 
     def resid(self, layer: int, where: str = "post") -> torch.Tensor:
         """Residual stream after (``post``), before (``pre``) or in the middle (``mid``) of ``layer``.
@@ -114,15 +170,14 @@ class ActivationCache:
         """
         if layer < 0:
             layer += self.n_layers
-        return self[f"blocks.{layer}.hook_resid_{where}"]
+        return self[block_hook(layer, f"hook_resid_{where}")]
 
     def slot(self, name: str, layer: int = -1, where: str = "post") -> torch.Tensor:
         """Slot ``name`` of the residual stream at ``layer``: ``(B, T, size)``."""
         lay = self.model.layout
         if name not in lay:
             raise UnknownSlotError(f"unknown slot {name!r}; slots: {', '.join(s.name for s in lay.slots())}")
-        s = lay[name]
-        return self.resid(layer, where)[..., s.start : s.stop]
+        return lay.view(self.resid(layer, where), name)
 
     def slot_by_layer(self, name: str) -> torch.Tensor:
         """Slot ``name`` after every layer, stacked: ``(n_layers, B, T, size)``."""

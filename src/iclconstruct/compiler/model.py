@@ -21,18 +21,25 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import nn
 
+from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, check_divisor, check_inputs, check_written
+from ..lang.checks import BOUND_SLACK, bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
+from .admissible import check_layernorm_scale
 from .hooks import ActivationCache, HookManager
+from ..lang.interpreter import readout
 from ..lang.layout import Layout
-from .builders import HeadWeights, MLPWeights
+from .attention import HeadWeights
+from .mlp import MLPWeights
 from ..lang.ops import Mul
 from ..lang.program import Program
-from .schedule import LayerPlan, Schedule
+from .config import ConstructedTransformerConfig
+from .schedule import LayerPlan, Schedule, SegmentPlan
 from ..tokens import encode
+from ..errors import ArgumentError
+from ..lang.validate import as_real_array, as_real_tensor, check_tokens_layout
 
-__all__ = ["ConstructedTransformer", "LayerWeights", "Block"]
+__all__ = ["ConstructedTransformer", "ConstructedTransformerConfig", "LayerWeights", "Block"]
 
 
 @dataclass
@@ -44,63 +51,69 @@ class LayerWeights:
 class Attention(nn.Module):
     """Causal multi-head softmax attention, weights as ``W_Q[n_heads, d_model, d_head]`` (TransformerLens)."""
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, dtype: torch.dtype):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
-        self.W_Q, self.W_K, self.W_V = z(n_heads, d_model, d_head), z(n_heads, d_model, d_head), z(n_heads, d_model, d_head)
-        self.W_O = z(n_heads, d_head, d_model)
-        self.d_head = d_head
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q, self.W_K, self.W_V, self.W_O = z(h, d, e), z(h, d, e), z(h, d, e), z(h, e, d)
+        self.d_head = e
         self.head_labels: List[str] = []
 
-    def forward(self, h: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
-        q = hook(prefix + "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
-        k = hook(prefix + "attn.hook_k", einsum(h, self.W_K, "b t d, h d e -> b t h e"))
-        v = hook(prefix + "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        q = hook.block(l, "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
+        k = hook.block(l, "attn.hook_k", einsum(h, self.W_K, "b t d, h d e -> b t h e"))
+        v = hook.block(l, "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
         scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
         T = h.shape[1]
         mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
-        scores = hook(prefix + "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
-        pattern = hook(prefix + "attn.hook_pattern", torch.softmax(scores, dim=-1))
-        z = hook(prefix + "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
+        scores = hook.block(l, "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
+        pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
+        z = hook.block(l, "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
         return einsum(z, self.W_O, "b q h e, h e d -> b q d")
 
 
 class MLP(nn.Module):
     """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU."""
 
-    def __init__(self, d_model: int, d_mlp: int, dtype: torch.dtype):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=dtype), requires_grad=False)
-        self.W_in, self.b_in = z(d_model, d_mlp), z(d_mlp)
-        self.W_out, self.b_out = z(d_mlp, d_model), z(d_model)
+        z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
+        self.W_in, self.b_in = z(cfg.d_model, cfg.d_mlp), z(cfg.d_mlp)
+        self.W_out, self.b_out = z(cfg.d_mlp, cfg.d_model), z(cfg.d_model)
         self.unit_labels: List[str] = []
 
-    def forward(self, x: torch.Tensor, hook: HookManager, prefix: str) -> torch.Tensor:
-        pre = hook(prefix + "mlp.hook_pre", x @ self.W_in + self.b_in)
-        post = hook(prefix + "mlp.hook_post", F.gelu(pre))
+    def forward(self, x: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        pre = hook.block(l, "mlp.hook_pre", x @ self.W_in + self.b_in)
+        post = hook.block(l, "mlp.hook_post", F.gelu(pre))
         return post @ self.W_out + self.b_out
 
 
 class Block(nn.Module):
     """One Eq. 4 layer: attention, residual, LayerNorm (full column, no affine), MLP, residual."""
 
-    def __init__(self, n_heads: int, d_model: int, d_head: int, d_mlp: int, ln_eps: float, dtype: torch.dtype):
+    def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        self.attn = Attention(n_heads, d_model, d_head, dtype)
-        self.mlp = MLP(d_model, d_mlp, dtype)
-        self.ln_eps = ln_eps
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.ln_eps = cfg.ln_eps
 
     def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
-        p = f"blocks.{l}."
-        h = hook(p + "hook_resid_pre", h)
-        a = hook(p + "hook_attn_out", self.attn(h, hook, p))
-        mid = hook(p + "hook_resid_mid", h + a)
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half)."""
+        h = hook.block(l, "hook_resid_pre", h)
+        a = hook.block(l, "hook_attn_out", self.attn(h, hook, l))
+        return hook.block(l, "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half)."""
         if hook.active:
             var = mid.var(dim=-1, unbiased=False, keepdim=True)
-            hook(p + "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
-        x = hook(p + "ln2.hook_normalized", F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps))
-        m = hook(p + "hook_mlp_out", self.mlp(x, hook, p))
-        return hook(p + "hook_resid_post", mid + m)
+            hook.block(l, "ln2.hook_scale", torch.sqrt(var + self.ln_eps))
+        x = hook.block(l, "ln2.hook_normalized", F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps))
+        m = hook.block(l, "hook_mlp_out", self.mlp(x, hook, l))
+        return hook.block(l, "hook_resid_post", mid + m)
 
 
 class ConstructedTransformer(nn.Module):
@@ -111,32 +124,32 @@ class ConstructedTransformer(nn.Module):
     programs whose readout is ``columns='all'``). Numpy in gives numpy out.
 
     Attributes:
-        program, layout, schedule, constants: what it was compiled from.
+        cfg: the architecture (:class:`ConstructedTransformerConfig`, named as in
+            TransformerLens); ``d_model``, ``n_heads``, ``d_head``, ``d_mlp``, ``max_len``,
+            ``dtype``, ``block_style`` read it.
+        program, layout, schedule, constants: what it was compiled from (the program is a
+            frozen copy owned by the model).
         row_labels: the slot label of every residual row.
-        n_layers_unique / d_model / d_mlp / n_heads / d_head / max_len: its shape.
     """
 
-    def __init__(self, *, program: Program, schedule: Schedule, constants: Constants, layers: List[LayerWeights],
-                 W_E: np.ndarray, W_pos: np.ndarray, n_heads: int, d_head: int, d_mlp: int, d_model: int,
-                 max_len: int, dtype: torch.dtype, block: str, operand_scales: Optional[dict] = None):
+    def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
+                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray,
+                 operand_scales: Optional[dict] = None):
         super().__init__()
-        self.program = program
-        self.layout: Layout = program.layout
+        self.cfg = cfg
+        self.program = program if program.is_frozen else program.frozen()
+        self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
-        self.n_heads, self.d_head, self.d_mlp, self.d_model = n_heads, d_head, d_mlp, d_model
-        self.max_len = max_len
-        self.block_style = block
         #: ``{id(op): (s_lhs, s_rhs)}``: the scales each product was built with (range analysis)
         self.operand_scales = dict(operand_scales or {})
-        self.dtype = dtype
-        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=dtype), requires_grad=False)
+        t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=cfg.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
         for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
-            blk = Block(n_heads, d_model, d_head, d_mlp, constants.ln_eps, dtype)
+            blk = Block(cfg)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
                     blk.attn.W_Q[i] = torch.as_tensor(hw.W_Q)
@@ -152,17 +165,23 @@ class ConstructedTransformer(nn.Module):
             self.blocks.append(blk)
             self.plans.append(plan)
         # execution plan: (block indices, repeat) per segment
-        self._segments: List[Tuple[List[int], object]] = []
+        self._segments: List[Tuple[List[int], SegmentPlan]] = []
         i = 0
         for seg in schedule.segments:
-            self._segments.append((list(range(i, i + len(seg.layers))), seg.repeat))
+            self._segments.append((list(range(i, i + len(seg.layers))), seg))
             i += len(seg.layers)
         self.hooks = HookManager()
-        #: extra input checks ``fn(tokens)`` run before every forward (circuits register theirs)
-        self.token_checks: List = []
-        self.row_labels = self.layout.row_labels() + [""] * (d_model - self.layout.size)
+        self.row_labels = self.layout.row_labels() + [""] * (cfg.d_model - self.layout.size)
 
-    # ------------------------------------------------------------------ shape facts
+    # ------------------------------------------------------------------ shape facts (from the config)
+    d_model = property(lambda self: self.cfg.d_model, doc="residual width ``D``")
+    n_heads = property(lambda self: self.cfg.n_heads, doc="attention heads per layer")
+    d_head = property(lambda self: self.cfg.d_head, doc="width of each head")
+    d_mlp = property(lambda self: self.cfg.d_mlp, doc="MLP hidden units per layer")
+    max_len = property(lambda self: self.cfg.max_len, doc="most tokens the position embedding holds")
+    dtype = property(lambda self: self.cfg.dtype, doc="parameter dtype")
+    block_style = property(lambda self: self.cfg.block, doc="block style (``'paper'``: Eq. 4)")
+
     @property
     def d(self) -> int:
         return self.layout.d
@@ -174,15 +193,12 @@ class ConstructedTransformer(nn.Module):
 
     def depth(self, n_examples: Optional[int] = None) -> int:
         """Layers run for ``n_examples`` examples (default: the loop bodies counted once)."""
-        total = 0
-        for idx, rep in self._segments:
-            times = 1 if rep == "examples" and n_examples is None else (n_examples if rep == "examples" else int(rep))
-            total += len(idx) * times
-        return total
+        T = 2 if n_examples is None else 2 * n_examples
+        return sum(len(idx) * seg.times(T) for idx, seg in self._segments)
 
     def layers_per_example(self) -> int:
         """Layers of the weight-tied per-example block (0 if the program has no loop)."""
-        return sum(len(idx) for idx, rep in self._segments if rep == "examples")
+        return sum(len(idx) for idx, seg in self._segments if seg.repeat == "examples")
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -190,15 +206,20 @@ class ConstructedTransformer(nn.Module):
     def unrolled(self, T: int) -> List[int]:
         """Block index run at each layer for a sequence of ``T`` tokens."""
         out: List[int] = []
-        for idx, rep in self._segments:
-            times = T // 2 if rep == "examples" else int(rep)
-            out.extend(idx * times)
+        for idx, seg in self._segments:
+            out.extend(idx * seg.times(T))
         return out
 
     # ------------------------------------------------------------------ forward
     def _prepare(self, tokens) -> Tuple[torch.Tensor, bool]:
         numpy_in = not isinstance(tokens, torch.Tensor)
-        t = torch.as_tensor(np.asarray(tokens)) if numpy_in else tokens
+        if numpy_in:
+            t = torch.as_tensor(as_real_array(tokens, "tokens"))
+        else:
+            t = as_real_tensor(tokens, "tokens")
+            if t.device != self.W_E.device:
+                raise ArgumentError(f"tokens are on {t.device} but the model is on {self.W_E.device}; "
+                                    f"move one of them (tokens.to({str(self.W_E.device)!r}))")
         if t.dim() == 2:
             t = t.unsqueeze(0)
         if t.dim() != 3 or t.shape[-1] != self.d + 1:
@@ -214,26 +235,30 @@ class ConstructedTransformer(nn.Module):
             raise ContextTooLongError(
                 f"{T} tokens exceed max_len={self.max_len} of the position units; compile with max_len >= {T}"
             )
+        check_tokens_layout(t, "tokens")
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
         check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
-        for guard in getattr(self.program, "guards", ()):
-            guard.check(t)
-        for fn in self.token_checks:
-            fn(t)
+        check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
 
-    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool) -> None:
+    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool, ops=None) -> None:
         lay = self.layout
         if before:
             if plan.divisor is not None:
-                c = h[..., lay[plan.divisor].start].abs()
+                c = lay.view(h, plan.divisor).abs()
                 check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
             return
         slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-        for op in plan.ops:
-            s = lay[op.writes()]
-            v = h[..., s.start : s.stop]
-            check_written(f"layer {l}", op.describe(), s, float(v.abs().max()), slack)
+        mlp_rows = lay.mask([op.writes() for op in plan.mlp_ops], width=h.shape[-1])
+        for op in plan.ops if ops is None else ops:
+            keep = lay.mask([op.writes()], width=h.shape[-1])
+            if op in plan.attn_ops:  # rows the MLP rewrote (a dead slot's rows reused) now hold the MLP's values
+                keep &= ~mlp_rows
+            if not keep.any():
+                continue
+            v = h[..., torch.as_tensor(keep)]
+            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack,
+                          advice=bound_advice(self.program, op.writes()))
 
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
@@ -246,17 +271,23 @@ class ConstructedTransformer(nn.Module):
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         for l, bi in enumerate(self.unrolled(T)):
             plan = self.plans[bi]
-            if check:
-                self._check_layer(h, plan, l, before=True)
-            h = self.blocks[bi](h, hook, l)
-            if check:
-                self._check_layer(h, plan, l, before=False)
+            if not check:
+                h = self.blocks[bi](h, hook, l)
+                continue
+            # each sublayer's writes are checked right after it: the MLP may reuse rows of a
+            # slot the attention wrote (a freed slot's rows), so a check after the whole layer
+            # would read the wrong slot
+            self._check_layer(h, plan, l, before=True)
+            h = self.blocks[bi].attn_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
+            if plan.mlp_ops:
+                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor, self.program)
+            h = self.blocks[bi].mlp_sublayer(h, hook, l)
+            self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
-        r = self.layout[self.program.readout_slot].start
-        out = h[..., r]
-        return out[:, 0::2] if self.program.readout_columns == "x" else out
+        return readout(self.program, h)
 
     def forward(self, tokens, *, check: bool = True):
         """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).
@@ -277,14 +308,8 @@ class ConstructedTransformer(nn.Module):
         def save(x, name):
             store[name] = x.detach()
 
-        saved = list(self.hooks._hooks)
-        self.hooks.add(names_filter, save)
-        try:
-            with torch.no_grad():
-                out = self._readout(self._run(t, check))
-        finally:
-            self.hooks._hooks = saved
-            self.hooks.active = bool(saved)
+        with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
+            out = self._readout(self._run(t, check))
         return (out.numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:
@@ -301,8 +326,12 @@ class ConstructedTransformer(nn.Module):
         ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
         ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
         """
+        if x_query is None:
+            raise ArgumentError(
+                "x_query is missing (None): predict(X, y, x_query) predicts the label of x_query after all n "
+                "examples; for the prediction at every prefix use predict_prefixes(X, y)")
         numpy_in = not isinstance(X, torch.Tensor)
-        Xa = X if not numpy_in else np.asarray(X, dtype=np.float64)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X")
         if Xa.ndim not in (2, 3):
             raise ShapeError(f"X must be (n, d) or (B, n, d); got shape {tuple(Xa.shape)}")
         if Xa.shape[-1] != self.d:
@@ -321,14 +350,15 @@ class ConstructedTransformer(nn.Module):
         One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
         """
         numpy_in = not isinstance(X, torch.Tensor)
-        tok = encode(X, y, None, dtype=None if numpy_in else self.dtype)
+        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X", ndims=(2, 3))
+        if Xa.shape[-2] == 0:
+            raise ShapeError("X has no examples (n = 0); predict_prefixes needs at least one (x, y) pair")
+        tok = encode(Xa, y, None, dtype=None if numpy_in else self.dtype)
         out = self.forward(tok)
-        return out[0] if np.ndim(X) == 2 else out
+        return out[0] if Xa.ndim == 2 else out
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        from ..io import save
-
         save(self, path)
 
     def certify(self, n_examples: int):
@@ -367,8 +397,8 @@ class ConstructedTransformer(nn.Module):
             f"  distinct layers = {self.n_layers_unique}   layers per example = {self.layers_per_example()}   "
             f"parameters = {self.n_params():,}   max_len = {self.max_len}",
         ]
-        for si, (idx, rep) in enumerate(self._segments):
-            head = f"loop x {rep}" if rep != 1 else "straight"
+        for si, (idx, seg) in enumerate(self._segments):
+            head = f"loop x {seg.repeat}" if seg.repeat != 1 else "straight"
             lines.append(f"  segment {si} ({head}):")
             for bi in idx:
                 lines.append(f"    layer {bi}: {self.plans[bi].describe()}")

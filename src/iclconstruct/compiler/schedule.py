@@ -9,6 +9,8 @@ that its kind allows and that keeps the program's meaning:
 * ``aff`` → attention (the *self head*: hard attention to the own column, any linear map
   of it, exact) or MLP (GeLU bypass), whichever comes first;
 * ``mul`` → MLP (GeLU product units);
+* ``count`` → attention (self head) or MLP, like ``aff``;
+* ``sum`` → the MLP of a layer whose attention does its averaging read (a two-stage op);
 * ``div`` → the MLP of a *div layer*, whose attention writes the ``pair`` rows
   ``(+M·c, −M·c)`` and clears the destination; that MLP hosts only ``div`` ops by the
   same divisor, because it sees every row divided by ``|c|``.
@@ -27,15 +29,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Op
-from ..lang.program import Program
+from ..lang.ops import Aff, Count, Div, Mov, Op, Sum
+from ..lang.program import Program, repeat_times
 
 __all__ = ["LayerPlan", "SegmentPlan", "Schedule", "schedule"]
 
 
 @dataclass
 class LayerPlan:
-    """What one layer does.
+    """What one layer does, and its full footprint (every slot it writes, the compiler's own included).
 
     Attributes:
         attn_ops: ``mov`` and ``aff`` ops run by the attention sublayer.
@@ -43,16 +45,49 @@ class LayerPlan:
         divisor: name of the divisor slot if this is a div layer, else ``None``.
         reset: the attention restores the LayerNorm anchors and clears ``pair``
             (needed after a div layer).
+        cleared: slots the attention writes before its MLP writes them: the destinations of
+            overwriting ``div`` ops (set to 0) and of ``sum`` ops (their averaging read).
     """
 
     attn_ops: List[Op] = field(default_factory=list)
     mlp_ops: List[Op] = field(default_factory=list)
     divisor: Optional[str] = None
     reset: bool = False
+    cleared: Tuple[str, ...] = ()
 
     @property
     def ops(self) -> List[Op]:
         return self.attn_ops + self.mlp_ops
+
+    @property
+    def system_writes(self) -> Tuple[str, ...]:
+        """System slots the attention rewrites: ``anchor`` and ``pair`` in div and reset layers."""
+        return ("anchor", "pair") if self.divisor is not None or self.reset else ()
+
+    def writes(self, sublayer: Optional[str] = None) -> Tuple[str, ...]:
+        """Slots written by the ``'attn'`` or ``'mlp'`` sublayer (both if ``None``).
+
+        The attention's writes include the compiler's: :attr:`cleared` and :attr:`system_writes`.
+        """
+        attn = tuple(op.writes() for op in self.attn_ops) + self.cleared + self.system_writes
+        mlp = tuple(op.writes() for op in self.mlp_ops)
+        return _unique({"attn": attn, "mlp": mlp, None: attn + mlp}[sublayer])
+
+    def reads(self, sublayer: Optional[str] = None) -> Tuple[str, ...]:
+        """Slots read by the ``'attn'`` or ``'mlp'`` sublayer (both if ``None``).
+
+        The attention's reads include the compiler's: the position units and the constant
+        its heads' queries and keys read, the divisor of a div layer (Lemma 8 set-up) and
+        the constant a reset multiplies into the anchors.
+        """
+        attn = tuple(n for op in self.attn_ops for n in op.reads())
+        if self.attn_ops or self.divisor is not None or self.reset:
+            attn += ("pos", "one")
+        if self.divisor is not None:
+            attn += (self.divisor,)
+        attn += tuple(op.src for op in self.mlp_ops if isinstance(op, Sum))  # a sum's averaging read
+        mlp = tuple(n for op in self.mlp_ops for n in op.reads())
+        return _unique({"attn": attn, "mlp": mlp, None: attn + mlp}[sublayer])
 
     def describe(self) -> str:
         att = ", ".join(op.describe() for op in self.attn_ops) or "-"
@@ -64,10 +99,20 @@ class LayerPlan:
         return f"attn: {att}\n      mlp:  {mlp}"
 
 
+def _unique(names) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass
 class SegmentPlan:
+    """The layers of one program segment, run ``repeat`` times (as :class:`~iclconstruct.lang.program.Segment`)."""
+
     layers: List[LayerPlan]
     repeat: Union[int, str]
+
+    def times(self, T: int) -> int:
+        """Runs on ``T`` tokens (:meth:`iclconstruct.lang.program.Segment.times`)."""
+        return repeat_times(self.repeat, T)
 
 
 @dataclass
@@ -78,8 +123,37 @@ class Schedule:
         """``(segment, layer-in-segment, plan)`` for every layer run on ``T`` tokens."""
         out = []
         for si, seg in enumerate(self.segments):
-            times = (T // 2) if seg.repeat == "examples" else int(seg.repeat)
-            for _ in range(times):
+            for _ in range(seg.times(T)):
+                for li, plan in enumerate(seg.layers):
+                    out.append((si, li, plan))
+        return out
+
+
+def _unique(names) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class SegmentPlan:
+    """The layers of one program segment, run ``repeat`` times (as :class:`~iclconstruct.lang.program.Segment`)."""
+
+    layers: List[LayerPlan]
+    repeat: Union[int, str]
+
+    def times(self, T: int) -> int:
+        """Runs on ``T`` tokens (:meth:`iclconstruct.lang.program.Segment.times`)."""
+        return repeat_times(self.repeat, T)
+
+
+@dataclass
+class Schedule:
+    segments: List[SegmentPlan]
+
+    def unrolled(self, T: int) -> List[Tuple[int, int, LayerPlan]]:
+        """``(segment, layer-in-segment, plan)`` for every layer run on ``T`` tokens."""
+        out = []
+        for si, seg in enumerate(self.segments):
+            for _ in range(seg.times(T)):
                 for li, plan in enumerate(seg.layers):
                     out.append((si, li, plan))
         return out
@@ -96,7 +170,7 @@ class Schedule:
 def _rows(lay: Layout, names) -> Set[int]:
     out: Set[int] = set()
     for n in names:
-        out |= set(lay[n].rows)
+        out |= set(lay.rows(n))
     return out
 
 
@@ -107,13 +181,15 @@ def _footprint(op: Op, lay: Layout) -> List[Tuple[int, Set[int], Set[int]]]:
         if op.accumulate:  # no clearing: the attention stage only reads the divisor
             return [(-1, _rows(lay, [op.divisor]), set()), (0, _rows(lay, [op.src, op.dst]), set(w))]
         return [(-1, _rows(lay, [op.divisor]), set(w)), (0, _rows(lay, [op.src]), set(w))]
+    if isinstance(op, Sum):  # the averaging read in attention, then the product with the count
+        return [(-1, _rows(lay, [op.src]), set(w)), (0, _rows(lay, [op.count] if op.count else []), set(w))]
     return [(0, _rows(lay, op.reads()), w)]
 
 
 def _allowed_parity(op: Op) -> Tuple[int, ...]:
     if isinstance(op, Mov):
         return (0,)
-    if isinstance(op, Aff):
+    if isinstance(op, (Aff, Count)):
         return (0, 1)
     return (1,)
 
@@ -124,7 +200,7 @@ def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
     mlp_mode: Dict[int, Optional[str]] = {}  # MLP stage -> None (normal) or divisor name
     for op in ops:
         fp = _footprint(op, lay)
-        lb = 1 if isinstance(op, Div) else 0
+        lb = 1 if isinstance(op, (Div, Sum)) else 0
         for delta, R, W in fp:
             for s2, R2, W2 in placed:
                 if W2 & R or W2 & W:
@@ -154,7 +230,13 @@ def _schedule_segment(ops: List[Op], lay: Layout) -> List[LayerPlan]:
         (plan.attn_ops if s % 2 == 0 else plan.mlp_ops).append(op)
     for s, mode in mlp_mode.items():
         if mode is not None:
-            layers[s // 2].divisor = mode
+            plan = layers[s // 2]
+            plan.divisor = mode
+            plan.cleared = tuple(op.writes() for op in plan.mlp_ops if not op.accumulate)
+    for plan in layers:  # a sum's averaging read writes its destination in the attention
+        sums = tuple(op.writes() for op in plan.mlp_ops if isinstance(op, Sum))
+        if sums:
+            plan.cleared = tuple(plan.cleared) + sums
     return layers
 
 

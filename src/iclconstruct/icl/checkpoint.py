@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 
 from ..errors import CheckpointError
+from ..files import atomic_write_bytes as _atomic_write_bytes
+from ..files import read_tensors
+from ..files import save_tensors as _save_tensors
 from .model import ICLTransformer, ModelConfig
 
 __all__ = ["FORMAT", "save_checkpoint", "load", "load_weights", "read_config", "save_optimizer", "load_optimizer"]
@@ -31,14 +33,6 @@ FORMAT = "iclconstruct.icl/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 OPTIM = "optimizer.safetensors"
-
-
-def _st():
-    try:
-        import safetensors.torch as st
-    except ImportError as exc:  # pragma: no cover - dependency declared in extras
-        raise CheckpointError("checkpoints need the 'safetensors' package: pip install 'iclconstruct[icl]'") from exc
-    return st
 
 
 def _digest(tensors: Dict[str, torch.Tensor]) -> str:
@@ -52,32 +46,10 @@ def _digest(tensors: Dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
-    st = _st()
-    data = st.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    _atomic_write_bytes(path, data)
-
-
 def _read_tensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    st = _st()
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist; pass a folder written by icl.train or a .safetensors file")
-    try:
-        raw = path.read_bytes()
-        tensors = st.load(raw)
-        n = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + n])
-    except CheckpointError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types on truncation/garbage
-        raise CheckpointError(f"{path} is not a readable safetensors file (corrupted or truncated?): {exc}") from None
-    return tensors, dict(header.get("__metadata__", {}) or {})
+    return read_tensors(path)
 
 
 def save_checkpoint(out_dir, model: ICLTransformer, *, train_config: Optional[dict] = None, step: int = 0,
@@ -123,7 +95,11 @@ def load_weights(model: ICLTransformer, path) -> ICLTransformer:
     tensors, meta = _read_tensors(wpath)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{wpath} has format {meta.get('format')!r}; expected {FORMAT!r} (not an iclconstruct learner?)")
-    if meta.get("sha256") and _digest(tensors) != meta["sha256"]:
+    stored = meta.get("sha256")
+    if not (isinstance(stored, str) and len(stored) == 64):
+        raise CheckpointError(f"{wpath} has no SHA-256 of its tensors in its metadata, so edited or corrupted "
+                              f"weights could not be detected; save the checkpoint again with icl.save_checkpoint")
+    if _digest(tensors) != stored:
         raise CheckpointError(f"{wpath} is corrupted: tensor bytes do not match the stored SHA-256")
     model = getattr(model, "module", model)
     expected = model.state_dict()
@@ -157,9 +133,30 @@ def load(path, device="cpu") -> ICLTransformer:
         cfg = ModelConfig(**json.loads(meta["model"]))
     except Exception as exc:
         raise CheckpointError(f"{wpath}: model config in metadata is invalid: {exc}") from None
+    _check_shapes_before_allocating(cfg, wpath)
     model = ICLTransformer.from_config(cfg)
     load_weights(model, wpath)
     return model.to(device).eval()
+
+
+def _check_shapes_before_allocating(cfg: ModelConfig, wpath: Path) -> None:
+    """Build the architecture on the ``meta`` device (no memory) and compare its tensor
+    shapes with the file's header, so a crafted config cannot allocate more than the file holds."""
+    from ..filecheck import read_safetensors_header
+
+    header = read_safetensors_header(wpath)
+    try:
+        with torch.device("meta"):
+            probe = ICLTransformer.from_config(cfg)
+    except Exception:  # an architecture the meta device cannot build: the full load still checks every shape
+        return
+    want = {k: list(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: v.get("shape") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    if want != got:
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))[:3]
+        raise CheckpointError(f"{wpath}: the model config in its metadata does not describe its tensors "
+                              f"(first differences: {[(k, want.get(k), got.get(k)) for k in bad]}); the file is "
+                              f"corrupted or was edited")
 
 
 # ---------------------------------------------------------------------- optimizer state

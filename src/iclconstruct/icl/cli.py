@@ -20,7 +20,11 @@ __all__ = ["add_subcommands", "run_train", "run_compare", "run_probe", "resolve_
 
 
 def _num(s: str) -> float:
-    return float(Fraction(s))
+    try:
+        v = float(Fraction(s))
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 1/16; got {s!r} ({exc})") from None
+    return v
 
 
 def add_subcommands(subparsers) -> None:
@@ -86,11 +90,15 @@ def resolve_learner(spec: str, d=None):
         parts = spec.split(":")
         if len(parts) != 3 or d is None:
             raise CheckpointError("circuit learners are written circuit:NAME:PARAM and need --d")
+        from .. import circuits
+
+        if parts[1] not in ("sgd", "ridge"):
+            raise CheckpointError(f"--model {spec!r}: unknown circuit {parts[1]!r}; use circuit:sgd:LR or circuit:ridge:LAM")
         try:
-            from .. import circuits  # written by the constructions half of the package
-        except ImportError as exc:
-            raise CheckpointError(f"iclconstruct.circuits is not available: {exc}") from None
-        obj = getattr(circuits, parts[1])(d, _num(parts[2]))
+            param = _num(parts[2])
+        except argparse.ArgumentTypeError as exc:
+            raise CheckpointError(f"--model {spec!r}: {exc}") from None
+        obj = getattr(circuits, parts[1])(d, param)
         if not hasattr(obj, "name"):
             try:
                 obj.name = f"circuit {parts[1]}({parts[2]})"

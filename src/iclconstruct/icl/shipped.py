@@ -22,10 +22,12 @@ def list_pretrained() -> List[str]:
 
 
 def pretrained_path(name: str) -> Path:
-    p = PRETRAINED_DIR / f"{name}.safetensors"
-    if not p.is_file():
-        raise CheckpointError(f"no shipped learner named {name!r}; available: {list_pretrained()}")
-    return p
+    """Path of the shipped learner ``name``: only the names :func:`list_pretrained` lists are
+    accepted, so a name can never reach a file outside the shipped folder (``'../x'``)."""
+    available = list_pretrained()
+    if not isinstance(name, str) or name not in available:
+        raise CheckpointError(f"no shipped learner named {name!r}; available: {available}")
+    return PRETRAINED_DIR / f"{name}.safetensors"
 
 
 def pretrained(name: str = "lite-d8", device="cpu"):

@@ -132,6 +132,10 @@ def train(
 
     Returns a :class:`TrainResult` with the (unwrapped) model and the logged history.
     """
+    from ..lang.validate import as_float
+
+    noise_var = as_float(noise_var, "noise_var", nonneg=True)  # before any sampling: sqrt(-1) would be NaN labels
+    prior_var = as_float(prior_var, "prior_var", positive=True)
     if not isinstance(steps, int) or steps < 1:
         raise OutOfRangeError(f"steps must be a positive integer; got {steps!r}")
     if batch_size < 1 or lr <= 0:

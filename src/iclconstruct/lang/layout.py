@@ -1,4 +1,4 @@
-"""The residual stream as named slots (constructions.md §1–2).
+"""The residual stream as named slots (the hidden state ``H`` of Eq. 4, token layout of Eq. 12).
 
 This module is the only place that knows row numbers. A :class:`Layout` hands out
 *slots*: named, contiguous runs of rows of the hidden state ``H`` (here stored as
@@ -34,7 +34,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..errors import LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
+import numpy as np
+
+from ..errors import ArgumentError, LayoutError, SlotOverlapError, UnknownSlotError, WidthOverflowError
+from .validate import MAX_D, MAX_ROWS, as_float, as_int
 
 __all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
 
@@ -42,6 +45,8 @@ __all__ = ["Slot", "Layout", "SYSTEM_SLOTS", "INPUT_SLOTS"]
 INPUT_SLOTS = ("y", "x")
 #: slots that only the compiler writes (never a user op)
 SYSTEM_SLOTS = ("pos", "one", "is_y", "anchor", "pair", "bal")
+#: system slots whose values have no fixed bound (the LayerNorm bookkeeping of Lemmas 6 and 8)
+_INFINITE_OK = ("anchor", "pair", "bal")
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,17 @@ class Layout:
     _slots: Dict[str, Slot] = field(default_factory=dict, repr=False)
     _live: Dict[str, Slot] = field(default_factory=dict, repr=False)
     _labels: List[List[str]] = field(default_factory=list, repr=False)
+    _frozen: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        if int(self.d) != self.d or self.d < 1:
-            raise LayoutError(f"d must be a positive integer; got {self.d!r}")
-        self.d = int(self.d)
+        try:
+            self.d = as_int(self.d, "d", min=1, max=MAX_D)
+            if self.width is not None:
+                self.width = as_int(self.width, "width", min=1, max=MAX_ROWS)
+            self.x_bound = as_float(self.x_bound, "x_bound", positive=True)
+            self.y_bound = as_float(self.y_bound, "y_bound", positive=True)
+        except ArgumentError as exc:
+            raise LayoutError(str(exc)) from None
         self.alloc("y", 1, bound=self.y_bound)
         self.alloc("x", self.d, bound=self.x_bound)
         self.alloc("pos", 2, bound=1.0)
@@ -112,15 +123,21 @@ class Layout:
         (rows of freed slots are reused). Raises :class:`SlotOverlapError` if ``at``
         collides with a live slot, :class:`LayoutError` for a duplicate name or bad size.
         """
+        self._mutable(f"alloc({name!r})")
         if not isinstance(name, str) or not name:
             raise LayoutError(f"slot name must be a non-empty string; got {name!r}")
         if name in self._slots:
             raise LayoutError(f"slot {name!r} already exists; choose another name")
-        if int(size) != size or size < 1:
-            raise LayoutError(f"slot {name!r}: size must be a positive integer; got {size!r}")
-        if not (bound > 0):
-            raise LayoutError(f"slot {name!r}: bound must be > 0; got {bound!r}")
-        size = int(size)
+        try:
+            size = as_int(size, f"slot {name!r}: size", min=1, max=MAX_ROWS)
+            bound = as_float(bound, f"slot {name!r}: bound", positive=True, finite=name not in _INFINITE_OK)
+        except ArgumentError as exc:
+            raise LayoutError(str(exc)) from None
+        if at is not None:  # a negative row would alias rows counted from the end of the stream
+            try:
+                at = as_int(at, f"slot {name!r}: at", min=0, max=MAX_ROWS - size)
+            except ArgumentError as exc:
+                raise LayoutError(f"{exc} (at= is the first row of the slot, counted from 0)") from None
         if at is None:
             at = self._first_fit(size)
         else:
@@ -130,6 +147,11 @@ class Layout:
                     f"slot {name!r} at rows {at}:{at + size} overlaps live slot {clash.name!r} "
                     f"(rows {clash.start}:{clash.stop}); free it first or pick other rows"
                 )
+        if at + size > MAX_ROWS:
+            raise WidthOverflowError(
+                f"slot {name!r} would end at row {at + size}, past the largest supported residual width "
+                f"{MAX_ROWS}; use smaller slots or free slots that are no longer needed"
+            )
         if self.width is not None and at + size > self.width:
             raise WidthOverflowError(
                 f"slot {name!r} needs rows {at}:{at + size} but the residual width is {self.width}; "
@@ -146,10 +168,20 @@ class Layout:
 
     def free(self, name: str) -> None:
         """Release a user slot; its rows may be reused by later allocations."""
+        self._mutable(f"free({name!r})")
         if name in SYSTEM_SLOTS or name in INPUT_SLOTS:
             raise LayoutError(f"slot {name!r} belongs to the system and cannot be freed")
         self._require_live(name)
         del self._live[name]
+
+    def freeze(self) -> None:
+        """Refuse every later ``alloc``/``free`` (the layout of a compiled model)."""
+        self._frozen = True
+
+    def _mutable(self, what: str) -> None:
+        if self._frozen:
+            raise LayoutError(f"{what}: this layout is frozen (it belongs to a compiled model); "
+                              f"edit the Program you compiled and compile again")
 
     def _clash(self, start: int, size: int) -> Optional[Slot]:
         for s in self._live.values():
@@ -193,6 +225,58 @@ class Layout:
     def rows(self, name: str) -> List[int]:
         """Row indices of slot ``name``."""
         return list(self[name].rows)
+
+    # ------------------------------------------------------------------ rows as vectors
+    # The only row arithmetic of the library: everything else goes through these.
+    def first_row(self, name: str) -> int:
+        """Row of entry 0 of slot ``name`` (for saved layouts and labels; prefer :meth:`row`)."""
+        return self[name].start
+
+    def row(self, name: str, i: int = 0) -> int:
+        """Row of entry ``i`` of slot ``name``."""
+        s = self[name]
+        if not 0 <= i < s.size:
+            raise LayoutError(f"slot {name!r} has {s.size} entries; entry {i} does not exist")
+        return s.start + i
+
+    def slice(self, name: str) -> slice:
+        """``slice`` of the rows of slot ``name`` (for the last axis of a residual tensor)."""
+        s = self[name]
+        return slice(s.start, s.stop)
+
+    def view(self, H, name: str):
+        """Slot ``name`` of a residual tensor ``H`` (``(..., D)``, numpy or torch): ``(..., size)``.
+
+        A view, so ``lay.view(H, 'w')[...] = v`` writes into ``H``.
+        """
+        return H[..., self.slice(name)]
+
+    def unit(self, name: str, i: int = 0, width: Optional[int] = None) -> np.ndarray:
+        """The unit vector of entry ``i`` of slot ``name``, length ``width`` (default: :attr:`size`)."""
+        e = np.zeros(self.size if width is None else width)
+        e[self.row(name, i)] = 1.0
+        return e
+
+    def coeffs(self, terms=(), bias=None, *, size: int, width: Optional[int] = None) -> np.ndarray:
+        """``(size, width)`` coefficients of ``Σ W·h[slot] + bias`` as a linear map of the column ``h``.
+
+        ``terms`` maps slot names to ``(size, slot size)`` matrices (a mapping or ``(slot, W)``
+        pairs); ``bias`` (``(size,)``) becomes the coefficient of the constant row ``one``.
+        """
+        M = np.zeros((size, self.size if width is None else width))
+        items = terms.items() if hasattr(terms, "items") else terms
+        for name, W in items:
+            M[:, self.slice(name)] += W
+        if bias is not None:
+            M[:, self.row("one")] += bias
+        return M
+
+    def mask(self, names, width: Optional[int] = None) -> np.ndarray:
+        """Boolean ``(width,)`` vector, true on the rows of the slots ``names``."""
+        m = np.zeros(self.size if width is None else width, dtype=bool)
+        for n in names:
+            m[self.slice(n)] = True
+        return m
 
     def slots(self) -> List[Slot]:
         """Every slot ever allocated, in allocation order."""

@@ -1,9 +1,9 @@
-"""The four primitives of the paper as data (constructions.md §3, Lemma 1).
+"""The four primitives of the paper as data (§3, Lemma 1).
 
 An op names the slots it reads and writes; it knows nothing about rows. The
 argument order is always *source(s) first, destination last* — the paper's
 definition ``mov(H; s, t, ...)`` — which fixes the paper's traces, whose ``mov`` calls
-list the target first (constructions.md §6).
+list the target first (a slip of the paper, see ``docs/paper_map.md``).
 
 ==========  ====================================================  =================
 op          meaning, per column ``t`` (writes overwrite)           realised by
@@ -16,6 +16,10 @@ op          meaning, per column ``t`` (writes overwrite)           realised by
             row-major in ``lhs``, ``A₂`` (b×c) in ``rhs``
 ``Div``     ``dst ← src / |divisor|`` (or ``dst += coef·src/|c|``)  LayerNorm (Lemma 8)
 ``Aff``     ``dst ← Σ W·h[s] + b``                                 attention self-head or MLP (Lemma 5)
+``Count``   ``dst ← #{examples seen at or before t}``              self head: affine in the
+                                                                   position units (exact)
+``Sum``     ``dst ← Σ src[j]`` over the ỹ columns ``j ≤ t``         averaging read (RAW) times the
+                                                                   count: attention + MLP (Lemma 4)
 ==========  ====================================================  =================
 
 The clamped reads of ``Mov`` are exactly what hard attention does when the wanted
@@ -29,7 +33,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Op", "Mov", "Mul", "Div", "Aff", "Read"]
+__all__ = ["Op", "Mov", "Mul", "Div", "Aff", "Read", "Count", "Sum"]
 
 Terms = Tuple[Tuple[str, np.ndarray], ...]
 
@@ -70,6 +74,15 @@ class Op:
     @property
     def kind(self) -> str:
         return type(self).__name__.lower()
+
+    def prestage_reads(self) -> Tuple[str, ...]:
+        """Slots this op reads in the attention sublayer *before* its own (MLP) stage (``Div``, ``Sum``)."""
+        return ()
+
+    @property
+    def clears_dst_in_attention(self) -> bool:
+        """True if the attention sublayer in front of the op's MLP already overwrites ``dst``."""
+        return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +129,13 @@ class Div(Op):
     def reads(self):
         return (self.src, self.divisor) + ((self.dst,) if self.accumulate else ())
 
+    def prestage_reads(self):
+        return (self.divisor,)
+
+    @property
+    def clears_dst_in_attention(self) -> bool:
+        return not self.accumulate
+
     def describe(self) -> str:
         coef = "" if self.coef == 1.0 else f"{self.coef:g}·"
         arrow = "+=>" if self.accumulate else "->"
@@ -134,3 +154,49 @@ class Aff(Op):
     def describe(self) -> str:
         parts = [f"W·{s}" for s, _ in self.terms] + (["b"] if self.bias is not None else [])
         return f"aff({' + '.join(parts) or '0'} -> {self.dst})"
+
+
+@dataclass(frozen=True, eq=False)
+class Count(Op):
+    """``dst[t] ← number of (x, y) examples at or before column t`` = ``⌊(t + 1)/2⌋`` (ỹ columns ``j ≤ t``).
+
+    A function of position only: the compiler writes it as an affine map of the position
+    units and the ``is_y`` flag, ``(P·pos₀ + is_y)/2`` with ``P = max_len`` (exact up to rounding).
+    """
+
+    dst: str
+
+    def reads(self):
+        return ()
+
+    def describe(self) -> str:
+        return f"count(-> {self.dst})"
+
+
+@dataclass(frozen=True, eq=False)
+class Sum(Op):
+    """``dst[t] ← Σ_{ỹ columns j ≤ t} src[j]``: the exact prefix sum over the examples seen so far.
+
+    Realised as the RAW averaging read over the ỹ columns (attention, Definition C.2) times
+    the example count (one GeLU product in the MLP, Lemma 4). ``0`` before the first example.
+    ``count`` names a slot written by :class:`Count` (more accurate: the count then comes
+    from a row of magnitude ``n`` instead of the position unit scaled by ``max_len/2``).
+    """
+
+    src: str
+    dst: str
+    count: Optional[str] = None
+
+    def reads(self):
+        return (self.src,) + ((self.count,) if self.count else ())
+
+    def prestage_reads(self):
+        return (self.src,)
+
+    @property
+    def clears_dst_in_attention(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        by = f" x {self.count}" if self.count else ""
+        return f"sum({self.src}[ỹ ≤t]{by} -> {self.dst})"

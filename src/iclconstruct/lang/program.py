@@ -15,16 +15,19 @@ Example — the running mean of ``y·x`` over the prefix (the "averaging" predic
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from ..errors import ArgumentError, CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
+from .validate import as_int
+from .guards import InputGuard
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS, Layout
-from .ops import Aff, Div, Mov, Mul, Op, Read
+from .ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
 
-__all__ = ["Program", "Segment"]
+__all__ = ["Program", "Segment", "repeat_times", "EVENT_KINDS"]
 
 #: system slots a user op may read (never write)
 READABLE_SYSTEM = ("pos", "one", "is_y")
@@ -40,9 +43,17 @@ class Segment:
     repeat: Union[int, str] = 1
 
     def times(self, T: int) -> int:
-        if self.repeat == "examples":
-            return T // 2
-        return int(self.repeat)
+        """How often the segment runs on ``T`` tokens (the one place loop counts are computed)."""
+        return repeat_times(self.repeat, T)
+
+
+def repeat_times(repeat: Union[int, str], T: int) -> int:
+    """``T // 2`` (one run per example) for ``repeat='examples'``, else ``repeat``."""
+    return T // 2 if repeat == "examples" else int(repeat)
+
+
+#: kinds of :attr:`Program.events`, in the order a program may record them
+EVENT_KINDS = ("slot", "free", "loop", "end", "op", "guard", "readout")
 
 
 class Program:
@@ -65,12 +76,17 @@ class Program:
         self._in_loop = False
         self.readout_slot: Optional[str] = None
         self.readout_columns = "x"
-        self._ops_total = 0
+        self._frozen = False
+        #: everything the program was built from, in order: ``(kind, *args)`` tuples with kind
+        #: in :data:`EVENT_KINDS` — ``('slot', name, size, bound, start)``, ``('free', name)``,
+        #: ``('loop', times)``, ``('end',)``, ``('op', op)``, ``('guard', guard)``,
+        #: ``('readout', slot, columns)``. :meth:`replay` rebuilds the program from it.
+        self.events: List[tuple] = []
+        self._count_slots: set = set()  # slots whose last writer is count()
+        #: conditions on the input examples the program refuses to run outside (data, saved with it)
+        self.guards: List[InputGuard] = []
         #: free-form description of what built the program (circuits record their arguments)
         self.meta: dict = {}
-        #: input guards run by the interpreter and the compiled model alike (records with a
-        #: ``check(tokens)`` method, e.g. :class:`~iclconstruct.lang.checks.StepStability`)
-        self.guards: list = []
 
     # ------------------------------------------------------------------ properties
     @property
@@ -83,7 +99,7 @@ class Program:
         return [op for seg in self.segments for op in seg.ops]
 
     def __len__(self) -> int:
-        return self._ops_total
+        return sum(len(seg.ops) for seg in self.segments)
 
     def __repr__(self) -> str:
         return f"Program({self.name!r}, d={self.d}, ops={len(self)}, rows={self.layout.size})"
@@ -106,19 +122,24 @@ class Program:
     # ------------------------------------------------------------------ slots
     def slot(self, name: str, size: int, bound: float = 10.0, at: Optional[int] = None) -> str:
         """Allocate a user slot of ``size`` rows whose values stay within ``±bound``; returns its name."""
+        self._mutable("slot")
         if self._in_loop:
             raise LayoutError("allocate slots before the loop: a weight-tied loop body cannot allocate")
         if name in SYSTEM_SLOTS or name in INPUT_SLOTS:
             raise LayoutError(f"slot name {name!r} is reserved; choose another name")
-        self.layout.alloc(name, size, bound=bound, at=at)
+        s = self.layout.alloc(name, size, bound=bound, at=at)
+        self.events.append(("slot", s.name, s.size, s.bound, self.layout.first_row(s.name)))
         return name
 
     def free(self, name: str) -> None:
         """Free a slot: later ``slot()`` calls may reuse its rows; reading it afterwards raises."""
+        self._mutable("free")
         if self._in_loop:
             raise LayoutError("free slots after the loop: a weight-tied loop body cannot free")
         self.layout.free(name)
         self._written.discard(name)
+        self._count_slots.discard(name)
+        self.events.append(("free", name))
 
     @contextlib.contextmanager
     def loop(self, times: Union[int, str] = "examples") -> Iterator["Program"]:
@@ -127,20 +148,27 @@ class Program:
         ``times='examples'`` repeats the block once per (x, y) example of the input
         (``T // 2`` times), so the compiled model's parameters do not grow with ``n``.
         """
+        self._mutable("loop")
         if self._in_loop:
             raise ICLConstructError("loops cannot be nested")
-        if times != "examples" and (int(times) != times or int(times) < 1):
-            raise ICLConstructError(f"loop times must be 'examples' or a positive integer; got {times!r}")
+        if times != "examples":
+            try:
+                times = as_int(times, "loop times", min=1)
+            except ArgumentError:
+                raise ICLConstructError(f"loop times must be 'examples' or a positive integer; got {times!r}") from None
         self._in_loop = True
         self.segments.append(Segment(repeat=times))
+        self.events.append(("loop", times))
         try:
             yield self
         finally:
             self._in_loop = False
             self.segments.append(Segment())
+            self.events.append(("end",))
 
     def readout(self, slot: str, columns: str = "x") -> None:
         """Declare the model output: the first row of ``slot`` at x̃ columns (``'x'``) or every column (``'all'``)."""
+        self._mutable("readout")
         s = self._readable(slot, "readout")
         if columns not in ("x", "all"):
             raise ICLConstructError(f"readout columns must be 'x' or 'all'; got {columns!r}")
@@ -148,6 +176,86 @@ class Program:
             raise ShapeError(f"readout slot {slot!r} must have 1 row; it has {s.size}")
         self.readout_slot = slot
         self.readout_columns = columns
+        self.events.append(("readout", slot, columns))
+
+    def guard(self, guard: InputGuard) -> InputGuard:
+        """Refuse inputs that violate ``guard`` (checked by the interpreter and the compiled model alike)."""
+        self._mutable("guard")
+        if not isinstance(guard, InputGuard):
+            raise ICLConstructError(f"guard must be an iclconstruct.lang.guards.InputGuard; got {guard!r}")
+        self.guards.append(guard)
+        self.events.append(("guard", guard))
+        return guard
+
+    # ------------------------------------------------------------------ copies
+    @classmethod
+    def replay(cls, events, *, d: int, x_bound: float = 10.0, y_bound: float = 10.0,
+               width: Optional[int] = None, name: str = "program") -> "Program":
+        """A new program built by replaying ``events`` (see :attr:`events`) through the public API.
+
+        Every construction-time check runs again, so a corrupted event list raises the same
+        errors as the corresponding hand-written program would.
+        """
+        p = cls(d, x_bound=x_bound, y_bound=y_bound, width=width, name=name)
+        loop = None
+        for ev in events:
+            kind = ev[0]
+            if kind == "slot":
+                p.slot(ev[1], ev[2], bound=ev[3], at=ev[4])
+            elif kind == "free":
+                p.free(ev[1])
+            elif kind == "loop":
+                loop = p.loop(ev[1])
+                loop.__enter__()
+            elif kind == "end":
+                if loop is None:
+                    raise ICLConstructError("replay: an 'end' event without an open loop")
+                loop.__exit__(None, None, None)
+                loop = None
+            elif kind == "op":
+                p._add(p._checked(ev[1]))
+            elif kind == "guard":
+                p.guard(ev[1])
+            elif kind == "readout":
+                p.readout(ev[1], columns=ev[2])
+            else:
+                raise ICLConstructError(f"replay: unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
+        if loop is not None:
+            raise ICLConstructError("replay: a loop is never closed (missing 'end' event)")
+        return p
+
+    def copy(self) -> "Program":
+        """An independent, editable copy (same events, same ``meta``)."""
+        c = Program.replay(self.events, d=self.d, x_bound=self.layout["x"].bound, y_bound=self.layout["y"].bound,
+                           width=self.layout.width, name=self.name)
+        c.meta = copy.deepcopy(self.meta)
+        return c
+
+    def frozen(self) -> "Program":
+        """A copy that refuses every further change to its slots, ops, loops, guards and readout.
+
+        A compiled model keeps one, so editing the program after :func:`iclconstruct.compile`
+        cannot desynchronise the model from what it saves. (``meta``, a free-form
+        description, stays assignable.)
+        """
+        c = self.copy()
+        c._frozen = True
+        c.layout.freeze()
+        c.segments = [Segment(tuple(seg.ops), seg.repeat) for seg in c.segments]
+        c.events = tuple(c.events)
+        c.guards = tuple(c.guards)
+        return c
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._frozen
+
+    def _mutable(self, what: str) -> None:
+        if self._frozen:
+            raise ICLConstructError(
+                f"{what}: this program is frozen (it belongs to a compiled model); edit the Program you "
+                f"compiled, or program.copy(), and compile again"
+            )
 
     # ------------------------------------------------------------------ checks
     def _readable(self, name: str, what: str):
@@ -179,7 +287,7 @@ class Program:
             raise ShapeError(f"{what}: weight must have shape ({rows}, {cols}); got {a.shape}")
         if not np.isfinite(a).all():
             raise ShapeError(f"{what}: weight contains NaN or infinity")
-        return a
+        return _readonly(a)
 
     def _terms(self, terms: TermsArg, dst_size: int, what: str):
         items = list(terms.items()) if isinstance(terms, Mapping) else list(terms or [])
@@ -199,13 +307,36 @@ class Program:
             raise ShapeError(f"{what}: bias must have shape ({size},); got {b.shape}")
         if not np.isfinite(b).all():
             raise ShapeError(f"{what}: bias contains NaN or infinity")
-        return b
+        return _readonly(b)
 
     def _add(self, op: Op) -> Op:
+        self._mutable(op.kind)
         self.segments[-1].ops.append(op)
         self._written.add(op.writes())
-        self._ops_total += 1
+        self._count_slots.discard(op.writes())
+        if isinstance(op, Count):
+            self._count_slots.add(op.dst)
+        self.events.append(("op", op))
         return op
+
+    def _checked(self, op: Op) -> Op:
+        """``op`` re-validated against this program (as if it were written with the public API)."""
+        if isinstance(op, Mov):
+            r = op.read
+            kw = {"offset": r.k} if r.kind == "offset" else {"position": r.k} if r.kind == "position" else \
+                {"mean": Read.MEAN_SETS[r.k]}
+            return self._build_mov(op.src, op.dst, **kw)
+        if isinstance(op, Mul):
+            return self._build_mul(op.lhs, op.rhs, op.dst, op.shape, coef=op.coef, plus=op.plus, bias=op.bias)
+        if isinstance(op, Div):
+            return self._build_div(op.src, op.divisor, op.dst, coef=op.coef, accumulate=op.accumulate)
+        if isinstance(op, Aff):
+            return self._build_aff(op.dst, op.terms, op.bias)
+        if isinstance(op, Count):
+            return self._build_count(op.dst)
+        if isinstance(op, Sum):
+            return self._build_sum(op.src, op.dst, count=op.count)
+        raise ICLConstructError(f"unknown op {op!r}; expected Mov, Mul, Div, Aff, Count or Sum")
 
     # ------------------------------------------------------------------ the four primitives
     def mov(self, src: str, dst: str, *, offset: Optional[int] = None, position: Optional[int] = None,
@@ -218,6 +349,10 @@ class Program:
         ``mean='y'`` or ``mean='x'`` averages over the ỹ or x̃ columns among them only, falling
         back to all columns while the set is still empty).
         """
+        return self._add(self._build_mov(src=src, dst=dst, offset=offset, position=position, mean=mean))
+
+    def _build_mov(self, src: str, dst: str, *, offset: Optional[int] = None, position: Optional[int] = None,
+                   mean: Union[bool, str] = False) -> Op:
         what = "mov"
         chosen = [offset is not None, position is not None, bool(mean)]
         if sum(chosen) == 0:
@@ -245,7 +380,7 @@ class Program:
         t = self._writable(dst, what)
         if s.size != t.size:
             raise ShapeError(f"mov: {src!r} has {s.size} rows but {dst!r} has {t.size}; sizes must match")
-        return self._add(Mov(src, dst, read))
+        return Mov(src, dst, read)
 
     def mul(self, lhs: str, rhs: str, dst: str, shape: Optional[Tuple[int, int, int]] = None, *,
             coef: float = 1.0, plus: TermsArg = None, bias=None) -> Op:
@@ -256,6 +391,10 @@ class Program:
         product, an outer product or a scalar times a vector. ``plus``/``bias`` add affine
         terms in the same MLP (no extra layer).
         """
+        return self._add(self._build_mul(lhs=lhs, rhs=rhs, dst=dst, shape=shape, coef=coef, plus=plus, bias=bias))
+
+    def _build_mul(self, lhs: str, rhs: str, dst: str, shape: Optional[Tuple[int, int, int]] = None, *,
+                   coef: float = 1.0, plus: TermsArg = None, bias=None) -> Op:
         what = "mul"
         L = self._readable(lhs, what)
         R = self._readable(rhs, what)
@@ -277,8 +416,8 @@ class Program:
                 )
         if not np.isfinite(coef):
             raise ShapeError(f"mul: coef must be finite; got {coef!r}")
-        return self._add(Mul(lhs, rhs, dst, (a, b, c), float(coef), self._terms(plus, D.size, what),
-                             self._bias(bias, D.size, what)))
+        return Mul(lhs, rhs, dst, (a, b, c), float(coef), self._terms(plus, D.size, what),
+                   self._bias(bias, D.size, what))
 
     def div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False) -> Op:
         """``dst ← coef·src / |divisor|`` per column (LayerNorm, Lemma 8). ``divisor`` has 1 row.
@@ -288,6 +427,9 @@ class Program:
         Otherwise ``dst`` must not overlap ``src`` (the layer clears ``dst`` before the MLP
         writes it).
         """
+        return self._add(self._build_div(src=src, divisor=divisor, dst=dst, coef=coef, accumulate=accumulate))
+
+    def _build_div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False) -> Op:
         what = "div"
         S = self._readable(src, what)
         C = self._readable(divisor, what)
@@ -304,26 +446,74 @@ class Program:
             raise LayoutError(f"div: dst {dst!r} overlaps divisor {divisor!r}; divide into a separate slot")
         if not np.isfinite(coef):
             raise ShapeError(f"div: coef must be finite; got {coef!r}")
-        return self._add(Div(src, divisor, dst, float(coef), bool(accumulate)))
+        return Div(src, divisor, dst, float(coef), bool(accumulate))
 
     def aff(self, dst: str, terms: TermsArg = None, bias=None) -> Op:
         """``dst ← Σ W·h[s] + bias`` per column (``terms``: ``{slot: W}``; W a matrix, vector (diagonal) or scalar)."""
+        return self._add(self._build_aff(dst=dst, terms=terms, bias=bias))
+
+    def _build_aff(self, dst: str, terms: TermsArg = None, bias=None) -> Op:
         what = "aff"
         D = self._writable(dst, what)
         t = self._terms(terms, D.size, what)
         b = self._bias(bias, D.size, what)
-        return self._add(Aff(dst, t, b))
+        return Aff(dst, t, b)
+
+    # ------------------------------------------------------------------ reductions over the examples
+    def count(self, dst: str) -> Op:
+        """``dst ← ⌊(t + 1)/2⌋``: the number of (x, y) examples at or before column ``t`` (exact).
+
+        An affine map of the position units (attention self head or MLP bypass); ``dst``
+        needs 1 row and a bound of at least the number of examples the model will see.
+        """
+        return self._add(self._build_count(dst))
+
+    def _build_count(self, dst: str) -> Op:
+        D = self._writable(dst, "count")
+        if D.size != 1:
+            raise ShapeError(f"count: dst {dst!r} must have 1 row; it has {D.size}")
+        return Count(dst)
+
+    def sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
+        """``dst ← Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
+
+        The RAW averaging read over the ỹ columns (Definition C.2) times the example count
+        (Lemma 4): one attention and the MLP of the same layer. ``src`` is summed where the
+        examples are (ỹ columns); ``dst``'s bound must cover the largest sum. ``count``: a
+        slot last written by :meth:`count` to multiply with (more accurate than the default,
+        which forms the count from the position units inside the MLP).
+        """
+        return self._add(self._build_sum(src, dst, count=count))
+
+    def _build_sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
+        S = self._readable(src, "sum")
+        D = self._writable(dst, "sum")
+        if count is not None:
+            self._readable(count, "sum")
+            if count not in self._count_slots:
+                raise ICLConstructError(f"sum: count={count!r} must be a slot last written by program.count()")
+        if S.size != D.size:
+            raise ShapeError(f"sum: {src!r} has {S.size} rows but {dst!r} has {D.size}; sizes must match")
+        if set(self.layout.rows(src)) & set(self.layout.rows(dst)):
+            raise LayoutError(f"sum: dst {dst!r} overlaps src {src!r}; sum into a separate slot")
+        return Sum(src, dst, count)
 
     # ------------------------------------------------------------------ helpers
-    def slot_bound(self, name: str) -> float:
-        return self.layout[name].bound
-
     def check_complete(self) -> None:
         """Raise if the program cannot be compiled or run (no readout, empty)."""
+        if self._in_loop:
+            raise ICLConstructError("the program's loop is still open; compile or run it after the `with p.loop():` block")
         if self.readout_slot is None:
             raise ICLConstructError("program has no readout; call program.readout(slot)")
         if not self.layout.is_live(self.readout_slot):
             raise ICLConstructError(f"readout slot {self.readout_slot!r} was freed; read out a live slot")
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """A read-only float64 copy: an op's matrices cannot change after it is recorded."""
+    a = np.array(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
 
 
 def _infer_mul_shape(nl: int, nr: int, nd: int):

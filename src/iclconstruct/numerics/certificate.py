@@ -138,7 +138,8 @@ class _Analysis:
             self.B[s.name] = 0.0
             self.E[s.name] = 0.0
         self.B["y"], self.B["x"] = lay["y"].bound, lay["x"].bound
-        self.B["one"], self.B["is_y"] = 1.0, 1.0
+        for name in ("one", "is_y", "pos"):  # readable system rows: exact, in [0, 1]
+            self.B[name], self.E[name] = 1.0, 0.0
         u = self.u
         # embedding: the bal row is −(y + Σx) rounded, plus the rounded position part
         self.F = gamma(lay.d + 3, u) * (lay["y"].bound + lay.d * lay["x"].bound) + 8 * u * (2 * self.c.ln_anchor + 4)
@@ -204,10 +205,13 @@ class _Analysis:
             if isinstance(op, Mov):
                 rho = rho_mean if op.read.kind == "mean" else rho_hard
                 Vs = self.V(op.src)
-                e = self.E[op.src] + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
+                e = self.E.get(op.src, 0.0) + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
                 self._note("attention", rho * Vs + rho_hard * Vold)
-                newB[dst] = min(self.B[op.src], lay[dst].bound * (1 + 1e-12))
+                newB[dst] = min(self.B.get(op.src, 0.0), lay[dst].bound * (1 + 1e-12))
                 drift += gamma(n_terms, u) * 2 * (Vs + Vold)
+            elif not isinstance(op, Aff):  # ops this analysis does not cover (count, sum): not certified
+                newB[dst], newE[dst] = lay[dst].bound, math.inf
+                continue
             else:  # Aff in the self head: a linear map of the column, exact up to leak and round-off
                 eb, mag, bnd = self._linear(op.terms, op.bias, lay[dst].size)
                 e = eb + rho_hard * (mag + Vold) + gamma(n_terms + 3, u) * (mag + 2 * Vold)
@@ -349,6 +353,9 @@ class _Analysis:
                 newE[dst] = e
                 written_abs += newB[dst] + e
                 continue
+            if not isinstance(op, (Mul, Aff)):  # ops this analysis does not cover (count, sum): not certified
+                newB[dst], newE[dst] = lay[dst].bound, math.inf
+                continue
             terms = op.plus if isinstance(op, Mul) else op.terms
             lin_err, lin_mag, lin_bnd = self._linear_rows(terms, op.bias, size, eop)
             z_lin = lin_mag + Vold  # the bypass unit carries Σ W·h + b − old
@@ -477,7 +484,7 @@ def certify(model, n_examples: int) -> Certificate:
     if model.program.readout_slot is None:
         raise ICLConstructError("the model's program has no readout to certify")
     hint = _contraction(model.program)
-    segments = model._segments
+    segments = [(idx, seg.repeat if hasattr(seg, "repeat") else seg) for idx, seg in model._segments]
     T = 2 * n_examples + 1
     n_loops = sum(1 for _, rep in segments if rep == "examples")
     final = _Analysis(model, T)

@@ -1,14 +1,15 @@
 """Approximation constants of the constructions, each with the error it buys.
 
-Every numeric trick in the paper (constructions.md §3) trades a large constant for
+Every numeric trick of the constructions (§3 and App. C of the paper) trades a large constant for
 accuracy. They live here, in one dataclass, so that a model can report them and a user
 can change them. Error formulas below were derived for exact arithmetic and checked
-against measurements (``bench/bench_primitives.py``, tables in ``docs/algorithms.md``).
+against measurements (``tests/test_builders.py`` checks each formula against the measured
+error of its primitive; tables in ``docs/algorithms.md``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -46,7 +47,7 @@ class Constants:
         div_min: smallest divisor magnitude ``|c|`` accepted by ``div``; smaller raises
             :class:`~iclconstruct.errors.DivisorTooSmallError` (the relative error above grows as ``1/c²``).
         attn_hardness: logit gap ``A`` between the attended position and its neighbours in
-            hard attention (constructions.md §3): leaked weight ``≤ 2·exp(−A)`` per neighbour,
+            hard attention (§3 of the paper): leaked weight ``≤ 2·exp(−A)`` per neighbour,
             i.e. relative error ``≈ 2e-22`` at ``A = 50``. Logits grow as ``A·T²``, which limits
             contexts to a few thousand tokens in float64 (hundreds in float32).
         bypass_scale: ``None`` (default) carries linear terms through the MLP exactly, with
@@ -73,16 +74,17 @@ class Constants:
     def __post_init__(self) -> None:
         for name in ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ICLConstructError(f"Constants.{name} must be a finite positive number; got {v!r}")
-        if self.bypass_scale is not None and not (self.bypass_scale > 10):
+        if self.bypass_scale is not None and not (isinstance(self.bypass_scale, (int, float))
+                                                  and math.isfinite(self.bypass_scale) and self.bypass_scale > 10):
             raise ICLConstructError(
                 f"Constants.bypass_scale must be None (exact pair bypass) or > 10; got {self.bypass_scale!r}"
             )
         if self.product_order not in (2, 4):
             raise ICLConstructError(f"Constants.product_order must be 2 (Lemma 4) or 4 (Richardson); got {self.product_order!r}")
-        if not (self.ln_eps >= 0):
-            raise ICLConstructError(f"Constants.ln_eps must be >= 0; got {self.ln_eps!r}")
+        if not (isinstance(self.ln_eps, (int, float)) and math.isfinite(self.ln_eps) and self.ln_eps >= 0):
+            raise ICLConstructError(f"Constants.ln_eps must be a finite number >= 0; got {self.ln_eps!r}")
 
     @classmethod
     def float64(cls, **overrides) -> "Constants":
@@ -113,10 +115,6 @@ class Constants:
             return cls.float32(**overrides)
         raise ICLConstructError(f"dtype must be torch.float64 or torch.float32; got {dtype}")
 
-    def with_(self, **changes) -> "Constants":
-        """A copy with some constants changed."""
-        return replace(self, **changes)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -124,6 +122,8 @@ class Constants:
     def product_error(self, s_x: float, s_y: float, eps: float = _EPS64) -> float:
         """Worst-case error of one scaled product with operand bounds ``s_x, s_y``."""
         n = self.product_scale
+        if self.product_order == 4:  # Richardson: truncation (Lemma 4's next term) ∝ N⁻⁴, three times the units' round-off
+            return s_x * s_y * (0.35 / n ** 4 + 3 * 2.5 * eps * n)
         return s_x * s_y * (7.0 / (6.0 * n * n) + 2.5 * eps * n)
 
     def ln_error(self, norm_sq: float, eps: float = _EPS64) -> float:

@@ -41,8 +41,8 @@ def _step(op: Op, B: Dict[str, float], lay, div_min: float) -> float:
         v = abs(op.coef) * op.shape[1] * B.get(op.lhs, 0.0) * B.get(op.rhs, 0.0) + _terms_bound(B, op.plus, op.bias, size)
     elif isinstance(op, Div):
         v = abs(op.coef) * B.get(op.src, 0.0) / div_min + (B.get(op.dst, 0.0) if op.accumulate else 0.0)
-    else:  # pragma: no cover
-        raise TypeError(f"unknown op {op!r}")
+    else:  # count, sum and other ops: their slot's declared bound
+        v = lay[op.dst].bound
     return min(v, lay[op.dst].bound)
 
 

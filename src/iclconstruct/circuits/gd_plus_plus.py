@@ -1,0 +1,63 @@
+"""GD++ (von Oswald et al. 2023): gradient descent while the inputs are transformed too.
+
+Their trained linear-attention layers do a GD step on ``w`` *and* move every input token
+(the examples and the query) by a curvature-correction step ``x ← (I − γ·XᵀX)·x``. With
+``S_k, b_k, q_k`` the Gram matrix, ``Xᵀy`` and query of the inputs after ``k`` transforms
+(``H_k = I − γ·S_k``; ``X_{k+1} = X_k H_k``)::
+
+    w   ← w − 2·lr·(S_k w − b_k)
+    S_{k+1} = H_k S_k H_k,   b_{k+1} = H_k b_k,   q_{k+1} = H_k q_k
+
+for ``k = 0 .. steps−1``, prediction ``wᵀ q_steps``. All of it is products of ``d×d``
+matrices read from two prefix sums: depth independent of ``n`` (two layers per step).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..errors import ICLConstructError
+from ..frontend import Algorithm, algorithm
+from .common import default_bounds
+
+__all__ = ["gd_plus_plus", "gd_plus_plus_algorithm"]
+
+
+def gd_plus_plus_algorithm(d: int, lr: float, gamma: float, steps: int = 1, *, x_bound=None, y_bound=None,
+                           w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
+    """The front-end algorithm behind :func:`gd_plus_plus`."""
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ICLConstructError(f"steps must be a positive integer; got {steps!r}")
+    for nm, v in (("lr", lr), ("gamma", gamma)):
+        if not (math.isfinite(v) and v >= 0):
+            raise ICLConstructError(f"{nm} must be finite and >= 0; got {v!r}")
+    xb, yb = default_bounds(d, x_bound, y_bound)
+    wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else float(w_bound)
+    sb, bb = max_n * xb * xb, max_n * xb * yb
+
+    @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, name=f"gd_plus_plus(d={d}, steps={steps})")
+    def gd_plus_plus(ctx):
+        S = ctx.sum(ctx.x.outer(ctx.x))
+        b = ctx.sum(ctx.y * ctx.x)
+        q, w = ctx.query, ctx.zeros(d)
+        for _ in range(int(steps)):
+            w = ctx.bound(w - 2 * lr * (S @ w - b), wb)
+            H = ctx.eye(d) - gamma * S               # the curvature correction of the inputs
+            HS = ctx.bound(H @ S, sb)
+            S, b, q = ctx.bound(HS @ H, sb), ctx.bound(H @ b, bb), ctx.bound(H @ q, xb * math.sqrt(d))
+        return w @ q
+    return gd_plus_plus
+
+
+def gd_plus_plus(d: int, lr: float, gamma: float, steps: int = 1, *, x_bound=None, y_bound=None,
+                 w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64):
+    """GD++ as a compiled transformer; matches :func:`iclconstruct.reference.gd_plus_plus` on every prefix.
+
+    ``gamma`` should stay below ``2/λ_max(XᵀX)`` (then ``‖H_k‖ ≤ 1`` and the transformed
+    data stay within the bounds; otherwise the run-time checks raise). Other arguments as
+    :func:`batch_gd`.
+    """
+    alg = gd_plus_plus_algorithm(d, lr, gamma, steps, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound, max_n=max_n)
+    return alg.compile(constants=constants, dtype=dtype)

@@ -1,0 +1,111 @@
+"""The kit's reductions over the examples: ``Program.count`` and ``Program.sum``.
+
+Interpreter semantics against numpy (exact prefix sums over the ỹ columns), the compiled
+model against the interpreter at every sublayer, packing, loops, save/load and misuse.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import iclconstruct as ic
+from iclconstruct.errors import ICLConstructError, LayoutError, ShapeError
+from iclconstruct.testing import assert_matches_interpreter, regression_tasks
+
+TOL = dict(rtol=1e-6, atol=1e-6)
+
+
+def sum_program(d, with_count, n_max=8):
+    p = ic.Program(d)
+    p.slot("xe", d, bound=10.0)
+    p.slot("n", 1, bound=n_max)
+    p.slot("s", d, bound=10.0 * n_max)
+    p.slot("sy", 1, bound=10.0 * n_max)
+    p.slot("out", 1, bound=30.0 * n_max)
+    p.mov("x", "xe", offset=1)
+    p.mul("xe", "is_y", "xe", shape=(d, 1, 1))
+    p.count("n")
+    p.sum("xe", "s", count="n" if with_count else None)
+    p.sum("y", "sy")
+    p.aff("out", {"s": np.eye(d)[:1], "sy": 1.0, "n": 1.0})
+    p.readout("out", columns="all")
+    return p
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.booleans(), st.data())
+def test_sum_and_count_interpreter_is_exact(d, with_count, data):
+    X, y, xq = data.draw(regression_tasks(d=d, max_n=8))
+    tok = ic.tokens.encode(X, y, xq)
+    tr = ic.interpret(sum_program(d, with_count), tok)
+    n = X.shape[1]
+    T = tok.shape[1]
+    counts = (np.arange(T) + 1) // 2
+    for t in range(T):
+        k = counts[t]
+        want = X[:, :k, 0].sum(1) + y[:, :k].sum(1) + k
+        np.testing.assert_allclose(tr.output[:, t], want, rtol=1e-13, atol=1e-12)
+    assert counts[-1] == n
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.booleans(), st.data())
+def test_sum_and_count_compiled_match_interpreter(d, with_count, data):
+    tok = ic.tokens.encode(*data.draw(regression_tasks(d=d, max_n=8)))
+    m = ic.compile(sum_program(d, with_count), max_len=17)
+    assert_matches_interpreter(m, tok, **TOL)
+
+
+def test_sum_shares_a_layer_with_its_averaging_read():
+    m = ic.compile(sum_program(2, True), max_len=17)
+    # gather (mov + mul) is layer 0; the sum's mean read and product are layer 1
+    kinds = [[op.kind for op in plan.mlp_ops] for plan in m.plans]
+    assert "sum" in kinds[1]
+    assert m.n_layers_unique == 3
+
+
+def test_count_bound_is_checked_at_run_time():
+    p = sum_program(1, True, n_max=2)
+    X = np.ones((5, 1))
+    with pytest.raises(ic.errors.OutOfRangeError, match="'n'"):
+        ic.interpret(p, ic.tokens.encode(X, np.ones(5), np.ones(1)))
+    with pytest.raises(ic.errors.OutOfRangeError):
+        ic.compile(p, max_len=17)(ic.tokens.encode(X, np.ones(5), np.ones(1)))
+
+
+def test_sum_inside_a_loop_and_save_load(tmp_path):
+    p = ic.Program(1)
+    p.slot("a", 1, bound=100.0)
+    p.slot("s", 1, bound=100.0)
+    p.aff("a", bias=0.0)
+    with p.loop(2):
+        p.sum("y", "s")
+        p.aff("a", {"a": 0.5, "s": 0.1})
+    p.readout("a", columns="all")
+    m = ic.compile(p, max_len=17)
+    tok = ic.tokens.encode(np.ones((4, 1)), np.arange(4.0), np.ones(1))
+    assert_matches_interpreter(m, tok, **TOL)
+    m.save(tmp_path / "m")
+    m2 = ic.load(tmp_path / "m")
+    np.testing.assert_allclose(m2(tok), m(tok), rtol=0, atol=0)
+    assert [op.kind for op in m2.program.ops] == [op.kind for op in p.ops]
+
+
+def test_misuse_raises():
+    p = ic.Program(2)
+    p.slot("a", 2)
+    p.slot("b", 1)
+    with pytest.raises(ShapeError, match="count"):
+        p.count("a")
+    with pytest.raises(ShapeError, match="sizes"):
+        p.sum("x", "b")
+    with pytest.raises(LayoutError, match="overlaps"):
+        p.sum("x", "x")
+    p.aff("b", bias=1.0)
+    with pytest.raises(ICLConstructError, match="count="):
+        p.sum("y", "b", count="b")  # b was written by aff, not count
+    p.count("b")
+    p.aff("b", bias=2.0)  # overwritten: no longer a count
+    p.slot("c", 1)
+    with pytest.raises(ICLConstructError, match="count="):
+        p.sum("y", "c", count="b")
