@@ -44,7 +44,8 @@ MAX_REPEAT = 1 << 16
 _OP_FIELDS = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape", "coef", "plus", "bias"],
               "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"],
               "count": ["dst"], "sum": ["src", "dst"]}
-_CONSTANT_FIELDS = ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness", "bypass_scale", "ln_eps")
+_CONSTANT_FIELDS = ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness", "bypass_scale", "ln_eps",
+                    "product_order")
 
 
 def _bad(where: str, msg: str) -> CheckpointError:
