@@ -30,7 +30,10 @@ from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
 from .admissible import check_constants
 
-__all__ = ["compile", "BLOCK_STYLES"]
+__all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS"]
+
+#: ``compile(sparse='auto')`` switches to sparse blocks above this many (dense) parameters
+SPARSE_AUTO_PARAMS = 20_000_000
 
 
 def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[AttentionBuilder, float]:
@@ -131,7 +134,8 @@ def embedding(lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[np.ndarr
 
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-            max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None):
+            max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None, device=None,
+            sparse=False):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -143,7 +147,13 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         block: block style. ``'paper'`` is Eq. 4 (LayerNorm in front of the MLP only);
             other styles (pre-LN) are planned and raise for now.
         width: residual width ``D``; default: the rows the layout uses.
+        device: where the model lives (``'cpu'``, ``'cuda'``, a ``torch.device``); inputs follow it.
+        sparse: ``True`` runs the blocks on structured-sparse weights
+            (:mod:`iclconstruct.runtime.sparse`); ``'auto'`` does so above
+            ``SPARSE_AUTO_PARAMS`` parameters. ``model.to_dense()`` gives the dense model back.
     """
+    if sparse not in (True, False, "auto"):
+        raise ICLConstructError(f"sparse must be True, False or 'auto'; got {sparse!r}")
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -177,5 +187,8 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         n_layers=len(layers), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
         max_len=int(max_len), segments=tuple((len(seg.layers), seg.repeat) for seg in sched.segments),
         block=block, ln_eps=constants.ln_eps, dtype=dtype)
-    return ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
-                                  W_E=W_E, W_pos=W_pos, operand_scales=scales)
+    model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
+                                   W_E=W_E, W_pos=W_pos, operand_scales=scales)
+    if sparse is True or (sparse == "auto" and model.n_params() > SPARSE_AUTO_PARAMS):
+        model = model.to_sparse()
+    return model if device is None else model.to(device)

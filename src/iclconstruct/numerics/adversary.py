@@ -56,12 +56,10 @@ def _admissible(program, tok: np.ndarray, div_min: float, max_len: int) -> np.nd
         for _ in range(seg.times(T) if seg.ops else 0):
             for op in seg.ops:
                 if isinstance(op, Div):
-                    c = lay[op.divisor]
-                    ok &= np.abs(H[..., c.start : c.stop]).reshape(H.shape[0], -1).min(axis=1) >= div_min
+                    ok &= np.abs(lay.view(H, op.divisor)).reshape(H.shape[0], -1).min(axis=1) >= div_min
                 apply_op(op, H, lay)
-                s = lay[op.writes()]
-                v = np.abs(H[..., s.start : s.stop]).reshape(H.shape[0], -1)
-                ok &= np.isfinite(v).all(axis=1) & (v.max(axis=1, initial=0.0) <= s.bound)
+                v = np.abs(lay.view(H, op.writes())).reshape(H.shape[0], -1)
+                ok &= np.isfinite(v).all(axis=1) & (v.max(axis=1, initial=0.0) <= lay[op.writes()].bound)
     return ok
 
 
