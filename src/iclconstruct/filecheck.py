@@ -40,6 +40,10 @@ MAX_HEADER_BYTES = 64 << 20
 #: most times a fixed-count loop may repeat
 MAX_REPEAT = 1 << 16
 
+#: the fields of each op kind as :mod:`iclconstruct.lang.serialize` writes them
+_OP_FIELDS = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape", "coef", "plus", "bias"],
+              "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"],
+              "count": ["dst"], "sum": ["src", "dst"]}
 _CONSTANT_FIELDS = ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness", "bypass_scale", "ln_eps")
 
 
@@ -273,13 +277,13 @@ def check_circuit_doc(doc: Any, where: str) -> None:
 
 def _check_op(o, where, sizes):
     _dict(o, where, ["op"])
-    kind = _str(o["op"], f"{where}.op", ("mov", "mul", "div", "aff"))
-    keys = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape", "coef", "plus", "bias"],
-            "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"]}[kind]
-    _dict(o, where, keys)
+    kind = _str(o["op"], f"{where}.op", tuple(_OP_FIELDS))
+    _dict(o, where, _OP_FIELDS[kind])
     for k in ("src", "dst", "lhs", "rhs", "divisor"):
         if k in o:
             _str(o[k], f"{where}.{k}", max_len=200)
+    if kind == "sum" and o.get("count") is not None:
+        _str(o["count"], f"{where}.count", max_len=200)
     dst = sizes.get(o["dst"])
     if kind == "mov":
         r = _dict(o["read"], f"{where}.read", ["kind", "k"])

@@ -79,8 +79,8 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
     """
     slack = slack_for(dtype)
     skip = layout.rows("anchor") + layout.rows("pair")
-    sq = h.double() ** 2
-    norm_sq = sq.sum(-1) - sq[..., skip].sum(-1)  # (B, T)
+    hh = h if h.dtype == torch.float64 else h.double()
+    norm_sq = torch.linalg.vector_norm(hh, dim=-1) ** 2 - (hh[..., skip] ** 2).sum(-1)  # (B, T), no (B, T, D) copy
     if divisor is None:
         rel = norm_sq / (4.0 * c.ln_anchor ** 2)
         what = f"Constants.ln_anchor = {c.ln_anchor:g}"
@@ -92,7 +92,7 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
     if not worst > slack:
         return
     b, t = (int(v) for v in torch.nonzero(rel == rel.max())[0])
-    col = sq[b, t]
+    col = hh[b, t] ** 2
     names = [s for s in layout.slots() if layout.is_live(s.name)
              and s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y")]
     top = max(names, key=lambda s: float(layout.view(col, s.name).sum()))

@@ -141,13 +141,16 @@ class ConstructedTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
-                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
+                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray,
+                 operand_scales: Optional[dict] = None):
         super().__init__()
         self.cfg = cfg
         self.program = program if program.is_frozen else program.frozen()
         self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
+        #: ``{id(op): (s_lhs, s_rhs)}``: the scales each product was built with (range analysis)
+        self.operand_scales = dict(operand_scales or {})
         t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=cfg.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
@@ -364,20 +367,32 @@ class ConstructedTransformer(nn.Module):
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
         save(self.to_dense() if self.is_sparse else self, path)
 
+    def certify(self, n_examples: int):
+        """A rigorous bound on ``|readout − exact program readout|`` for contexts of up to ``n_examples`` examples.
+
+        Returns a :class:`~iclconstruct.numerics.certificate.Certificate` (``max_abs_error``,
+        ``per_prediction``, ``per_slot``); see :func:`iclconstruct.numerics.certificate.certify`.
+        """
+        from ..numerics.certificate import certify
+
+        return certify(self, n_examples)
+
     def error_budget(self) -> Dict[str, float]:
-        """Worst-case error estimates of the approximations for this model's bounds (float64)."""
-        c = self.constants
-        lay = self.layout
-        user = [s for s in lay.user_slots() if s.name not in ("pos", "one", "is_y")]
-        norm_sq = sum(s.size * s.bound ** 2 for s in user) + 4.0
-        prods = [c.product_error(lay[op.lhs].bound, lay[op.rhs].bound) for p in self.plans for op in p.mlp_ops
-                 if isinstance(op, Mul)]
-        divisors = [lay[p.divisor] for p in self.plans if p.divisor is not None]
+        """Per-trick error terms of the certificate for one example (superseded by :meth:`certify`).
+
+        Keys: ``product_abs_max`` (truncation + round-off of the worst product),
+        ``layernorm_rel`` (relative scale error of Lemma 6/8 readings), ``attention_leak``
+        (``2e^{−A}``), ``max_abs_error`` (the end-to-end bound of :meth:`certify` at ``n = 1``).
+        """
+        n = 1 if self.max_len >= 3 else 0
+        cert = self.certify(n)
+        t = cert.terms
         return {
-            "product_abs_max": max(prods, default=0.0),
-            "layernorm_rel": c.ln_error(norm_sq),
-            "div_rel_at_div_min": c.div_error(norm_sq, c.div_min) if divisors else 0.0,
-            "attention_leak": 2.0 * math.exp(-c.attn_hardness),
+            "product_abs_max": t.get("product_truncation", 0.0) + t.get("roundoff", 0.0),
+            "layernorm_rel": t.get("layernorm", 0.0),
+            "div_rel_at_div_min": t.get("division", 0.0),
+            "attention_leak": 2.0 * math.exp(-self.constants.attn_hardness),
+            "max_abs_error": cert.max_abs_error,
         }
 
     def summary(self) -> str:
