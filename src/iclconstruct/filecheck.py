@@ -18,6 +18,7 @@ Every failure is a :class:`~iclconstruct.errors.CheckpointError` naming the file
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Dict
 from .errors import CheckpointError
 from .numerics.constants import ACTIVATIONS
 from .lang.validate import MAX_D, MAX_LEN_LIMIT, MAX_ROWS
+from .numerics.constants import Constants
 
 __all__ = ["read_json", "check_circuit_doc", "read_safetensors_header", "check_weights_header", "MAX_JSON_BYTES",
            "MAX_DEPTH", "MEM_BUDGET"]
@@ -41,9 +43,13 @@ MAX_HEADER_BYTES = 64 << 20
 #: most times a fixed-count loop may repeat
 MAX_REPEAT = 1 << 16
 
-_CONSTANT_FIELDS = ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness", "bypass_scale", "ln_eps")
-#: constants added with the GPT-2-style block; files saved before them lack them (defaults apply)
-_LATER_CONSTANT_FIELDS = ("pre_ln_anchor", "activation")
+#: the fields of each op kind as :mod:`iclconstruct.lang.serialize` writes them
+_OP_FIELDS = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape", "coef", "plus", "bias"],
+              "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"],
+              "count": ["dst"], "sum": ["src", "dst"]}
+_CONSTANT_FIELDS = tuple(f.name for f in dataclasses.fields(Constants))  # one source: the dataclass
+#: fields that files written before they existed may lack (the default applies)
+_OPTIONAL_CONSTANTS = ("product_order", "pre_ln_anchor", "activation")
 
 
 def _bad(where: str, msg: str) -> CheckpointError:
@@ -259,10 +265,12 @@ def check_circuit_doc(doc: Any, where: str) -> None:
         _str(columns, f"{w} columns", ("x", "all"))
     _dict(p.get("meta", {}) or {}, f"{where}: program.meta")
     consts = _dict(doc["constants"], f"{where}: constants")
-    if not set(_CONSTANT_FIELDS) <= set(consts) <= set(_CONSTANT_FIELDS + _LATER_CONSTANT_FIELDS):
-        raise _bad(f"{where}: constants", f"fields {sorted(consts)}, expected {sorted(_CONSTANT_FIELDS)} "
-                                          f"(and optionally {sorted(_LATER_CONSTANT_FIELDS)})")
+    required = [k for k in _CONSTANT_FIELDS if k not in _OPTIONAL_CONSTANTS]
+    if not (set(required) <= set(consts) <= set(_CONSTANT_FIELDS)):
+        raise _bad(f"{where}: constants", f"fields {sorted(consts)}, expected {sorted(_CONSTANT_FIELDS)}")
     for k in _CONSTANT_FIELDS:
+        if k not in consts or k == "activation":
+            continue
         if k == "bypass_scale" and consts[k] is None:
             continue
         _num(consts[k], f"{where}: constants.{k}", positive=k != "ln_eps")
@@ -281,13 +289,13 @@ def check_circuit_doc(doc: Any, where: str) -> None:
 
 def _check_op(o, where, sizes):
     _dict(o, where, ["op"])
-    kind = _str(o["op"], f"{where}.op", ("mov", "mul", "div", "aff"))
-    keys = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape", "coef", "plus", "bias"],
-            "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"]}[kind]
-    _dict(o, where, keys)
+    kind = _str(o["op"], f"{where}.op", tuple(_OP_FIELDS))
+    _dict(o, where, _OP_FIELDS[kind])
     for k in ("src", "dst", "lhs", "rhs", "divisor"):
         if k in o:
             _str(o[k], f"{where}.{k}", max_len=200)
+    if kind == "sum" and o.get("count") is not None:
+        _str(o["count"], f"{where}.count", max_len=200)
     dst = sizes.get(o["dst"])
     if kind == "mov":
         r = _dict(o["read"], f"{where}.read", ["kind", "k"])

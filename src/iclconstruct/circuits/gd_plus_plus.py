@@ -20,7 +20,8 @@ import torch
 
 from ..errors import ICLConstructError
 from ..frontend import Algorithm, algorithm
-from .common import default_bounds
+from ..lang.validate import as_float, as_int
+from .common import check_d, default_bounds
 
 __all__ = ["gd_plus_plus", "gd_plus_plus_algorithm"]
 
@@ -28,6 +29,13 @@ __all__ = ["gd_plus_plus", "gd_plus_plus_algorithm"]
 def gd_plus_plus_algorithm(d: int, lr: float, gamma: float, steps: int = 1, *, x_bound=None, y_bound=None,
                            w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`gd_plus_plus`."""
+    # the same validators as every entry point (iclconstruct.lang.validate)
+    d = check_d(d)
+    steps = as_int(steps, "steps", min=1)
+    lr = as_float(lr, "lr", nonneg=True)
+    gamma = as_float(gamma, "gamma", nonneg=True)
+    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
+    max_n = as_int(max_n, "max_n", min=1)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ICLConstructError(f"steps must be a positive integer; got {steps!r}")
     for nm, v in (("lr", lr), ("gamma", gamma)):

@@ -19,7 +19,8 @@ import torch
 from ..errors import ICLConstructError
 from ..lang.guards import InputGuard
 from ..frontend import Algorithm, algorithm
-from .common import default_bounds
+from ..lang.validate import as_float, as_int
+from .common import check_d, default_bounds
 
 __all__ = ["newton", "newton_algorithm"]
 
@@ -27,6 +28,13 @@ __all__ = ["newton", "newton_algorithm"]
 def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=None, m_bound: float = 100.0,
                      w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`newton`."""
+    # the same validators as every entry point (iclconstruct.lang.validate)
+    d = check_d(d)
+    steps = as_int(steps, "steps", min=0)
+    alpha = None if alpha is None else as_float(alpha, "alpha", positive=True)
+    m_bound = as_float(m_bound, "m_bound", positive=True)
+    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
+    max_n = as_int(max_n, "max_n", min=1)
     if isinstance(steps, bool) or int(steps) != steps or steps < 0:
         raise ICLConstructError(f"steps must be a non-negative integer; got {steps!r}")
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):

@@ -17,7 +17,8 @@ import torch
 
 from ..errors import ICLConstructError, ShapeError
 from ..frontend import Algorithm, algorithm
-from .common import default_bounds
+from ..lang.validate import as_float, as_int, as_real_array
+from .common import check_d, default_bounds
 
 __all__ = ["preconditioned_gd", "preconditioned_gd_algorithm"]
 
@@ -25,6 +26,13 @@ __all__ = ["preconditioned_gd", "preconditioned_gd_algorithm"]
 def preconditioned_gd_algorithm(d: int, lr: float, steps: int = 1, P=None, *, x_bound=None, y_bound=None,
                                 w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`preconditioned_gd`."""
+    # the same validators as every entry point (iclconstruct.lang.validate)
+    d = check_d(d)
+    steps = as_int(steps, "steps", min=1)
+    lr = as_float(lr, "lr", positive=True)
+    P = None if P is None else as_real_array(P, "P")
+    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
+    max_n = as_int(max_n, "max_n", min=1)
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ICLConstructError(f"steps must be a positive integer; got {steps!r}")
     if not (math.isfinite(lr) and lr > 0):

@@ -118,7 +118,9 @@ def resolve_learner(spec: str, d=None):
 def _threads(n: int = 1) -> None:
     import torch
 
-    torch.set_num_threads(max(1, n))
+    from ..lang.validate import as_int
+
+    torch.set_num_threads(as_int(n, "--threads", min=1))  # 0 or -1 is refused, not silently 1
 
 
 def _write_md(path: Path, text: str) -> Path:

@@ -241,7 +241,7 @@ class Program:
         c = self.copy()
         c._frozen = True
         c.layout.freeze()
-        c.segments = [Segment(tuple(seg.ops), seg.repeat) for seg in c.segments]
+        c.segments = tuple(Segment(tuple(seg.ops), seg.repeat) for seg in c.segments)
         c.events = tuple(c.events)
         c.guards = tuple(c.guards)
         return c
