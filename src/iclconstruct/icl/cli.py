@@ -31,13 +31,16 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--preset", default="lite", help="tiny | lite | probe (see iclconstruct.icl.PRESETS)")
     p.add_argument("--out", required=True, help="output folder (an unfinished run there is resumed)")
     for flag, typ in [("--d", int), ("--layers", int), ("--width", int), ("--heads", int), ("--max-points", int),
-                      ("--steps", int), ("--batch-size", int), ("--lr", float), ("--seed", int)]:
+                      ("--steps", int), ("--batch-size", int), ("--lr", float)]:
         p.add_argument(flag, type=typ, default=None, help="override the preset")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the model's initial weights and every training batch (same seed → identical run)")
     p.add_argument("--noise-var", type=_num, default=0.0, help="σ² of the label noise (fractions ok: 1/16)")
     p.add_argument("--prior-var", type=_num, default=1.0, help="τ² of the weight prior")
     p.add_argument("--no-curriculum", action="store_true", help="train at full d and n from the start")
     p.add_argument("--init-from", default=None, help="checkpoint or shipped name whose weights start the run")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
 
@@ -153,9 +156,9 @@ def run_train(args) -> int:
     init = args.init_from
     if init is not None and init in list_pretrained():
         init = str(pretrained_path(init))
-    model = ICLTransformer(**m)
+    model = ICLTransformer(**m, seed=args.seed)
     res = train(model, **t, noise_var=args.noise_var, prior_var=args.prior_var, out_dir=args.out,
-                seed=args.seed if args.seed is not None else 0, init_from=init, progress=not args.no_progress)
+                seed=args.seed, init_from=init, device=args.device, progress=not args.no_progress)
     out = Path(args.out)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank == 0:
