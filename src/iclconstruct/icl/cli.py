@@ -28,7 +28,7 @@ def add_subcommands(subparsers) -> None:
     p = subparsers.add_parser("train", help="train an in-context learner (paper App. D)",
                               description="Train an ICLTransformer on synthetic linear regression; writes "
                                           "model.safetensors, config.json, log.csv and loss.png into --out.")
-    p.add_argument("--preset", default="lite", help="tiny | lite | probe (see iclconstruct.icl.PRESETS)")
+    p.add_argument("--preset", default="lite", help="tiny | lite | ols-d4 | probe (see iclconstruct.icl.PRESETS)")
     p.add_argument("--out", required=True, help="output folder (an unfinished run there is resumed)")
     for flag, typ in [("--d", int), ("--layers", int), ("--width", int), ("--heads", int), ("--max-points", int),
                       ("--steps", int), ("--batch-size", int), ("--lr", float)]:
@@ -38,6 +38,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--noise-var", type=_num, default=0.0, help="σ² of the label noise (fractions ok: 1/16)")
     p.add_argument("--prior-var", type=_num, default=1.0, help="τ² of the weight prior")
     p.add_argument("--no-curriculum", action="store_true", help="train at full d and n from the start")
+    p.add_argument("--fixed-w-seed", type=int, default=None,
+                   help="train on ONE fixed w ~ N(0, τ²I) drawn with this seed (the paper's probing control, §5)")
     p.add_argument("--init-from", default=None, help="checkpoint or shipped name whose weights start the run")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
@@ -156,9 +158,14 @@ def run_train(args) -> int:
     init = args.init_from
     if init is not None and init in list_pretrained():
         init = str(pretrained_path(init))
+    fixed_w = None
+    if args.fixed_w_seed is not None:
+        import numpy as np
+
+        fixed_w = np.random.default_rng(args.fixed_w_seed).standard_normal(m["d"]) * np.sqrt(args.prior_var)
     model = ICLTransformer(**m, seed=args.seed)
     res = train(model, **t, noise_var=args.noise_var, prior_var=args.prior_var, out_dir=args.out,
-                seed=args.seed, init_from=init, device=args.device, progress=not args.no_progress)
+                seed=args.seed, init_from=init, device=args.device, progress=not args.no_progress, fixed_w=fixed_w)
     out = Path(args.out)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank == 0:

@@ -133,6 +133,7 @@ def sample_batch(
     generator: Optional[torch.Generator] = None,
     device=None,
     dtype=torch.float32,
+    w: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Training batch ``(X (B, n, d), y (B, n))`` in torch; coordinates ``>= d_active`` of x are 0.
 
@@ -140,6 +141,9 @@ def sample_batch(
     generator's, else CPU) in ``dtype``, so no data crosses the host–device boundary. A seeded
     generator gives the same batch on every call; CPU and CUDA generators give different
     streams (reproducibility is per device type).
+
+    ``w`` (shape ``(d,)``) fixes one weight vector for every task instead of drawing
+    ``w ~ N(0, prior_var·I)`` per task: the paper's probing control task (§5).
     """
     d_active = d if d_active is None else d_active
     if not 1 <= d_active <= d:
@@ -151,9 +155,15 @@ def sample_batch(
         raise ShapeError(f"generator lives on {generator.device} but device={device!r}; create the generator "
                          "with torch.Generator(device=device)")
     kw = dict(generator=generator, device=device, dtype=dtype)
-    w = torch.randn(batch_size, d, **kw)
-    if prior_var != 1.0:
-        w = w * float(np.sqrt(prior_var))
+    if w is None:
+        w = torch.randn(batch_size, d, **kw)
+        if prior_var != 1.0:
+            w = w * float(np.sqrt(prior_var))
+    else:
+        w = torch.as_tensor(w, device=device, dtype=dtype)
+        if w.shape != (d,):
+            raise ShapeError(f"a fixed w must have shape (d,) = ({d},); got {tuple(w.shape)}")
+        w = w.expand(batch_size, d)
     X = _transform_x(torch.randn(batch_size, n_points, d, **kw), x_dist, d, torch)
     if d_active < d:
         X[..., d_active:] = 0.0

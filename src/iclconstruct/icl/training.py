@@ -54,6 +54,10 @@ PRESETS = {
     "lite": dict(model=dict(d=8, n_layers=4, width=64, n_heads=2, max_points=17),
                  train=dict(steps=40000, batch_size=64, lr=1e-3,
                             curriculum=dict(d_start=2, n_start=5, interval=1000, d_step=1, n_step=2))),
+    # d = 4, deeper rather than wider (paper: >= 8 layers behave like OLS); curriculum d 2→4, n 5→9
+    "ols-d4": dict(model=dict(d=4, n_layers=8, width=32, n_heads=2, max_points=9),
+                   train=dict(steps=30000, batch_size=64, lr=1e-3,
+                              curriculum=dict(d_start=2, n_start=5, interval=500, d_step=1, n_step=2))),
     "probe": dict(model=dict(d=4, n_layers=6, width=64, n_heads=2, max_points=13),
                   train=dict(steps=15000, batch_size=64, lr=1e-3,
                              curriculum=dict(d_start=2, n_start=5, interval=500, d_step=1, n_step=2))),
@@ -117,6 +121,7 @@ def train(
     init_from=None,
     device=None,
     progress: bool = True,
+    fixed_w=None,
 ) -> TrainResult:
     """Train ``model`` on fresh synthetic tasks for ``steps`` Adam steps (paper App. D).
 
@@ -129,6 +134,8 @@ def train(
         out_dir: folder for ``model.safetensors``, ``config.json``, ``optimizer.safetensors``
             and ``log.csv``; an unfinished run there with the same arguments is resumed.
         init_from: checkpoint whose weights start the run (fine-tuning, e.g. noiseless → noisy).
+        fixed_w: a length-``d`` weight vector used for every task (the paper's §5 probing control:
+            a model trained on one fixed w never needs to compute w in context). Default: w ~ N(0, τ²I).
         device: default CUDA (``LOCAL_RANK``) if available, else CPU. Under an initialised
             ``torch.distributed`` process group the model is wrapped in DDP; each rank draws
             its own batches from seed ``(seed, rank, step)``; only rank 0 writes files.
@@ -158,6 +165,12 @@ def train(
                      n_points=n_points, curriculum=asdict(curriculum) if curriculum else None, seed=seed,
                      warmup_frac=warmup_frac, grad_clip=grad_clip, weight_decay=weight_decay,
                      init_from=str(init_from) if init_from else None, world_size=world)
+    w_fixed = None
+    if fixed_w is not None:
+        w_fixed = [float(v) for v in fixed_w]
+        if len(w_fixed) != cfg.d:
+            raise OutOfRangeError(f"fixed_w must have d = {cfg.d} entries; got {len(w_fixed)}")
+        train_cfg["fixed_w"] = w_fixed
 
     if str(device).startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
@@ -202,12 +215,13 @@ def train(
     loss_sum = torch.zeros((), device=device)
     n_window, last_logged = 0, start
     gen = torch.Generator(device=device)
+    w_fixed_t = torch.tensor(w_fixed, device=device) if w_fixed is not None else None
     step = start
     for step in range(start, steps):
         d_act, n_act = curriculum.at(step, d, n_points) if curriculum else (d, n_points)
         gen.manual_seed(_batch_seed(seed, rank, step))
         X, y = sample_batch(batch_size, n_act, d, d_active=d_act, noise_var=noise_var, prior_var=prior_var,
-                            generator=gen, device=device)
+                            generator=gen, device=device, w=w_fixed_t)
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, steps, lr, warmup_frac)
         pred = net(_encode_train(X, y))[:, 0::2]
