@@ -16,7 +16,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["add_subcommands", "run_train", "run_compare", "run_probe", "resolve_learner"]
+__all__ = ["add_subcommands", "run_train", "run_compare", "run_probe", "resolve_learner", "max_points_of"]
 
 
 def _num(s: str) -> float:
@@ -46,19 +46,29 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
 
-    c = subparsers.add_parser("compare", help="compare a learner with classical predictors (paper §4)",
+    shipped = _shipped_names()
+    c = subparsers.add_parser("compare", help="compare learners with classical predictors (paper §4)",
                               description="SPD/ILWD per prefix length against OLS, ridge, GD, SGD, kNN, ... "
-                                          "(Fig. 1) and, with --mspd, the noise × ridge-λ MSPD table (Fig. 2).")
-    c.add_argument("--model", default=None, help="shipped name, checkpoint path, or circuit:NAME:PARAM")
+                                          "(Fig. 1) and, with --mspd, the noise × ridge-λ MSPD table (Fig. 2). "
+                                          "Several --model values (trained learners and circuits) are ranked "
+                                          "together: each is also compared with the others.")
+    c.add_argument("--model", nargs="+", default=None, metavar="MODEL",
+                   help=f"one or more learners: shipped ({', '.join(shipped) or 'none'}), a checkpoint path, or "
+                        "circuit:NAME:PARAM (circuit:ridge:0.1, circuit:sgd:0.03; needs --d)")
     c.add_argument("--mspd", nargs="+", default=None, metavar="SIGMA2:MODEL",
-                   help="learners trained at each noise, e.g. 0:lite-d8 1/4:lite-d8-s0.25; builds the MSPD table")
+                   help="learners trained at each noise, e.g. " + (" ".join(
+                       f"{s2}:{nm}" for s2, nm in (("0", "lite-d8"), ("1/4", "lite-d8-s1_4")) if nm in shipped)
+                       or "0:runs/s0 1/4:runs/s1_4") + "; builds the MSPD table")
     c.add_argument("--lams", nargs="+", type=_num, default=[0, 1 / 16, 1 / 9, 1 / 4, 4 / 9],
                    help="ridge λ rows of the MSPD table")
     c.add_argument("--out", required=True)
     c.add_argument("--d", type=int, default=None, help="dimension (default: the model's)")
     c.add_argument("--noise-var", type=_num, default=None, help="σ² of the evaluation tasks (default 0)")
     c.add_argument("--n-tasks", type=int, default=1000)
-    c.add_argument("--n-points", type=int, default=None, help="examples per task (default 2d+1, capped by the model)")
+    c.add_argument("--n-points", type=int, default=None,
+                   help="points per task, the last used as query (default 2d+1, or the largest every model's "
+                        "context allows); more than a model's context is an error")
+    c.add_argument("--device", default="cpu", help="torch device the trained learners run on (cpu, cuda, ...)")
     c.add_argument("--n-probe", type=int, default=0, help="probe inputs for ILWD/R² (0 = skip; needs >= d)")
     c.add_argument("--x-dist", default="normal", help="normal | scaled | shifted | skewed")
     c.add_argument("--seed", type=int, default=1234)
@@ -67,10 +77,12 @@ def add_subcommands(subparsers) -> None:
     r = subparsers.add_parser("probe", help="probe hidden states for XᵀY and w_OLS (paper §5)",
                               description="Per-layer position-attention probes (linear / MLP) and closed-form "
                                           "readouts; writes probes.csv, probes.md and probes.png.")
-    r.add_argument("--model", default="lite-d8")
+    r.add_argument("--model", default="lite-d8", help=f"shipped ({', '.join(shipped) or 'none'}) or a checkpoint path")
+    r.add_argument("--device", default="cpu", help="torch device the model runs on")
     r.add_argument("--out", required=True)
     r.add_argument("--n-tasks", type=int, default=4000)
-    r.add_argument("--n-points", type=int, default=None, help="context examples (default: 2d, capped by the model)")
+    r.add_argument("--n-points", type=int, default=None,
+                   help="context examples (default: 2d or the model's context if shorter; more is an error)")
     r.add_argument("--targets", nargs="+", default=["xty", "w_ols", "y_query"],
                    help="xty, w_ols (paper §5) and y_query = wᵀx_q (positive control: what the model outputs)")
     r.add_argument("--methods", nargs="+", default=["linear", "mlp", "readout"])
@@ -81,8 +93,19 @@ def add_subcommands(subparsers) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_learner(spec: str, d=None):
-    """Learner from a CLI spec: shipped name, checkpoint path, or ``circuit:NAME:PARAM``."""
+def _shipped_names():
+    from .shipped import list_pretrained
+
+    return list_pretrained()
+
+
+_CIRCUIT_BUILDERS = ("ridge", "sgd", "newton")  # public builders ic.circuits.NAME(d, param), when present
+
+
+def resolve_learner(spec: str, d=None, device="cpu"):
+    """Learner from a CLI spec: shipped name, checkpoint path, or ``circuit:NAME:PARAM``
+    (``ic.circuits.NAME(d, PARAM)``: ``circuit:ridge:0.1``, ``circuit:sgd:0.03``; ``newton`` once the
+    circuit zoo has it). Trained learners are moved to ``device``."""
     from ..errors import CheckpointError
     from .checkpoint import load
     from .shipped import list_pretrained, pretrained
@@ -90,26 +113,53 @@ def resolve_learner(spec: str, d=None):
     if spec.startswith("circuit:"):
         parts = spec.split(":")
         if len(parts) != 3 or d is None:
-            raise CheckpointError("circuit learners are written circuit:NAME:PARAM and need --d")
+            raise CheckpointError(f"--model {spec!r}: circuit learners are written circuit:NAME:PARAM and need --d")
         try:
             from .. import circuits  # written by the constructions half of the package
         except ImportError as exc:
             raise CheckpointError(f"iclconstruct.circuits is not available: {exc}") from None
-        obj = getattr(circuits, parts[1])(d, _num(parts[2]))
-        if not hasattr(obj, "name"):
-            try:
-                obj.name = f"circuit {parts[1]}({parts[2]})"
-            except AttributeError:
-                pass
+        available = [n for n in _CIRCUIT_BUILDERS if callable(getattr(circuits, n, None))]
+        builder = getattr(circuits, parts[1], None) if parts[1] in _CIRCUIT_BUILDERS else None
+        if not callable(builder):
+            raise CheckpointError(f"--model {spec!r}: no circuit named {parts[1]!r} in iclconstruct.circuits; "
+                                  f"available: {available}")
+        try:
+            param = _num(parts[2])
+        except (ValueError, ZeroDivisionError):
+            raise CheckpointError(f"--model {spec!r}: PARAM {parts[2]!r} is not a number") from None
+        obj = builder(d, param)
+        try:
+            obj.name = f"circuit:{parts[1]}:{parts[2]}"
+        except AttributeError:
+            pass
         return obj
     if spec in list_pretrained():
-        m = pretrained(spec)
+        m = pretrained(spec, device=device)
     elif Path(spec).exists():
-        m = load(spec)
+        m = load(spec, device=device)
     else:
         raise CheckpointError(f"--model {spec!r} is neither a shipped learner {list_pretrained()} nor an existing path")
     m.name = Path(spec).stem if not Path(spec).is_dir() else Path(spec).name
     return m
+
+
+def max_points_of(learner):
+    """How many points (examples + query) ``learner`` can read, or ``None`` if unbounded/unknown:
+    a trained model's ``config.max_points``; a circuit's ``max_len // 2`` (its prefix pass reads
+    ``2n`` tokens)."""
+    cfg = getattr(learner, "config", None)
+    if cfg is not None and hasattr(cfg, "max_points"):
+        return int(cfg.max_points)
+    if getattr(learner, "max_len", None) is not None:
+        return int(learner.max_len) // 2
+    return None
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of a learner name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
 def _threads(n: int = 1) -> None:
@@ -195,25 +245,53 @@ def run_compare(args) -> int:
     if args.model is None and not args.mspd:
         raise SystemExit("compare: pass --model and/or --mspd")
     if args.model is not None:
-        learner = resolve_learner(args.model, args.d)
-        d = args.d or learner.config.d
-        n_pts = args.n_points or 2 * d + 1
-        if hasattr(learner, "config"):
-            n_pts = min(n_pts, learner.config.max_points)
+        from ..errors import ContextTooLongError, ShapeError
+        from .comparison import compare_many, ranking_markdown
+
+        learners = [resolve_learner(spec, args.d, args.device) for spec in args.model]
+        dims = {getattr(getattr(l, "config", None), "d", None) or getattr(l, "d", None) for l in learners} - {None}
+        d = args.d or (dims.pop() if len(dims) == 1 else None)
+        if d is None or (dims and dims != {d}):
+            raise ShapeError(f"--model learners have dimensions {sorted(dims)}; pass models of one d (and --d {d or 'D'})")
+        caps = {l.name: max_points_of(l) for l in learners if max_points_of(l) is not None}
+        cap = min(caps.values()) if caps else None
+        if args.n_points is not None:
+            n_pts = args.n_points
+            too_short = {k: v for k, v in caps.items() if v < n_pts}
+            if too_short:
+                raise ContextTooLongError(
+                    f"--n-points {n_pts} exceeds the context of {too_short} (points a model can read); "
+                    f"pass --n-points <= {min(too_short.values())} or drop those models")
+        else:
+            n_pts = 2 * d + 1 if cap is None else min(2 * d + 1, cap)
         noise = args.noise_var or 0.0
         tasks = sample_tasks(args.n_tasks, n_pts, d, noise_var=noise, x_dist=args.x_dist, seed=args.seed)
-        table = compare(learner, tasks, default_predictors(noise), n_probe=args.n_probe, seed=args.seed)
-        written += [table.to_csv(out / "compare.csv"), _write_md(out / "compare.md", table.to_markdown()),
-                    plot_error_curves(table, out / "error_vs_examples.png"),
-                    plot_spd_curves(table, out / "spd_vs_examples.png")]
-        best = table.summary()
-        print(f"closest predictor to {table.learner} (mean SPD/d over prefixes 1..{2 * d}): "
-              f"{best[0][0]} ({best[0][1]:.4g}); next {best[1][0]} ({best[1][1]:.4g})")
+        tables = compare_many(learners, tasks, default_predictors(noise), n_probe=args.n_probe, seed=args.seed)
+        multi = len(tables) > 1
+        for table in tables:
+            tag = "" if not multi else "_" + _safe(table.learner)
+            written += [table.to_csv(out / f"compare{tag}.csv"),
+                        _write_md(out / f"compare{tag}.md", table.to_markdown()),
+                        plot_error_curves(table, out / f"error_vs_examples{tag}.png"),
+                        plot_spd_curves(table, out / f"spd_vs_examples{tag}.png")]
+            best = table.summary()
+            print(f"closest predictor to {table.learner} (mean SPD/d over prefixes 1..{min(2 * d, n_pts - 1)}): "
+                  f"{best[0][0]} ({best[0][1]:.4g}); next {best[1][0]} ({best[1][1]:.4g})")
+        if multi:
+            text = ranking_markdown(tables)
+            if args.n_probe:
+                text += "\n" + ranking_markdown(tables, key="ilwd_per_d")
+            written.append(_write_md(out / "ranking.md", text))
+            with (out / "compare.csv").open("w", newline="") as fh:  # all learners, one header
+                for i, t in enumerate(tables):
+                    lines = (out / f"compare_{_safe(t.learner)}.csv").read_text().splitlines(True)
+                    fh.write("".join(lines if i == 0 else lines[1:]))
+            written.append(out / "compare.csv")
     if args.mspd:
         learners, d = {}, args.d
         for item in args.mspd:
             s2, _, spec = item.partition(":")
-            lr_ = resolve_learner(spec, d)
+            lr_ = resolve_learner(spec, d, args.device)
             d = d or lr_.config.d
             learners[_num(s2)] = lr_
         M, noises = mspd_table(learners, args.lams, d, n_tasks=args.n_tasks, seed=args.seed)
@@ -246,9 +324,14 @@ def run_probe(args) -> int:
     _threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = resolve_learner(args.model)
+    model = resolve_learner(args.model, device=args.device)
     cfg = model.config
-    n = min(args.n_points or 2 * cfg.d, cfg.max_points - 1)
+    if args.n_points is not None and args.n_points > cfg.max_points - 1:
+        from ..errors import ContextTooLongError
+
+        raise ContextTooLongError(f"--n-points {args.n_points} exceeds {model.name}'s context of "
+                                  f"{cfg.max_points - 1} examples (+ query); pass --n-points <= {cfg.max_points - 1}")
+    n = args.n_points or min(2 * cfg.d, cfg.max_points - 1)
     tasks = sample_tasks(args.n_tasks, n + 1, cfg.d, seed=args.seed)
     X, y, xq = tasks.X[:, :n], tasks.y[:, :n], tasks.X[:, n]
     targets = {t: probe_target(X, y, t, x_query=xq, w=tasks.w) for t in args.targets}

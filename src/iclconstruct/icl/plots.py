@@ -1,7 +1,7 @@
 """Figures of the empirical study (matplotlib, Agg backend; Akyürek et al. 2023, Fig. 1, 2, 4–5).
 
 * :func:`plot_error_curves` — squared error ÷ d vs number of examples per predictor (Fig. 1).
-* :func:`plot_spd_curves` — SPD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
+* :func:`plot_spd_curves` — SPD ÷ d and ILWD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
 * :func:`plot_mspd_heatmap` — noise σ² × ridge-λ MSPD table (Fig. 2).
 * :func:`plot_probes` — probe error by layer per target and probe kind (Fig. 4–5).
 * :func:`plot_loss` — training loss ÷ d vs step.
@@ -56,20 +56,44 @@ def plot_error_curves(table, path, title=None) -> Path:
     return _save(fig, path)
 
 
-def plot_spd_curves(table, path, title=None) -> Path:
-    """SPD ÷ d between the learner and each predictor vs number of examples (log scale)."""
+def _line_styles(n: int):
+    """``n`` distinguishable (colour, dash) pairs: tab10 colours, then the same with dashes."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
-    for i, name in enumerate(table.predictors()):
-        ks = np.arange(len(table.column(name, "spd_per_d")))
-        ax.plot(ks, np.maximum(table.column(name, "spd_per_d"), 1e-8), label=name, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
-    ax.set_yscale("log")
-    ax.axvline(table.d, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("number of in-context examples")
-    ax.set_ylabel(f"SPD / d to {table.learner}")
-    ax.set_title(title or "Squared prediction difference")
-    ax.legend(fontsize=7, ncol=2)
+    cols = plt.get_cmap("tab10").colors
+    dashes = ["-", "--", ":", "-."]
+    return [(cols[i % 10], dashes[(i // 10) % 4]) for i in range(n)]
+
+
+def plot_spd_curves(table, path, title=None) -> Path:
+    """SPD ÷ d (left) and, when computed, ILWD ÷ d (right) between the learner and each predictor
+    vs number of examples, log scale, with bootstrap 95 % bands (paper Fig. 1b/3)."""
+    plt = _plt()
+    has_ilwd = any(np.isfinite(r["ilwd_per_d"]) for r in table.rows)
+    panels = [("spd_per_d", "spd_lo", "spd_hi", "SPD / d")]
+    if has_ilwd:
+        panels.append(("ilwd_per_d", "ilwd_lo", "ilwd_hi", "ILWD / d"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False, sharey=True)
+    names = table.predictors()
+    styles = _line_styles(len(names))
+    for ax, (key, lo_k, hi_k, label) in zip(axes[0], panels):
+        for name, (col, ls) in zip(names, styles):
+            rs = [r for r in table.rows if r["predictor"] == name and np.isfinite(r[key])]
+            if not rs:
+                continue
+            ks = np.array([r["prefix"] for r in rs])
+            ax.plot(ks, np.maximum([r[key] for r in rs], 1e-8), ls, color=col, label=name, lw=1.4)
+            lo = np.array([r.get(lo_k, np.nan) for r in rs], float)
+            hi = np.array([r.get(hi_k, np.nan) for r in rs], float)
+            if np.isfinite(lo).all() and np.isfinite(hi).all():
+                ax.fill_between(ks, np.maximum(lo, 1e-8), np.maximum(hi, 1e-8), color=col, alpha=0.15, lw=0)
+        ax.set_yscale("log")
+        ax.axvline(table.d, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.01, color="black", lw=0.6, ls=(0, (1, 3)))
+        ax.set_xlabel("number of in-context examples")
+        ax.set_ylabel(f"{label} to {table.learner}")
+        ax.set_title(f"{label} (dotted: n = d, 0.01)")
+    axes[0][-1].legend(fontsize=7, ncol=2, loc="lower left")
+    fig.suptitle(title or f"{table.learner} vs predictors (d = {table.d}; bands: 95 % bootstrap CI; values < 1e-8 drawn at 1e-8)")
     return _save(fig, path)
 
 
