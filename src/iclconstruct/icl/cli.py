@@ -1,4 +1,4 @@
-"""Command-line jobs of the empirical study: ``iclconstruct train | compare | probe``.
+"""Command-line jobs of the empirical study: ``iclconstruct train | compare | sweep | probe``.
 
 The package's main CLI (``iclconstruct.cli``) calls :func:`add_subcommands` on its
 sub-parser collection; each sub-parser sets ``func`` to its handler, which takes the parsed
@@ -16,7 +16,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-__all__ = ["add_subcommands", "run_train", "run_compare", "run_probe", "resolve_learner", "max_points_of"]
+__all__ = ["add_subcommands", "run_train", "run_compare", "run_sweep_cmd", "run_probe", "resolve_learner", "max_points_of"]
 
 
 def _num(s: str) -> float:
@@ -24,7 +24,7 @@ def _num(s: str) -> float:
 
 
 def add_subcommands(subparsers) -> None:
-    """Register ``train``, ``compare`` and ``probe`` on an ``argparse`` sub-parser collection."""
+    """Register ``train``, ``compare``, ``sweep`` and ``probe`` on an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser("train", help="train an in-context learner (paper App. D)",
                               description="Train an ICLTransformer on synthetic linear regression; writes "
                                           "model.safetensors, config.json, log.csv and loss.png into --out.")
@@ -73,6 +73,29 @@ def add_subcommands(subparsers) -> None:
     c.add_argument("--x-dist", default="normal", help="normal | scaled | shifted | skewed")
     c.add_argument("--seed", type=int, default=1234)
     c.set_defaults(func=run_compare)
+
+    w = subparsers.add_parser("sweep", help="capacity sweep: layers × width, same budget (paper Fig. 3)",
+                              description="Train one learner per (layers, width) cell with the same steps, data and "
+                                          "schedule; write sweep.csv, sweep.md and sweep.png (closest of one-step GD, "
+                                          "ridge(λ), OLS per cell, with SPD/d). Resumable: finished cells are skipped.")
+    w.add_argument("--out", required=True, help="output folder (cells/, sweep.csv, sweep.md, sweep.png)")
+    w.add_argument("--layers", nargs="+", type=int, default=[1, 2, 4, 8])
+    w.add_argument("--widths", nargs="+", type=int, default=[16, 32, 64])
+    w.add_argument("--d", type=int, default=4)
+    w.add_argument("--heads", type=int, default=1, help="attention heads in every cell (paper: one suffices)")
+    w.add_argument("--max-points", type=int, default=None, help="points per training/eval sequence (default 2d+1)")
+    w.add_argument("--steps", type=int, default=4000, help="training steps per cell (the same for every cell)")
+    w.add_argument("--batch-size", type=int, default=64)
+    w.add_argument("--lr", type=float, default=1e-3)
+    w.add_argument("--noise-var", type=_num, default=0.0)
+    w.add_argument("--no-curriculum", action="store_true", help="no curriculum (default: Garg et al.'s, scaled)")
+    w.add_argument("--seed", type=int, default=0, help="seeds every cell's initial weights and training batches")
+    w.add_argument("--n-tasks", type=int, default=1000, help="held-out tasks for SPD")
+    w.add_argument("--gd-lrs", nargs="+", type=_num, default=[0.05, 0.1], help="one-step GD step sizes compared")
+    w.add_argument("--lams", nargs="+", type=_num, default=[0.1, 0.5, 1.0], help="ridge λ compared")
+    w.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    w.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    w.set_defaults(func=run_sweep_cmd)
 
     r = subparsers.add_parser("probe", help="probe hidden states for XᵀY and w_OLS (paper §5)",
                               description="Per-layer position-attention probes (linear / MLP) and closed-form "
@@ -311,6 +334,28 @@ def run_compare(args) -> int:
         for j, c in enumerate(cols):
             print(f"σ²={c}: closest ridge {rows[int(np.nanargmin(M[:, j]))]} (MSPD {np.nanmin(M[:, j]):.3g})")
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# --------------------------------------------------------------------------- sweep
+def run_sweep_cmd(args) -> int:
+    import torch
+
+    from .sweep import reference_predictors, run_sweep, write_outputs
+
+    _threads(args.threads)
+    _maybe_init_distributed()
+    rows = run_sweep(args.out, args.layers, args.widths, d=args.d, n_heads=args.heads, max_points=args.max_points,
+                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, noise_var=args.noise_var,
+                     curriculum=None if args.no_curriculum else "garg", seed=args.seed, n_tasks=args.n_tasks,
+                     predictors=reference_predictors(args.gd_lrs, args.lams), device=args.device)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank == 0:
+        files = write_outputs(args.out)
+        print(f"{len(rows)} cells finished; wrote " + ", ".join(str(f) for f in files))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 
