@@ -107,7 +107,7 @@ def run_sweep(out, layers: Sequence[int] = (1, 2, 4, 8), widths: Sequence[int] =
                 log(f"sweep: L={L} W={W}: closest {row['closest']} (SPD/d {spds[row['closest']]:.4g}), "
                     f"{time.time() - t0:.0f} s")
                 (cell / _LOCK).unlink(missing_ok=True)
-                write_outputs(out)
+                write_outputs(out, figure=False)
             _barrier()
     return read_sweep(out)
 
@@ -155,8 +155,8 @@ def read_sweep(out) -> List[dict]:
     return sorted(rows, key=lambda r: (r["layers"], r["width"]))
 
 
-def write_outputs(out) -> List[Path]:
-    """(Re)write ``sweep.csv``, ``sweep.md`` and ``sweep.png`` from every finished cell."""
+def write_outputs(out, figure: bool = True) -> List[Path]:
+    """(Re)write ``sweep.csv``, ``sweep.md`` and (``figure``) ``sweep.png`` from every finished cell."""
     out = Path(out)
     rows = read_sweep(out)
     if not rows:
@@ -174,7 +174,8 @@ def write_outputs(out) -> List[Path]:
         md.append(f"| {r['layers']} | {r['width']} | {r['params']:,} | {r['closest']} | " + " | ".join(cells)
                   + f" | {r['err_per_d']:.3g} |")
     (out / "sweep.md").write_text("\n".join(md) + "\n")
-    return [out / "sweep.csv", out / "sweep.md", plot_sweep(rows, out / "sweep.png")]
+    files = [out / "sweep.csv", out / "sweep.md"]
+    return files + ([plot_sweep(rows, out / "sweep.png")] if figure else [])
 
 
 def plot_sweep(rows: List[dict], path, title: Optional[str] = None) -> Path:
