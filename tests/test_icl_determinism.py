@@ -53,3 +53,19 @@ def test_training_batches_follow_the_seed_on_the_training_device():
 def _w(seed, B, n, d):
     """The w behind ``sample_batch``'s first draw (it is drawn before X)."""
     return torch.randn(B, d, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fixed_w_control_task(tmp_path):
+    """The paper's probing control: every training task uses one fixed w (recorded in config.json)."""
+    import numpy as np
+
+    w = torch.tensor([0.5, -1.0, 2.0])
+    X, y = icl.sample_batch(5, 4, 3, generator=torch.Generator().manual_seed(0), w=w)
+    torch.testing.assert_close(y, X @ w)
+    assert run(["train", "--preset", "tiny", "--d", "3", "--steps", "3", "--no-progress", "--fixed-w-seed", "4",
+                "--out", str(tmp_path / "fw")]) == 0
+    cfg = icl.read_config(tmp_path / "fw")
+    np.testing.assert_allclose(cfg["train"]["fixed_w"], np.random.default_rng(4).standard_normal(3))
+    assert run(["probe", "--model", str(tmp_path / "fw"), "--control-model", str(tmp_path / "fw"), "--n-tasks", "40",
+                "--steps", "5", "--methods", "readout", "--out", str(tmp_path / "p")]) == 0
+    assert "control(fw)" in (tmp_path / "p" / "probes.csv").read_text()

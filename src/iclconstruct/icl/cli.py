@@ -107,10 +107,15 @@ def add_subcommands(subparsers) -> None:
     r.add_argument("--n-points", type=int, default=None,
                    help="context examples (default: 2d or the model's context if shorter; more is an error)")
     r.add_argument("--targets", nargs="+", default=["xty", "w_ols", "y_query"],
-                   help="xty, w_ols (paper §5) and y_query = wᵀx_q (positive control: what the model outputs)")
+                   help="xty, w_ols (paper §5), y_query = wᵀx_q (positive control: what the model outputs), "
+                        "w_ridge:LAM (the ridge circuit's slot)")
     r.add_argument("--methods", nargs="+", default=["linear", "mlp", "readout"])
     r.add_argument("--steps", type=int, default=200, help="Adam steps per position probe")
     r.add_argument("--control", action="store_true", help="also probe an untrained model of the same architecture")
+    r.add_argument("--control-model", default=None,
+                   help="also probe this learner as the control: the paper's is a model trained on one fixed w "
+                        "(iclconstruct train --fixed-w-seed S ...)")
+    r.add_argument("--d", type=int, default=None, help="dimension (needed for circuit:NAME:PARAM models)")
     r.add_argument("--seed", type=int, default=1234)
     r.set_defaults(func=run_probe)
 
@@ -360,47 +365,80 @@ def run_sweep_cmd(args) -> int:
 
 
 # --------------------------------------------------------------------------- probe
+def _hidden_states(learner, X, y, xq):
+    from .probes import circuit_hidden_states, model_hidden_states
+
+    if hasattr(learner, "hidden_states"):
+        return model_hidden_states(learner, X, y, xq)
+    if hasattr(learner, "run_with_cache"):
+        return circuit_hidden_states(learner, X, y, xq)
+    from ..errors import ShapeError
+
+    raise ShapeError(f"{getattr(learner, 'name', learner)!r} exposes no hidden states to probe")
+
+
 def run_probe(args) -> int:
     from .data import sample_tasks
     from .model import ICLTransformer
-    from .plots import plot_probes
-    from .probes import model_hidden_states, probe_layers, probe_target
+    from .plots import plot_probe_alpha, plot_probes
+    from .probes import probe_layers, probe_target
 
     _threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = resolve_learner(args.model, device=args.device)
-    cfg = model.config
-    if args.n_points is not None and args.n_points > cfg.max_points - 1:
+    model = resolve_learner(args.model, d=args.d, device=args.device)
+    d = args.d or getattr(getattr(model, "config", None), "d", None) or model.d
+    cap = max_points_of(model)
+    if cap is not None and args.n_points is not None and args.n_points > cap - 1:
         from ..errors import ContextTooLongError
 
         raise ContextTooLongError(f"--n-points {args.n_points} exceeds {model.name}'s context of "
-                                  f"{cfg.max_points - 1} examples (+ query); pass --n-points <= {cfg.max_points - 1}")
-    n = args.n_points or min(2 * cfg.d, cfg.max_points - 1)
-    tasks = sample_tasks(args.n_tasks, n + 1, cfg.d, seed=args.seed)
+                                  f"{cap - 1} examples (+ query); pass --n-points <= {cap - 1}")
+    n = args.n_points or (2 * d if cap is None else min(2 * d, cap - 1))
+    tasks = sample_tasks(args.n_tasks, n + 1, d, seed=args.seed)
     X, y, xq = tasks.X[:, :n], tasks.y[:, :n], tasks.X[:, n]
     targets = {t: probe_target(X, y, t, x_query=xq, w=tasks.w) for t in args.targets}
-    results = probe_layers(model_hidden_states(model, X, y, xq), targets, args.methods, steps=args.steps, seed=args.seed)
+    results = probe_layers(_hidden_states(model, X, y, xq), targets, args.methods, steps=args.steps, seed=args.seed)
     rows = [dict(model=model.name, **r.as_row()) for r in results]
+    controls = []
     if args.control:
         import torch
 
         torch.manual_seed(args.seed)
-        ctrl = ICLTransformer.from_config(cfg).eval()
-        cres = probe_layers(model_hidden_states(ctrl, X, y, xq), targets, args.methods, steps=args.steps, seed=args.seed)
-        rows += [dict(model="control(untrained)", **r.as_row()) for r in cres]
+        controls.append(("control(untrained)", ICLTransformer.from_config(model.config, seed=args.seed).eval()))
+    if args.control_model:
+        cm = resolve_learner(args.control_model, d=d, device=args.device)
+        controls.append((f"control({cm.name})", cm))
+    all_results = list(results)
+    for cname, cm in controls:
+        cres = probe_layers(_hidden_states(cm, X, y, xq), targets, args.methods, steps=args.steps, seed=args.seed)
+        rows += [dict(model=cname, **r.as_row()) for r in cres]
         for r in cres:
-            r.method = f"{r.method} (control)"
-        results = results + cres
+            r.method = f"{r.method} ({cname})"
+        all_results += cres
     with (out / "probes.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    md = ["| model | layer | target | method | held-out rel. MSE |", "|---|---|---|---|---|"]
-    md += [f"| {r['model']} | {r['layer']} | {r['target']} | {r['method']} | {r['test_rel_err']:.3g} |" for r in rows]
+    md = ["| model | layer | target | method | held-out rel. MSE | train rel. MSE |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['model']} | {r['layer']} | {r['target']} | {r['method']} | {r['test_rel_err']:.3g} | "
+           f"{r['train_rel_err']:.3g} |" for r in rows]
+    best = {}
+    for r in rows:
+        k = (r["model"], r["target"], r["method"])
+        if k not in best or r["test_rel_err"] < best[k]["test_rel_err"]:
+            best[k] = r
+    md += ["", "Best layer per model, target and probe:", "", "| model | target | probe | best layer | held-out rel. MSE |",
+           "|---|---|---|---|---|"]
+    md += [f"| {m} | {t} | {me} | {r['layer']} | {r['test_rel_err']:.3g} |" for (m, t, me), r in sorted(best.items())]
     _write_md(out / "probes.md", "\n".join(md) + "\n")
-    fig = plot_probes(results, out / "probes.png", title=f"Probes on {model.name} (d = {cfg.d}, n = {n})")
-    print(f"wrote {out / 'probes.csv'}, {out / 'probes.md'}, {fig}")
+    figs = [plot_probes(all_results, out / "probes.png", title=f"Probes on {model.name} (d = {d}, n = {n})")]
+    if any(r.alpha is not None for r in results):
+        figs.append(plot_probe_alpha(results, n, out / "probe_alpha.png",
+                                     title=f"Learned position weights α of the probes on {model.name}"))
+    print(f"wrote {out / 'probes.csv'}, {out / 'probes.md'}, " + ", ".join(str(f) for f in figs))
+    for (m, t, me), r in sorted(best.items()):
+        print(f"  {m:>28s}  {t:>12s}  {me:>8s}: best layer {r['layer']}, held-out rel. MSE {r['test_rel_err']:.3g}")
     (out / "probe_settings.json").write_text(json.dumps(vars(args), default=str, indent=2))
     return 0
 

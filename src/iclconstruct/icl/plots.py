@@ -4,6 +4,7 @@
 * :func:`plot_spd_curves` — SPD ÷ d and ILWD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
 * :func:`plot_mspd_heatmap` — noise σ² × ridge-λ MSPD table (Fig. 2).
 * :func:`plot_probes` — probe error by layer per target and probe kind (Fig. 4–5).
+* :func:`plot_probe_alpha` — the probes' learned position weights α, layer × position heat maps.
 * :func:`plot_loss` — training loss ÷ d vs step.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_error_curves", "plot_spd_curves", "plot_mspd_heatmap", "plot_probes", "plot_loss"]
+__all__ = ["plot_error_curves", "plot_spd_curves", "plot_mspd_heatmap", "plot_probes", "plot_probe_alpha", "plot_loss"]
 
 
 def _plt():
@@ -123,7 +124,7 @@ def plot_probes(results, path, title=None) -> Path:
     plt = _plt()
     targets = sorted({r.target for r in results})
     methods = sorted({r.method for r in results})
-    base = sorted({m.replace(" (control)", "") for m in methods})
+    base = sorted({m.split(" (")[0] for m in methods})
     colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(base)}
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets) + 0.5, 3.8), squeeze=False, sharey=True)
     for ax, tgt in zip(axes[0], targets):
@@ -133,7 +134,7 @@ def plot_probes(results, path, title=None) -> Path:
                 continue
             ctrl = "control" in m
             ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], "--" if ctrl else "-",
-                    marker="o", ms=3, color=colors[m.replace(" (control)", "")], alpha=0.6 if ctrl else 1.0, label=m)
+                    marker="o", ms=3, color=colors[m.split(" (")[0]], alpha=0.6 if ctrl else 1.0, label=m)
         layers = sorted({r.layer for r in results})
         ax.set_xticks(layers)
         ax.set_xlabel("layer (0 = embedding)")
@@ -144,6 +145,36 @@ def plot_probes(results, path, title=None) -> Path:
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title or "Probe error by layer")
     return _save(fig, path)
+
+
+def plot_probe_alpha(results, n_examples: int, path, title=None) -> Path:
+    """Heat maps of the position probes' learned weights α (rows: layer, columns: token position
+    x̃₁, ỹ₁, …, x̃_q), one panel per (target, probe kind) — where each quantity is read from."""
+    plt = _plt()
+    keys = sorted({(r.target, r.method) for r in results if r.alpha is not None})
+    fig, axes = plt.subplots(1, len(keys), figsize=(0.32 * (2 * n_examples + 1) * len(keys) + 2.2, 3.9),
+                             squeeze=False)
+    labels = [f"{'x' if t % 2 == 0 else 'y'}{t // 2 + 1}" for t in range(2 * n_examples)] + ["xq"]
+    vmax = max(float(np.max(r.alpha)) for r in results if r.alpha is not None)
+    im = None
+    for ax, (tgt, m) in zip(axes[0], keys):
+        rs = sorted((r for r in results if r.target == tgt and r.method == m and r.alpha is not None),
+                    key=lambda r: r.layer)
+        A = np.stack([r.alpha for r in rs])
+        im = ax.imshow(A, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(A.shape[1]), labels[: A.shape[1]], fontsize=6, rotation=90)
+        ax.set_yticks(range(len(rs)), [str(r.layer) for r in rs], fontsize=7)
+        ax.set_xlabel("token position")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{tgt} / {m}", fontsize=9)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), label="α (softmax over positions)", shrink=0.85)
+    fig.suptitle(title or "Probe position weights α")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_loss(history, path, title=None) -> Path:
