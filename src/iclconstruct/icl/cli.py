@@ -88,7 +88,10 @@ def add_subcommands(subparsers) -> None:
     w.add_argument("--batch-size", type=int, default=64)
     w.add_argument("--lr", type=float, default=1e-3)
     w.add_argument("--noise-var", type=_num, default=0.0)
-    w.add_argument("--no-curriculum", action="store_true", help="no curriculum (default: Garg et al.'s, scaled)")
+    w.add_argument("--no-curriculum", action="store_true", help="train at full d and n from the start")
+    w.add_argument("--curriculum-interval", type=int, default=None,
+                   help="curriculum: d from ⌈d/2⌉ and n from 2⌈d/2⌉+1, +1 / +2 every this many steps "
+                        "(default steps // 8, so full size is reached by ~40%% of the budget)")
     w.add_argument("--seed", type=int, default=0, help="seeds every cell's initial weights and training batches")
     w.add_argument("--n-tasks", type=int, default=1000, help="held-out tasks for SPD")
     w.add_argument("--gd-lrs", nargs="+", type=_num, default=[0.05, 0.1], help="one-step GD step sizes compared")
@@ -343,6 +346,14 @@ def run_compare(args) -> int:
 
 
 # --------------------------------------------------------------------------- sweep
+def _sweep_curriculum(args) -> dict:
+    import math
+
+    d0 = max(1, math.ceil(args.d / 2))
+    interval = args.curriculum_interval or max(1, args.steps // 8)
+    return dict(d_start=d0, n_start=2 * d0 + 1, interval=interval, d_step=1, n_step=2)
+
+
 def run_sweep_cmd(args) -> int:
     import torch
 
@@ -352,7 +363,8 @@ def run_sweep_cmd(args) -> int:
     _maybe_init_distributed()
     rows = run_sweep(args.out, args.layers, args.widths, d=args.d, n_heads=args.heads, max_points=args.max_points,
                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, noise_var=args.noise_var,
-                     curriculum=None if args.no_curriculum else "garg", seed=args.seed, n_tasks=args.n_tasks,
+                     curriculum=None if args.no_curriculum else _sweep_curriculum(args), seed=args.seed,
+                     n_tasks=args.n_tasks,
                      predictors=reference_predictors(args.gd_lrs, args.lams), device=args.device)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     if rank == 0:
