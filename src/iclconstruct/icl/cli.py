@@ -444,6 +444,12 @@ def run_probe(args) -> int:
            "|---|---|---|---|---|"]
     md += [f"| {m} | {t} | {me} | {r['layer']} | {r['test_rel_err']:.3g} |" for (m, t, me), r in sorted(best.items())]
     _write_md(out / "probes.md", "\n".join(md) + "\n")
+    with (out / "probe_alpha.csv").open("w", newline="") as fh:  # the position weights behind probe_alpha.png
+        w = csv.writer(fh)
+        w.writerow(["model", "layer", "target", "method"] + [f"alpha{t}" for t in range(2 * n + 1)])
+        for r in all_results:
+            if r.alpha is not None:
+                w.writerow([model.name, r.layer, r.target, r.method] + [f"{a:.6g}" for a in r.alpha])
     figs = [plot_probes(all_results, out / "probes.png", title=f"Probes on {model.name} (d = {d}, n = {n})")]
     if any(r.alpha is not None for r in results):
         figs.append(plot_probe_alpha(results, n, out / "probe_alpha.png",

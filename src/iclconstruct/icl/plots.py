@@ -149,26 +149,35 @@ def plot_probes(results, path, title=None) -> Path:
 
 def plot_probe_alpha(results, n_examples: int, path, title=None) -> Path:
     """Heat maps of the position probes' learned weights α (rows: layer, columns: token position
-    x̃₁, ỹ₁, …, x̃_q), one panel per (target, probe kind) — where each quantity is read from."""
+    x̃₁, ỹ₁, …, x̃_q), one panel per target (grid rows) and probe kind (grid columns) — where each
+    quantity is read from. A flat row means early stopping kept the initial uniform α."""
     plt = _plt()
-    keys = sorted({(r.target, r.method) for r in results if r.alpha is not None})
-    fig, axes = plt.subplots(1, len(keys), figsize=(0.32 * (2 * n_examples + 1) * len(keys) + 2.2, 3.9),
+    rs_all = [r for r in results if r.alpha is not None]
+    targets = sorted({r.target for r in rs_all})
+    methods = sorted({r.method for r in rs_all})
+    T = 2 * n_examples + 1
+    fig, axes = plt.subplots(len(targets), len(methods), figsize=(0.3 * T * len(methods) + 2.5, 2.6 * len(targets) + 0.8),
                              squeeze=False)
     labels = [f"{'x' if t % 2 == 0 else 'y'}{t // 2 + 1}" for t in range(2 * n_examples)] + ["xq"]
-    vmax = max(float(np.max(r.alpha)) for r in results if r.alpha is not None)
+    vmax = max(float(np.max(r.alpha)) for r in rs_all)
     im = None
-    for ax, (tgt, m) in zip(axes[0], keys):
-        rs = sorted((r for r in results if r.target == tgt and r.method == m and r.alpha is not None),
-                    key=lambda r: r.layer)
-        A = np.stack([r.alpha for r in rs])
-        im = ax.imshow(A, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto")
-        ax.set_xticks(range(A.shape[1]), labels[: A.shape[1]], fontsize=6, rotation=90)
-        ax.set_yticks(range(len(rs)), [str(r.layer) for r in rs], fontsize=7)
-        ax.set_xlabel("token position")
-        ax.set_ylabel("layer")
-        ax.set_title(f"{tgt} / {m}", fontsize=9)
+    for i, tgt in enumerate(targets):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            rs = sorted((r for r in rs_all if r.target == tgt and r.method == m), key=lambda r: r.layer)
+            if not rs:
+                ax.axis("off")
+                continue
+            A = np.stack([r.alpha for r in rs])
+            im = ax.imshow(A, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto")
+            ax.set_xticks(range(A.shape[1]), labels[: A.shape[1]], fontsize=6, rotation=90)
+            ax.set_yticks(range(len(rs)), [str(r.layer) for r in rs], fontsize=7)
+            ax.set_xlabel("token position", fontsize=8)
+            ax.set_ylabel("layer", fontsize=8)
+            ax.set_title(f"{tgt} / {m} probe", fontsize=9)
+    fig.subplots_adjust(hspace=0.75, wspace=0.25)
     if im is not None:
-        fig.colorbar(im, ax=list(axes[0]), label="α (softmax over positions)", shrink=0.85)
+        fig.colorbar(im, ax=[a for row in axes for a in row], label="α (softmax over positions)", shrink=0.8)
     fig.suptitle(title or "Probe position weights α")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
