@@ -202,7 +202,8 @@ def plot_sweep(rows: List[dict], path, title: Optional[str] = None) -> Path:
     ax.imshow(np.ma.masked_invalid(cat), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto", alpha=0.55)
     for r in rows:
         i, j = Ls.index(r["layers"]), Ws.index(r["width"])
-        ax.text(j, i, f"{r['closest']}\nSPD/d {r['spd/' + r['closest']]:.2g}\n(OLS {r.get('spd/OLS', np.nan):.2g})",
+        ax.text(j, i, f"{r['closest']}\nSPD/d {r['spd/' + r['closest']]:.2g}\n(OLS {r.get('spd/OLS', np.nan):.2g})"
+                      f"\nerror/d {r.get('err_per_d', np.nan):.2g}",
                 ha="center", va="center", fontsize=7.5)
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k), alpha=0.55) for k in range(len(names))]
     ax.legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="closest", title_fontsize=7)
