@@ -450,7 +450,8 @@ def run_probe(args) -> int:
         for r in all_results:
             if r.alpha is not None:
                 w.writerow([model.name, r.layer, r.target, r.method] + [f"{a:.6g}" for a in r.alpha])
-    figs = [plot_probes(all_results, out / "probes.png", title=f"Probes on {model.name} (d = {d}, n = {n})")]
+    xlabel = "layer (0 = embedding)" if hasattr(model, "hidden_states") else "layer (0 = after the first circuit layer)"
+    figs = [plot_probes(all_results, out / "probes.png", title=f"Probes on {model.name} (d = {d}, n = {n})", xlabel=xlabel)]
     if any(r.alpha is not None for r in results):
         figs.append(plot_probe_alpha(results, n, out / "probe_alpha.png",
                                      title=f"Learned position weights α of the probes on {model.name}"))

@@ -118,7 +118,7 @@ def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], p
     return _save(fig, path)
 
 
-def plot_probes(results, path, title=None) -> Path:
+def plot_probes(results, path, title=None, xlabel: str = "layer (0 = embedding)") -> Path:
     """Held-out relative probe error by layer: one panel per target, one line per probe kind;
     methods whose name contains "control" are dashed (Fig. 4–5)."""
     plt = _plt()
@@ -136,8 +136,8 @@ def plot_probes(results, path, title=None) -> Path:
             ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], "--" if ctrl else "-",
                     marker="o", ms=3, color=colors[m.split(" (")[0]], alpha=0.6 if ctrl else 1.0, label=m)
         layers = sorted({r.layer for r in results})
-        ax.set_xticks(layers)
-        ax.set_xlabel("layer (0 = embedding)")
+        ax.set_xticks(layers[:: max(1, -(-len(layers) // 13))])
+        ax.set_xlabel(xlabel)
         ax.set_title(tgt)
         ax.set_ylim(0, 1.1)
         ax.axhline(1.0, color="grey", lw=0.6, ls=":")
