@@ -279,7 +279,12 @@ def run_compare(args) -> int:
         from ..errors import ContextTooLongError, ShapeError
         from .comparison import compare_many, ranking_markdown
 
-        learners = [resolve_learner(spec, args.d, args.device) for spec in args.model]
+        # trained learners first: their d lets circuit specs go without --d
+        resolved = {spec: resolve_learner(spec, args.d, args.device) for spec in args.model
+                    if not spec.startswith("circuit:")}
+        d_hint = args.d or next((m.config.d for m in resolved.values() if hasattr(m, "config")), None)
+        learners = [resolved[spec] if spec in resolved else resolve_learner(spec, d_hint, args.device)
+                    for spec in args.model]
         dims = {getattr(getattr(l, "config", None), "d", None) or getattr(l, "d", None) for l in learners} - {None}
         d = args.d or (dims.pop() if len(dims) == 1 else None)
         if d is None or (dims and dims != {d}):
