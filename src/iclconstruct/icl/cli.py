@@ -134,7 +134,8 @@ def _shipped_names():
     return list_pretrained()
 
 
-_CIRCUIT_BUILDERS = ("ridge", "sgd", "newton")  # public builders ic.circuits.NAME(d, param), when present
+#: public builders ic.circuits.NAME(d, param): the parameter is λ, the step size, or the number of Newton steps
+_CIRCUIT_BUILDERS = ("ridge", "sgd", "batch_gd", "newton")
 
 
 def resolve_learner(spec: str, d=None, device="cpu"):
@@ -159,6 +160,10 @@ def resolve_learner(spec: str, d=None, device="cpu"):
             param = _num(parts[2])
         except (argparse.ArgumentTypeError, ValueError, ZeroDivisionError):
             raise CheckpointError(f"--model {spec!r}: PARAM {parts[2]!r} is not a number") from None
+        if parts[1] == "newton":
+            if param != int(param) or param < 1:
+                raise CheckpointError(f"--model {spec!r}: PARAM is Newton's number of steps, a positive integer")
+            param = int(param)
         obj = builder(d, param)
         try:
             obj.name = f"circuit:{parts[1]}:{parts[2]}"
