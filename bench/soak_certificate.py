@@ -28,7 +28,7 @@ OUT = Path(__file__).parent / "results" / "soak_certificate.jsonl"
 
 def _measure(model, tok):
     out = model(torch.as_tensor(np.asarray(tok), dtype=model.dtype)).double().numpy()
-    return float(np.abs(out - ic.interpret(model.program, tok).output).max())
+    return float(np.abs(out - ic.interpret(model.program, tok, max_len=model.max_len).output).max())
 
 
 def _circuit_case(rng):

@@ -16,7 +16,7 @@ from iclconstruct.testing import programs, tokens_for
 def _measured(model, tok):
     """``max |model readout − exact program readout|`` (the program run by the exact interpreter)."""
     out = model(torch.as_tensor(np.asarray(tok), dtype=model.dtype)).double().numpy()
-    exact = ic.interpret(model.program, tok).output
+    exact = ic.interpret(model.program, tok, max_len=model.max_len).output
     return float(np.abs(out - exact).max())
 
 

@@ -47,6 +47,8 @@ _OP_FIELDS = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape
               "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"],
               "count": ["dst"], "sum": ["src", "dst"]}
 _CONSTANT_FIELDS = tuple(f.name for f in dataclasses.fields(Constants))  # one source: the dataclass
+#: fields that files written before they existed may lack (the default applies)
+_OPTIONAL_CONSTANTS = ("product_order",)
 
 
 def _bad(where: str, msg: str) -> CheckpointError:
@@ -262,9 +264,12 @@ def check_circuit_doc(doc: Any, where: str) -> None:
         _str(columns, f"{w} columns", ("x", "all"))
     _dict(p.get("meta", {}) or {}, f"{where}: program.meta")
     consts = _dict(doc["constants"], f"{where}: constants")
-    if sorted(consts) != sorted(_CONSTANT_FIELDS):
+    required = [k for k in _CONSTANT_FIELDS if k not in _OPTIONAL_CONSTANTS]
+    if not (set(required) <= set(consts) <= set(_CONSTANT_FIELDS)):
         raise _bad(f"{where}: constants", f"fields {sorted(consts)}, expected {sorted(_CONSTANT_FIELDS)}")
     for k in _CONSTANT_FIELDS:
+        if k not in consts:
+            continue
         if k == "bypass_scale" and consts[k] is None:
             continue
         _num(consts[k], f"{where}: constants.{k}", positive=k != "ln_eps")

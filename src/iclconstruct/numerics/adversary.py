@@ -46,10 +46,10 @@ def _project(X, y, xq, xb, yb, guards):
     return X, y, xq
 
 
-def _admissible(program, tok: np.ndarray, div_min: float) -> np.ndarray:
+def _admissible(program, tok: np.ndarray, div_min: float, max_len: int) -> np.ndarray:
     """Per sample: does the exact run stay within every slot's bound, with divisors ``≥ div_min``?"""
     lay = program.layout
-    H = embed_reference(program, tok, check=False)
+    H = embed_reference(program, tok, check=False, max_len=max_len)
     ok = np.ones(H.shape[0], dtype=bool)
     T = H.shape[1]
     for seg in program.segments:
@@ -67,17 +67,17 @@ def _errors(model, tok: np.ndarray) -> np.ndarray:
     """Per-sample ``max |model − exact|`` with the run-time checks off; −1 where the exact run is inadmissible."""
     with torch.no_grad():
         out = model(torch.as_tensor(tok, dtype=model.dtype), check=False).double().numpy()
-    exact = interpret(model.program, tok, check=False).output
+    exact = interpret(model.program, tok, check=False, max_len=model.max_len).output
     err = np.abs(out - exact)
     err = np.where(np.isfinite(err), err, np.inf)
     err = err.reshape(err.shape[0], -1).max(axis=1)
-    return np.where(_admissible(model.program, tok, model.constants.div_min), err, -1.0)
+    return np.where(_admissible(model.program, tok, model.constants.div_min, model.max_len), err, -1.0)
 
 
 def _valid_error(model, tok1: np.ndarray) -> Optional[float]:
     """The error of one sample with every check on, or ``None`` if either path refuses it."""
     try:
-        exact = interpret(model.program, tok1).output
+        exact = interpret(model.program, tok1, max_len=model.max_len).output
     except ICLConstructError:
         return None
     try:

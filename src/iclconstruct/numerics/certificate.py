@@ -86,7 +86,9 @@ class Certificate:
         per_prediction: ``(n_examples + 1,)``: entry ``k`` bounds the readout of a forward
             pass over ``k`` examples (and a query); ``max_abs_error`` is their maximum.
         per_slot: one record per (layer, sublayer, slot written): ``{"layer", "sublayer",
-            "slot", "bound", "error"}`` for the longest context, in execution order.
+            "slot", "bound", "error"}`` for the longest context, in execution order
+            (``sublayer="loop"``: a loop-carried slot's error after its iteration, when the
+            program declares a contraction).
         n_examples, dtype, unit_roundoff: what was certified.
         terms: the largest contribution of each error source at the readout's last write
             (``"product_truncation"``, ``"roundoff"``, ``"layernorm"``, ``"attention"``,
@@ -458,6 +460,8 @@ def _run_segments(an: _Analysis, model, segments, n_iter: int, layer: int, hint,
                     e2[s] = hint["lipschitz"] * e2[s] + math.sqrt(an.lay[s].size) * an.E[s]
                     an.E[s] = e2[s]
                     an.B[s] = min(an.B[s], an.lay[s].bound * (1 + 1e-12))
+                    an.records.append({"layer": layer - 1, "sublayer": "loop", "slot": s, "bound": an.B[s],
+                                       "error": an.E[s]})
             snap(an)
         finish_loop(an)
         if snapshots is not None and rep == "examples":
