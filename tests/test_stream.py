@@ -121,7 +121,7 @@ def test_stream_unbatched_numpy_and_torch():
 
 
 def test_stream_refuses_unservable_input():
-    m = ic.circuits.sgd(2, lr=0.01, max_len=7)
+    m = ic.circuits.sgd(2, lr=0.02, max_len=7)  # 2·lr·‖x‖² > 2 for x = (5.9, 5.9): the guard refuses
     s = m.stream()
     with pytest.raises(E.ShapeError, match="x must be"):
         s.add(np.zeros(3), 1.0)

@@ -74,7 +74,8 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
 
     ``h`` is the residual stream entering the MLP (``(B, T, D)``). Non-div layer: relative
     error ``Constants.ln_error(‖h‖², eps=0) = ‖h‖²/(4K²)``; div layer:
-    ``Constants.div_error(‖h‖², |c|, eps=0) = ‖h‖²/(4M²c²)``, with ``‖h‖`` the column's norm
+    ``Constants.div_error(‖h‖², |c|, eps=0) = ‖h‖²/(4M²c²)``, with ``M·|c|`` read from the
+    ``pair`` rows (``c`` as the layer's attention read it) and ``‖h‖`` the column's norm
     without the anchor and pair rows (Lemmas 6 and 8).
     """
     slack = slack_for(dtype)
@@ -85,8 +86,10 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
         rel = norm_sq / (4.0 * c.ln_anchor ** 2)
         what = f"Constants.ln_anchor = {c.ln_anchor:g}"
     else:
-        cval = layout.view(h, divisor)[..., 0].double().abs()
-        rel = norm_sq / (4.0 * (c.div_scale * cval) ** 2)
+        # the pair rows hold ±M·|c| with c read at the layer's input (the divisor slot itself
+        # may have been rewritten by this layer's attention)
+        mc = layout.view(hh, "pair")[..., 0].abs()
+        rel = norm_sq / (4.0 * mc ** 2)
         what = f"Constants.div_scale = {c.div_scale:g}"
     worst = float(rel.max()) if rel.numel() else 0.0
     if not worst > slack:
