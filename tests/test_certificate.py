@@ -107,3 +107,11 @@ def test_certificate_detail_and_errors():
         cert.slot_error("nope")
     budget = m.error_budget()
     assert budget["max_abs_error"] == m.certify(1).max_abs_error
+
+
+def test_adversarial_search_stays_below_the_certificate():
+    from iclconstruct.numerics.adversary import worst_error
+
+    m = ic.circuits.sgd(2, 0.05, max_len=9)
+    found = worst_error(m, 2, corners=8, rounds=2, batch=4)
+    assert 0 < found.error <= m.certify(2).max_abs_error and found.tokens is not None

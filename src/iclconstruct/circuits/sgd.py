@@ -18,7 +18,7 @@ with ``u = √(2·lr)·x`` (made once by the prologue): ``u·e = 2·lr·x(xᵀw 
 ``‖u‖² = 2·lr·‖x‖² ≤ 2`` in the stable range, so a large ``lr`` does not multiply the error
 of the products.
 
-Stability (:class:`~iclconstruct.lang.checks.StepStability`): the step's matrix
+Stability (:func:`stability_guards`, an :class:`~iclconstruct.lang.guards.InputGuard`): the step's matrix
 ``I − 2·lr·(x xᵀ + lam·I)`` has eigenvalues ``1 − 2·lr·lam`` and ``1 − 2·lr·(‖x‖² + lam)``,
 so it is non-expansive exactly when ``2·lr·(‖x‖² + lam) ≤ 2``; the paper's step sizes
 ``lr ∈ {0.01, 0.03}`` at ``d = 8`` satisfy it for ``‖x‖² ≤ 33`` (``0.03``). The interpreter

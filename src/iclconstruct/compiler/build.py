@@ -184,7 +184,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     if int(max_len) != max_len or max_len < 2:
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
-    program = program.frozen()  # the model owns this copy: later edits of the caller's program do not reach it
+    program = program.frozen(max_len=max_len)  # the model owns this copy: later edits of the caller's program do not reach it
     constants = constants or Constants.for_dtype(dtype, block=block)
     if activation is not None:
         constants = replace(constants, activation=activation)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ICLConstructError
-from ..lang.checks import StepStability
+from ..lang.guards import InputGuard
 from ..lang.interpreter import apply_op, embed_reference, interpret
 from ..lang.ops import Div
 from ..tokens import encode
@@ -39,8 +39,8 @@ def _project(X, y, xq, xb, yb, guards):
     xq = np.clip(xq, -xb, xb)
     y = np.clip(y, -yb, yb)
     for g in guards:
-        if isinstance(g, StepStability):
-            cap = 2.0 / (2.0 * g.lr) - g.lam  # ‖x‖² allowed by the guard
+        if isinstance(g, InputGuard):
+            cap = g.limit / g.scale - g.shift  # ‖x‖² the guard allows
             sq = (X * X).sum(-1, keepdims=True)
             X = np.where(sq > cap, X * np.sqrt(max(cap, 0.0) / np.maximum(sq, 1e-300)) * (1 - 1e-5), X)
     return X, y, xq
