@@ -26,6 +26,7 @@ MODULES = [
     ("iclconstruct.circuits", "the paper's algorithms as compiled circuits (Theorems 1 and 2)"),
     ("iclconstruct.tokens", "the paper's token layout (Eq. 12)"),
     ("iclconstruct.reference", "numpy reference solvers"),
+    ("iclconstruct.runtime", "running circuits at scale: pruned schedule, streaming, sparse blocks, batched checks"),
     ("iclconstruct.testing", "hypothesis strategies and the model-vs-interpreter assertion"),
     ("iclconstruct.io", "saving and loading compiled circuits"),
     ("iclconstruct.viz", "pictures of a circuit"),

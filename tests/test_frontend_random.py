@@ -18,11 +18,16 @@ def test_random_algorithm_compiles_to_its_meaning(alg, data):
     want = [alg.evaluate(X[:k], y[:k], xq if k == n else X[k]) for k in range(n + 1)]
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
     assert_matches_interpreter(alg.compile(), tok, rtol=1e-6, atol=1e-6)
+    from iclconstruct.frontend.lower import _same_layer_reuse
+    assert not _same_layer_reuse(alg.program())
 
 
 def test_regression_reused_rows_are_not_checked_against_the_dead_slot():
-    """Found by the soak: a slot written in a layer's attention and dead after its MLP, whose rows the
-    MLP reuses, was checked (after the layer) against its own bound while holding the new slot's value."""
+    """Found by the soak: liveness gave the rows of a slot written in a layer's attention (and dead
+    after that layer's MLP) to a slot written by the same MLP; the model's after-layer bound check
+    then read the new value against the old slot's bound. The front end now keeps such slots."""
     alg = random_algorithm(2, 46598184, 3, True)
     tok = ic.tokens.encode(np.array([[-1.51484779, -1.998]]), np.array([1.998]), np.array([-1.33736059, -1.87625487]))
     assert_matches_interpreter(alg.compile(), tok, rtol=1e-6, atol=1e-6)
+    from iclconstruct.frontend.lower import _same_layer_reuse
+    assert not _same_layer_reuse(alg.program())

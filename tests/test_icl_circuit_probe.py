@@ -55,3 +55,34 @@ def test_cli_compare_puts_circuits_in_the_same_table(tmp_path, capsys):
     assert first.startswith("| Ridge(0.5) |")  # the circuit's own algorithm is its closest predictor
     assert (out / "spd_vs_examples.png").stat().st_size > 0
     assert str(out) in capsys.readouterr().out
+
+
+def test_cli_probe_pipeline_recovers_the_ridge_circuit_slot(tmp_path):
+    """The same `iclconstruct probe` pipeline used on trained learners, run on the ridge circuit whose
+    weight slot is known: the last layer decodes w_ridge almost exactly, the first layer does not."""
+    import csv
+
+    from iclconstruct.cli import main
+
+    assert main(["probe", "--model", "circuit:ridge:0.5", "--d", "3", "--n-points", "5", "--n-tasks", "160",
+                 "--targets", "w_ridge:0.5", "--methods", "readout", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "probes.csv").open()))
+    err = {(int(r["layer"]), r["method"]): float(r["test_rel_err"]) for r in rows}
+    last = max(l for l, _ in err)
+    assert err[(last, "readout")] < 1e-4 and err[(0, "readout")] > 0.5
+
+
+def test_newton_circuit_slot_when_the_zoo_has_it():
+    import pytest
+
+    if not callable(getattr(ic.circuits, "newton", None)):
+        pytest.skip("ic.circuits.newton is not built yet")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 6, 3))
+    y = np.einsum("bnd,bd->bn", X, rng.standard_normal((200, 3)))
+    xq = rng.standard_normal((200, 3))
+    from iclconstruct.icl.probes import circuit_hidden_states
+
+    H = circuit_hidden_states(ic.circuits.newton(3, 3), X, y, xq)
+    first, last = fit_linear_readout(H[0], ic.reference.ols(X, y)), fit_linear_readout(H[-1], ic.reference.ols(X, y))
+    assert last.test_rel_err < 0.05 < 0.5 < first.test_rel_err

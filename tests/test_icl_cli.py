@@ -43,7 +43,7 @@ def test_compare_writes_files(trained, tmp_path, capsys):
 def test_probe_writes_files(trained, tmp_path, capsys):
     assert run(["probe", "--model", str(trained), "--out", str(tmp_path), "--n-tasks", "40", "--steps", "5",
                 "--control"]) == 0
-    for f in ("probes.csv", "probes.md", "probes.png"):
+    for f in ("probes.csv", "probes.md", "probes.png", "probe_alpha.png"):
         assert (tmp_path / f).is_file(), f
     assert "control" in (tmp_path / "probes.csv").read_text()
 

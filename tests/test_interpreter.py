@@ -60,3 +60,13 @@ def test_interpreter_refuses_what_the_position_units_cannot_hold():
     tok = ic.tokens.encode(np.ones((4, 1)), np.ones(4), np.ones(1))
     with pytest.raises(ic.errors.ContextTooLongError, match="max_len"):
         ic.interpret(_pos_program(), tok, max_len=8)
+
+
+def test_a_compiled_models_program_carries_its_position_scale():
+    p = _pos_program()
+    m = ic.compile(p, max_len=8)
+    tok = ic.tokens.encode(np.ones((3, 1)), np.ones(3), np.ones(1))
+    assert m.program.max_len == 8 and p.max_len is None
+    np.testing.assert_allclose(ic.interpret(m.program, tok).output, m(tok), rtol=0, atol=1e-6)
+    u1, u2 = position_units(np.arange(7), 1025)
+    np.testing.assert_allclose(ic.interpret(p, tok).output[0], u1 - u2, rtol=0, atol=0)  # the default scale

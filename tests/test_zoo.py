@@ -129,3 +129,13 @@ def test_new_references():
     assert np.all(R.newton(np.zeros((0, 3)), np.zeros(0), 3, alpha="trace") == 0)
     with pytest.raises(ICLConstructError):
         R.newton(X, y, 3, alpha="lmax")
+
+
+def test_zoo_models_save_and_load(tmp_path):
+    _, model = built("newton", 2)
+    model.save(tmp_path / "newton")
+    again = ic.load(tmp_path / "newton")
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (5, 2)) + np.eye(2)[np.arange(5) % 2]
+    tok = ic.tokens.encode(X, rng.uniform(-2, 2, 5), rng.uniform(-2, 2, 2))
+    np.testing.assert_array_equal(again(tok), model(tok))

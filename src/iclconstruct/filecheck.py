@@ -18,6 +18,7 @@ Every failure is a :class:`~iclconstruct.errors.CheckpointError` naming the file
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, Dict
 
 from .errors import CheckpointError
 from .lang.validate import MAX_D, MAX_LEN_LIMIT, MAX_ROWS
+from .numerics.constants import Constants
 
 __all__ = ["read_json", "check_circuit_doc", "read_safetensors_header", "check_weights_header", "MAX_JSON_BYTES",
            "MAX_DEPTH", "MEM_BUDGET"]
@@ -44,7 +46,9 @@ MAX_REPEAT = 1 << 16
 _OP_FIELDS = {"mov": ["src", "dst", "read"], "mul": ["lhs", "rhs", "dst", "shape", "coef", "plus", "bias"],
               "div": ["src", "divisor", "dst", "coef", "accumulate"], "aff": ["dst", "terms", "bias"],
               "count": ["dst"], "sum": ["src", "dst"]}
-_CONSTANT_FIELDS = ("product_scale", "ln_anchor", "div_scale", "div_min", "attn_hardness", "bypass_scale", "ln_eps")
+_CONSTANT_FIELDS = tuple(f.name for f in dataclasses.fields(Constants))  # one source: the dataclass
+#: fields that files written before they existed may lack (the default applies)
+_OPTIONAL_CONSTANTS = ("product_order",)
 
 
 def _bad(where: str, msg: str) -> CheckpointError:
@@ -260,9 +264,12 @@ def check_circuit_doc(doc: Any, where: str) -> None:
         _str(columns, f"{w} columns", ("x", "all"))
     _dict(p.get("meta", {}) or {}, f"{where}: program.meta")
     consts = _dict(doc["constants"], f"{where}: constants")
-    if sorted(consts) != sorted(_CONSTANT_FIELDS):
+    required = [k for k in _CONSTANT_FIELDS if k not in _OPTIONAL_CONSTANTS]
+    if not (set(required) <= set(consts) <= set(_CONSTANT_FIELDS)):
         raise _bad(f"{where}: constants", f"fields {sorted(consts)}, expected {sorted(_CONSTANT_FIELDS)}")
     for k in _CONSTANT_FIELDS:
+        if k not in consts:
+            continue
         if k == "bypass_scale" and consts[k] is None:
             continue
         _num(consts[k], f"{where}: constants.{k}", positive=k != "ln_eps")

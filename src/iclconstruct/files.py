@@ -17,7 +17,7 @@ import torch
 
 from .errors import CheckpointError
 
-__all__ = ["atomic_write_bytes", "save_tensors", "read_tensors"]
+__all__ = ["atomic_write_bytes", "serialize_tensors", "save_tensors", "read_tensors"]
 
 
 def _safetensors():
@@ -53,11 +53,33 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
+
+
+def serialize_tensors(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> bytes:
+    """The safetensors format, byte for byte deterministic: tensors in name order, the JSON header
+    with sorted keys, padded to 8 bytes (``safetensors.torch.save`` orders the metadata by hash,
+    so two identical checkpoints could differ in their bytes)."""
+    header: Dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _ST_DTYPES:
+            raise CheckpointError(f"tensor {name!r} has dtype {t.dtype}, which safetensors files here cannot store")
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + b"".join(blobs)
+
+
 def save_tensors(path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
-    """Write ``tensors`` (contiguous CPU copies) as a safetensors file with header ``metadata``, atomically."""
-    st = _safetensors()
-    data = st.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    atomic_write_bytes(path, data)
+    """Write ``tensors`` as a safetensors file with header ``metadata``, atomically and deterministically."""
+    atomic_write_bytes(path, serialize_tensors(tensors, metadata))
 
 
 def read_tensors(path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

@@ -44,7 +44,9 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     lam = as_float(lam, "lam", positive=True)
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else as_float(w_bound, "w_bound", positive=True)
-    ab = 1.0 / lam                       # eigenvalues of A⁻¹ lie in (0, 1/lam]
+    # eigenvalues of A⁻¹ lie in (0, 1/lam], and A⁻¹₀ = I/lam sits exactly on that bound: 2% headroom
+    # keeps the model's own error (float32: ≈1e-3 relative) from tripping the range check spuriously
+    ab = 1.02 / lam
     ub = math.sqrt(d) * xb / lam         # ‖A⁻¹x‖ ≤ ‖x‖/lam
     rb = yb + math.sqrt(d) * wb * xb     # |y − wᵀx|
     cb = 1.0 + d * xb * xb / lam         # 1 + xᵀA⁻¹x

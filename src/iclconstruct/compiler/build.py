@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..numerics.constants import Constants
+from ..numerics.ranges import operand_scales
 from ..errors import ICLConstructError, WidthOverflowError
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
@@ -29,7 +30,10 @@ from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
 from .admissible import check_constants
 
-__all__ = ["compile", "BLOCK_STYLES"]
+__all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS"]
+
+#: ``compile(sparse='auto')`` switches to sparse blocks above this many (dense) parameters
+SPARSE_AUTO_PARAMS = 20_000_000
 
 
 def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[AttentionBuilder, float]:
@@ -54,7 +58,8 @@ def _attention(plan: LayerPlan, lay: Layout, D: int, c: Constants, max_len: int)
     return ab, layernorm_bypass(lay, c.ln_anchor, D).unscale
 
 
-def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max_len: int) -> MLPBuilder:
+def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max_len: int, scales=None) -> MLPBuilder:
+    scales = scales or {}
     mb = MLPBuilder(lay, D, unscale, c.bypass_scale, divide=plan.divisor is not None)
     for op in plan.mlp_ops:
         n = lay[op.dst].size
@@ -69,7 +74,7 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max
                       f"{op.dst} = count")
             continue
         if isinstance(op, Sum):
-            _sum_units(mb, op, lay, D, c.product_scale, max_len)
+            _sum_units(mb, op, lay, D, c.product_scale, max_len, c.product_order)
             continue
         if not isinstance(op, (Mul, Aff)):  # pragma: no cover
             raise ICLConstructError(f"{op.describe()} cannot run in an MLP sublayer")
@@ -80,23 +85,27 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max
             if np.any(lin[i]):
                 mb.linear(op.dst, i, lin[i], f"{op.dst}[{i}] linear")
         if isinstance(op, Mul):
-            _products(mb, op, lay, D, c.product_scale)
+            _products(mb, op, lay, D, c, scales)
     return mb
 
 
-def _products(mb: MLPBuilder, op: Mul, lay: Layout, D: int, N: float) -> None:
-    """``dst[i, j] += coef·Σ_k lhs[i, k]·rhs[k, j]`` (row-major ``a×b`` times ``b×c``), one Lemma 4 product each."""
+def _products(mb: MLPBuilder, op: Mul, lay: Layout, D: int, c: Constants, scales) -> None:
+    """``dst[i, j] += coef·Σ_k lhs[i, k]·rhs[k, j]`` (row-major ``a×b`` times ``b×c``), one Lemma 4 product each.
+
+    The operands are scaled by their ranges at this op (:func:`iclconstruct.numerics.ranges.operand_scales`).
+    """
     a, b, cc = op.shape
-    s_x, s_y = lay[op.lhs].bound, lay[op.rhs].bound
+    s_x, s_y = scales.get(id(op), (lay[op.lhs].bound, lay[op.rhs].bound))
+    N, order = c.product_scale, c.product_order
     for i in range(a):
         for j in range(cc):
             for k in range(b):
                 x, y = lay.unit(op.lhs, i * b + k, D), lay.unit(op.rhs, k * cc + j, D)
                 label = f"{op.dst}[{i * cc + j}] += {op.lhs}[{i * b + k}]*{op.rhs}[{k * cc + j}]"
-                mb.add(op.dst, i * cc + j, product_units(x, y, s_x, s_y, op.coef, N, label))
+                mb.add(op.dst, i * cc + j, product_units(x, y, s_x, s_y, op.coef, N, label, order=order))
 
 
-def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: int) -> None:
+def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: int, order: int = 2) -> None:
     """``dst ← mean·count``: the attention left the mean over the ỹ columns in ``dst`` (Lemma 4 product)."""
     if op.count is None:
         cnt, s_y = lay.coeffs(count_terms(max_len), size=1, width=D)[0], 0.5 * max_len
@@ -106,7 +115,8 @@ def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: 
     for i in range(lay[op.dst].size):
         x = lay.unit(op.dst, i, D)
         mb.linear(op.dst, i, -x, f"{op.dst}[{i}] clear mean")
-        mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, 1.0, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count"))
+        mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, 1.0, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count",
+                                        order=order))
 
 
 def embedding(lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -124,7 +134,8 @@ def embedding(lay: Layout, D: int, c: Constants, max_len: int) -> Tuple[np.ndarr
 
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-            max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None):
+            max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None, device=None,
+            sparse=False):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -136,7 +147,13 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         block: block style. ``'paper'`` is Eq. 4 (LayerNorm in front of the MLP only);
             other styles (pre-LN) are planned and raise for now.
         width: residual width ``D``; default: the rows the layout uses.
+        device: where the model lives (``'cpu'``, ``'cuda'``, a ``torch.device``); inputs follow it.
+        sparse: ``True`` runs the blocks on structured-sparse weights
+            (:mod:`iclconstruct.runtime.sparse`); ``'auto'`` does so above
+            ``SPARSE_AUTO_PARAMS`` parameters. ``model.to_dense()`` gives the dense model back.
     """
+    if sparse not in (True, False, "auto"):
+        raise ICLConstructError(f"sparse must be True, False or 'auto'; got {sparse!r}")
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -144,7 +161,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     if int(max_len) != max_len or max_len < 2:
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
-    program = program.frozen()  # the model owns this copy: later edits of the caller's program do not reach it
+    program = program.frozen(max_len=max_len)  # the model owns this copy: later edits of the caller's program do not reach it
     constants = constants or Constants.for_dtype(dtype)
     lay = program.layout
     D = lay.size if width is None else int(width)
@@ -152,11 +169,12 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         raise WidthOverflowError(f"width={D} is smaller than the {lay.size} rows the program uses; raise width")
     check_constants(constants, lay, dtype, D)  # value-independent errors within the stated accuracy
     sched = schedule(program)
+    scales = operand_scales(program, constants.div_min)
     builders = []
     for seg in sched.segments:
         for plan in seg.layers:
             ab, unscale = _attention(plan, lay, D, constants, max_len)
-            builders.append((ab, _mlp(plan, lay, D, constants, unscale, max_len)))
+            builders.append((ab, _mlp(plan, lay, D, constants, unscale, max_len, scales)))
     n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
     d_head = max([ab.d_head() for ab, _ in builders] + [2])
     d_mlp = max([len(mb) for _, mb in builders] + [1])
@@ -169,5 +187,8 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         n_layers=len(layers), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
         max_len=int(max_len), segments=tuple((len(seg.layers), seg.repeat) for seg in sched.segments),
         block=block, ln_eps=constants.ln_eps, dtype=dtype)
-    return ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
-                                  W_E=W_E, W_pos=W_pos)
+    model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
+                                   W_E=W_E, W_pos=W_pos, operand_scales=scales)
+    if sparse is True or (sparse == "auto" and model.n_params() > SPARSE_AUTO_PARAMS):
+        model = model.to_sparse()
+    return model if device is None else model.to(device)

@@ -45,7 +45,7 @@ class MLPWeights:
 
 
 def product_units(x: np.ndarray, y: np.ndarray, s_x: float, s_y: float, coef: float, N: float,
-                  label: str) -> List[Unit]:
+                  label: str, order: int = 2) -> List[Unit]:
     """Lemma 4: ``coef·x·y`` from three GeLU units, with ``x = x·h``, ``y = y·h`` bounded by ``s_x, s_y``.
 
     GeLU(z) = z/2 + z²/√(2π) − z⁴/(6√(2π)) + … has no cubic term, so with ``x' = x/s_x``,
@@ -54,8 +54,14 @@ def product_units(x: np.ndarray, y: np.ndarray, s_x: float, s_y: float, coef: fl
         x·y ≈ s_x·s_y·√(π/2)·N²·[GeLU((x' + y')/N) − GeLU(x'/N) − GeLU(y'/N)]
 
     with error ``≤ s_x·s_y·(7/(6N²) + 2.5·ε·N)`` (``Constants.product_error``), ``N`` =
-    ``Constants.product_scale``.
+    ``Constants.product_scale``. ``order=4`` (``Constants.product_order``): Richardson
+    extrapolation ``(4·P_{2N} − P_N)/3`` over two scales (six units) cancels the ``N⁻²``
+    term, leaving truncation ``≤ 0.35·s_x·s_y/N⁴``
+    (:func:`iclconstruct.numerics.certificate.product_truncation`).
     """
+    if order == 4:
+        return (product_units(x, y, s_x, s_y, coef * 4.0 / 3.0, 2.0 * N, label + " [2N]")
+                + product_units(x, y, s_x, s_y, -coef / 3.0, N, label + " [N]"))
     a = x / (s_x * N)
     b = y / (s_y * N)
     g = coef * s_x * s_y * PRODUCT_GAIN * N * N

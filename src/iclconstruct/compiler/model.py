@@ -23,10 +23,10 @@ from torch import nn
 
 from ..circuit_file import save
 from ..numerics.constants import Constants
-from ..lang.checks import BOUND_SLACK, bound_advice, check_divisor, check_guards, check_inputs, check_written
+from ..lang.checks import check_guards, check_inputs
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
-from .admissible import check_layernorm_scale
 from .hooks import ActivationCache, HookManager
+from ..runtime.checks import RangeMonitor
 from ..lang.interpreter import readout
 from ..lang.layout import Layout
 from .attention import HeadWeights
@@ -59,13 +59,17 @@ class Attention(nn.Module):
         self.d_head = e
         self.head_labels: List[str] = []
 
-    def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Queries from ``h``; keys and values from ``kv`` (default ``h``, causal ``mask``: True = hidden)."""
+        kv = h if kv is None else kv
         q = hook.block(l, "attn.hook_q", einsum(h, self.W_Q, "b t d, h d e -> b t h e"))
-        k = hook.block(l, "attn.hook_k", einsum(h, self.W_K, "b t d, h d e -> b t h e"))
-        v = hook.block(l, "attn.hook_v", einsum(h, self.W_V, "b t d, h d e -> b t h e"))
+        k = hook.block(l, "attn.hook_k", einsum(kv, self.W_K, "b t d, h d e -> b t h e"))
+        v = hook.block(l, "attn.hook_v", einsum(kv, self.W_V, "b t d, h d e -> b t h e"))
         scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
-        T = h.shape[1]
-        mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+        if mask is None:
+            T = h.shape[1]
+            mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
         scores = hook.block(l, "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
         pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
         z = hook.block(l, "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
@@ -97,13 +101,17 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.ln_eps = cfg.ln_eps
 
-    def forward(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
-        return self.mlp_sublayer(self.attn_sublayer(h, hook, l), hook, l)
+    def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l, kv=kv, mask=mask), hook, l)
 
-    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
-        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half)."""
+    def attn_sublayer(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
+                      mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``h + a``: the residual stream after the attention sublayer (Eq. 4, first half).
+
+        ``kv``/``mask``: keys and values from other columns' states (a key/value cache)."""
         h = hook.block(l, "hook_resid_pre", h)
-        a = hook.block(l, "hook_attn_out", self.attn(h, hook, l))
+        a = hook.block(l, "hook_attn_out", self.attn(h, hook, l, kv=kv, mask=mask))
         return hook.block(l, "hook_resid_mid", h + a)
 
     def mlp_sublayer(self, mid: torch.Tensor, hook: HookManager, l: int) -> torch.Tensor:
@@ -133,13 +141,16 @@ class ConstructedTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
-                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray):
+                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray,
+                 operand_scales: Optional[dict] = None):
         super().__init__()
         self.cfg = cfg
         self.program = program if program.is_frozen else program.frozen()
         self.layout: Layout = self.program.layout
         self.schedule = schedule
         self.constants = constants
+        #: ``{id(op): (s_lhs, s_rhs)}``: the scales each product was built with (range analysis)
+        self.operand_scales = dict(operand_scales or {})
         t = lambda a: nn.Parameter(torch.as_tensor(a, dtype=cfg.dtype), requires_grad=False)
         self.W_E = t(W_E)
         self.W_pos = t(W_pos)
@@ -168,6 +179,7 @@ class ConstructedTransformer(nn.Module):
             self._segments.append((list(range(i, i + len(seg.layers))), seg))
             i += len(seg.layers)
         self.hooks = HookManager()
+        self._null_hooks = HookManager()  # the pruned runtime runs without hooks
         self.row_labels = self.layout.row_labels() + [""] * (cfg.d_model - self.layout.size)
 
     # ------------------------------------------------------------------ shape facts (from the config)
@@ -224,7 +236,7 @@ class ConstructedTransformer(nn.Module):
                 f"tokens must be (B, T, d+1) = (B, T, {self.d + 1}); got shape {tuple(t.shape)}. "
                 f"Build them with iclconstruct.tokens.encode(X, y, x_query) for d = {self.d}"
             )
-        t = t.to(self.dtype)
+        t = t.to(device=self.W_E.device, dtype=self.dtype)
         if not torch.isfinite(t).all():
             raise NonFiniteError("tokens contain NaN or infinity; pass finite inputs")
         T = t.shape[1]
@@ -238,25 +250,6 @@ class ConstructedTransformer(nn.Module):
         check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
 
-    def _check_layer(self, h: torch.Tensor, plan: LayerPlan, l: int, before: bool, ops=None) -> None:
-        lay = self.layout
-        if before:
-            if plan.divisor is not None:
-                c = lay.view(h, plan.divisor).abs()
-                check_divisor(f"layer {l}", "div", plan.divisor, float(c.min()), self.constants.div_min)
-            return
-        slack = BOUND_SLACK if self.dtype == torch.float64 else 1e-3  # the dtype's own error
-        mlp_rows = lay.mask([op.writes() for op in plan.mlp_ops], width=h.shape[-1])
-        for op in plan.ops if ops is None else ops:
-            keep = lay.mask([op.writes()], width=h.shape[-1])
-            if op in plan.attn_ops:  # rows the MLP rewrote (a dead slot's rows reused) now hold the MLP's values
-                keep &= ~mlp_rows
-            if not keep.any():
-                continue
-            v = h[..., torch.as_tensor(keep)]
-            check_written(f"layer {l}", op.describe(), lay[op.writes()], float(v.abs().max()), slack,
-                          advice=bound_advice(self.program, op.writes()))
-
     def residual(self, tokens, *, check: bool = True) -> torch.Tensor:
         """Final residual stream ``(B, T, D)`` (torch)."""
         t, _ = self._prepare(tokens)
@@ -266,21 +259,11 @@ class ConstructedTransformer(nn.Module):
         T = t.shape[1]
         hook = self.hooks
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
+        mon = RangeMonitor(self) if check else None  # batched: one host sync per pass
         for l, bi in enumerate(self.unrolled(T)):
-            plan = self.plans[bi]
-            if not check:
-                h = self.blocks[bi](h, hook, l)
-                continue
-            # each sublayer's writes are checked right after it: the MLP may reuse rows of a
-            # slot the attention wrote (a freed slot's rows), so a check after the whole layer
-            # would read the wrong slot
-            self._check_layer(h, plan, l, before=True)
-            h = self.blocks[bi].attn_sublayer(h, hook, l)
-            self._check_layer(h, plan, l, before=False, ops=plan.attn_ops)
-            if plan.mlp_ops:
-                check_layernorm_scale(h, self.layout, self.constants, self.dtype, l, plan.divisor, self.program)
-            h = self.blocks[bi].mlp_sublayer(h, hook, l)
-            self._check_layer(h, plan, l, before=False, ops=plan.mlp_ops)
+            h = mon.layer(self.blocks[bi], h, l, bi, hook) if mon is not None else self.blocks[bi](h, hook, l)
+        if mon is not None:
+            mon.verify()
         return h
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
@@ -295,7 +278,7 @@ class ConstructedTransformer(nn.Module):
         t, numpy_in = self._prepare(tokens)
         with torch.no_grad():
             out = self._readout(self._run(t, check))
-        return out.numpy() if numpy_in else out
+        return out.cpu().numpy() if numpy_in else out
 
     def run_with_cache(self, tokens, *, names_filter=None, check: bool = True):
         """``(output, ActivationCache)`` keyed TransformerLens-style (``blocks.{l}.hook_resid_post`` ...)."""
@@ -307,7 +290,7 @@ class ConstructedTransformer(nn.Module):
 
         with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
             out = self._readout(self._run(t, check))
-        return (out.numpy() if numpy_in else out), ActivationCache(store, self)
+        return (out.cpu().numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:
         """Call ``fn(activation, name)`` at every matching hook (may return a replacement)."""
@@ -341,37 +324,75 @@ class ConstructedTransformer(nn.Module):
             out = out[0]
         return out
 
-    def predict_prefixes(self, X, y):
+    def predict_prefixes(self, X, y, *, check: bool = True):
         """``out[:, k]``: the prediction for ``x_{k+1}`` from the first ``k`` examples, for ``k = 0..n−1``.
 
-        One forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n`` (no query); ``(B, n)`` (or ``(n,)`` unbatched).
+        Equal (in exact arithmetic) to one full forward pass over ``x̃_1, ỹ_1, …, x̃_n, ỹ_n``
+        (no query), but run on the dependency-pruned schedule: only the (column, layer) cells
+        the readout depends on (:mod:`iclconstruct.runtime.stream`). ``(B, n)`` (or ``(n,)``
+        unbatched); numpy in, numpy out; torch in, torch out on the model's device.
         """
-        numpy_in = not isinstance(X, torch.Tensor)
-        Xa = as_real_tensor(X, "X") if not numpy_in else as_real_array(X, "X", ndims=(2, 3))
-        if Xa.shape[-2] == 0:
-            raise ShapeError("X has no examples (n = 0); predict_prefixes needs at least one (x, y) pair")
-        tok = encode(Xa, y, None, dtype=None if numpy_in else self.dtype)
-        out = self.forward(tok)
-        return out[0] if Xa.ndim == 2 else out
+        from ..runtime.stream import predict_prefixes
+
+        return predict_prefixes(self, X, y, check=check)
+
+    def stream(self, *, check: bool = True):
+        """A :class:`~iclconstruct.runtime.stream.Stream`: ``s.add(x, y)`` examples, ``s.predict(x_query)`` any time."""
+        from ..runtime.stream import Stream
+
+        return Stream(self, check=check)
+
+    def to_sparse(self) -> "ConstructedTransformer":
+        """A copy running on structured-sparse weights (:mod:`iclconstruct.runtime.sparse`)."""
+        from ..runtime.sparse import sparse_model
+
+        return sparse_model(self)
+
+    def to_dense(self) -> "ConstructedTransformer":
+        """A copy with dense weights, entry for entry (for export, every hook point, inspection)."""
+        from ..runtime.sparse import dense_model
+
+        return dense_model(self)
+
+    @property
+    def is_sparse(self) -> bool:
+        return not all(isinstance(b, Block) for b in self.blocks)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``model.to(device)`` moves them; inputs follow)."""
+        return self.W_E.device
 
     def save(self, path) -> None:
         """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        save(self, path)
+        save(self.to_dense() if self.is_sparse else self, path)
+
+    def certify(self, n_examples: int):
+        """A rigorous bound on ``|readout − exact program readout|`` for contexts of up to ``n_examples`` examples.
+
+        Returns a :class:`~iclconstruct.numerics.certificate.Certificate` (``max_abs_error``,
+        ``per_prediction``, ``per_slot``); see :func:`iclconstruct.numerics.certificate.certify`.
+        """
+        from ..numerics.certificate import certify
+
+        return certify(self, n_examples)
 
     def error_budget(self) -> Dict[str, float]:
-        """Worst-case error estimates of the approximations for this model's bounds (float64)."""
-        c = self.constants
-        lay = self.layout
-        user = [s for s in lay.user_slots() if s.name not in ("pos", "one", "is_y")]
-        norm_sq = sum(s.size * s.bound ** 2 for s in user) + 4.0
-        prods = [c.product_error(lay[op.lhs].bound, lay[op.rhs].bound) for p in self.plans for op in p.mlp_ops
-                 if isinstance(op, Mul)]
-        divisors = [lay[p.divisor] for p in self.plans if p.divisor is not None]
+        """Per-trick error terms of the certificate for one example (superseded by :meth:`certify`).
+
+        Keys: ``product_abs_max`` (truncation + round-off of the worst product),
+        ``layernorm_rel`` (relative scale error of Lemma 6/8 readings), ``attention_leak``
+        (``2e^{−A}``), ``max_abs_error`` (the end-to-end bound of :meth:`certify` at ``n = 1``).
+        """
+        n = 1 if self.max_len >= 3 else 0
+        cert = self.certify(n)
+        t = cert.terms
         return {
-            "product_abs_max": max(prods, default=0.0),
-            "layernorm_rel": c.ln_error(norm_sq),
-            "div_rel_at_div_min": c.div_error(norm_sq, c.div_min) if divisors else 0.0,
-            "attention_leak": 2.0 * math.exp(-c.attn_hardness),
+            "product_abs_max": t.get("product_truncation", 0.0) + t.get("roundoff", 0.0),
+            "layernorm_rel": t.get("layernorm", 0.0),
+            "div_rel_at_div_min": t.get("division", 0.0),
+            "attention_leak": 2.0 * math.exp(-self.constants.attn_hardness),
+            "max_abs_error": cert.max_abs_error,
         }
 
     def summary(self) -> str:

@@ -50,6 +50,7 @@ class _Lowering:
         self.loop_done = False
         self.n = 0
         self.out = out
+        self.keep: set = set()  # slots never freed (see lower())
 
     # ------------------------------------------------------------------ helpers
     def target(self, node: Expr) -> str:
@@ -340,7 +341,7 @@ class _Lowering:
                 live.add(w)
             _emit(p, ins)
             for s in set(_reads(ins)) | ({w} if w else set()):
-                if s in SYSTEM or s == pred or s not in live:
+                if s in SYSTEM or s == pred or s not in live or s in self.keep:
                     continue
                 if last_r.get(s, -1) <= i:
                     in_loop = loop_at is not None and loop_at < i < end_at
@@ -461,6 +462,38 @@ def _emit(p: Program, ins) -> None:
 
 
 def lower(ctx, out: Expr, algo) -> Program:
-    """Compile the traced prediction ``out`` of ``algo`` into a :class:`Program`."""
+    """Compile the traced prediction ``out`` of ``algo`` into a :class:`Program`.
+
+    Row reuse must not put a new slot's MLP write in the same layer as the attention write
+    of the slot that held those rows (the compiled model checks each slot's bound after its
+    layer, when the rows already hold the new value): such slots are kept and the program
+    is rebuilt, until the packed schedule has no such layer.
+    """
     gated = ctx.loop is not None or ctx.uses_mean
-    return _Lowering(ctx, out, gated).program(algo)
+    keep: set = set()
+    for _ in range(20):
+        low = _Lowering(ctx, out, gated)
+        low.keep = keep
+        p = low.program(algo)
+        clash = _same_layer_reuse(p)
+        if not clash:
+            return p
+        keep |= clash
+    raise FrontendError(f"{algo.name}: could not allocate slots without same-layer reuse")  # pragma: no cover
+
+
+def _same_layer_reuse(p: Program) -> set:
+    """Slots written by a layer's attention whose rows that layer's MLP gives to another slot."""
+    from ..compiler.schedule import schedule
+
+    lay = p.layout
+    out = set()
+    for seg in schedule(p).segments:
+        for plan in seg.layers:
+            mlp = {op.writes() for op in plan.mlp_ops}
+            for op in plan.attn_ops:
+                a = op.writes()
+                rows = set(lay.rows(a))
+                if any(m != a and rows & set(lay.rows(m)) for m in mlp):
+                    out.add(a)
+    return out

@@ -20,10 +20,10 @@ from .data import Tasks
 from .metrics import bootstrap_ci, implicit_weights, mspd
 from .predictors import as_predictor, default_predictors, name_of, predict_prefixes
 
-__all__ = ["ComparisonTable", "compare", "mspd_table"]
+__all__ = ["ComparisonTable", "compare", "compare_many", "ranking_markdown", "mspd_table"]
 
-_COLS = ["predictor", "prefix", "spd_per_d", "spd_lo", "spd_hi", "ilwd_per_d", "learner_err_per_d",
-         "predictor_err_per_d", "learner_r2"]
+_COLS = ["learner", "predictor", "prefix", "spd_per_d", "spd_lo", "spd_hi", "ilwd_per_d", "ilwd_lo", "ilwd_hi",
+         "learner_err_per_d", "predictor_err_per_d", "learner_r2"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ComparisonTable:
             w = csv.DictWriter(fh, fieldnames=_COLS)
             w.writeheader()
             for r in self.rows:
-                w.writerow({k: r[k] for k in _COLS})
+                w.writerow({k: (self.learner if k == "learner" else r[k]) for k in _COLS})
         return path
 
     def to_markdown(self, prefixes: Optional[Sequence[int]] = None) -> str:
@@ -100,9 +100,12 @@ def compare(model_or_circuit, tasks: Tasks, predictors=None, *, name: Optional[s
     Args:
         model_or_circuit: anything with ``predict(X, y, x_query)`` (``predict_prefixes`` is used if present).
         tasks: evaluation tasks; prefix ``k`` predicts ``y_{k+1}`` from the first ``k`` examples.
-        predictors: classical predictors (default :func:`default_predictors` for the tasks' noise).
+        predictors: classical predictors (default :func:`default_predictors` for the tasks' noise);
+            other learners (models, circuits) may be listed too and are ranked alongside.
         n_probe: probe inputs per task for ILWD / R² (0 disables them: faster; needs ``>= d``).
-        prefixes: prefix lengths for ILWD (default all); SPD is always computed for all.
+        prefixes: prefix lengths for ILWD (default ``1 … n−1``). ``k = 0`` is left out by default:
+            with no example every classical predictor's weight is 0, so ILWD there only measures
+            the learner's bias, and circuits refuse an empty context. SPD is computed for all ``k``.
     """
     learner = as_predictor(model_or_circuit, name)
     preds = [as_predictor(p) for p in (predictors if predictors is not None else
@@ -114,10 +117,10 @@ def compare(model_or_circuit, tasks: Tasks, predictors=None, *, name: Optional[s
     table = ComparisonTable(learner=name_of(learner), d=d)
     m, lo, hi = bootstrap_ci((L - tasks.y) ** 2 / d, n_boot=n_boot, seed=seed)
     table.learner_curve = dict(mean=m, lo=lo, hi=hi)
-    ks_probe = set(range(n) if prefixes is None else prefixes)
+    ks_probe = set(range(1, n) if prefixes is None else prefixes)
     w_learner = {}
     if n_probe:
-        for k in ks_probe:
+        for k in sorted(ks_probe):
             w_learner[k] = implicit_weights(learner, tasks.X[:, :k], tasks.y[:, :k], n_probe, seed)
     for p in preds:
         P = predict_prefixes(p, tasks.X, tasks.y)
@@ -125,16 +128,66 @@ def compare(model_or_circuit, tasks: Tasks, predictors=None, *, name: Optional[s
         e_mean, e_lo, e_hi = bootstrap_ci((P - tasks.y) ** 2 / d, n_boot=n_boot, seed=seed)
         table.predictor_curves[name_of(p)] = dict(mean=e_mean, lo=e_lo, hi=e_hi)
         for k in range(n):
-            il, r2 = float("nan"), float("nan")
+            il, il_lo, il_hi, r2 = float("nan"), float("nan"), float("nan"), float("nan")
             if n_probe and k in ks_probe:
                 wl, r2s = w_learner[k]
                 wp, _ = implicit_weights(p, tasks.X[:, :k], tasks.y[:, :k], n_probe, seed)
-                il = float(np.mean(np.sum((wl - wp) ** 2, axis=1)) / d)
+                il_m, il_l, il_h = bootstrap_ci(np.sum((wl - wp) ** 2, axis=1) / d, n_boot=n_boot, seed=seed)
+                il, il_lo, il_hi = float(il_m), float(il_l), float(il_h)
                 r2 = float(np.mean(r2s))
             table.rows.append(dict(predictor=name_of(p), prefix=k, spd_per_d=float(s_mean[k]), spd_lo=float(s_lo[k]),
-                                   spd_hi=float(s_hi[k]), ilwd_per_d=il, learner_err_per_d=float(m[k]),
-                                   predictor_err_per_d=float(e_mean[k]), learner_r2=r2))
+                                   spd_hi=float(s_hi[k]), ilwd_per_d=il, ilwd_lo=il_lo, ilwd_hi=il_hi,
+                                   learner_err_per_d=float(m[k]), predictor_err_per_d=float(e_mean[k]),
+                                   learner_r2=r2))
     return table
+
+
+def compare_many(learners: Sequence, tasks: Tasks, predictors=None, *, n_probe: int = 0, n_boot: int = 500,
+                 seed: int = 0) -> List[ComparisonTable]:
+    """One :class:`ComparisonTable` per learner; each learner is compared with the classical
+    ``predictors`` **and every other learner** (trained models and circuits in one ranking).
+
+    ``learners`` are objects with ``predict`` (named via ``.name``); names must be distinct.
+    """
+    ls = [as_predictor(x) for x in learners]
+    names = [name_of(x) for x in ls]
+    if len(set(names)) != len(names):
+        raise OutOfRangeError(f"learners must have distinct names to be ranked together; got {names}")
+    classical = list(predictors if predictors is not None else default_predictors(tasks.noise_var, tasks.prior_var))
+    return [compare(x, tasks, classical + [o for o in ls if o is not x], n_probe=n_probe, n_boot=n_boot, seed=seed)
+            for x in ls]
+
+
+def ranking_markdown(tables: Sequence[ComparisonTable], key: str = "spd_per_d",
+                     prefixes: Optional[Sequence[int]] = None) -> str:
+    """Markdown matrix: one column per learner, one row per predictor or other learner, cells the
+    mean of ``key`` over ``prefixes`` (default ``1 … 2d``); the closest row per column in bold."""
+    cols = [t.learner for t in tables]
+    summaries = [dict(t.summary(prefixes, key)) for t in tables]
+    rows: List[str] = []
+    for t in tables:
+        for p in t.predictors():
+            if p not in rows:
+                rows.append(p)
+    best = [min(sm, key=lambda k: (not np.isfinite(sm[k]), sm[k])) for sm in summaries]
+    label = {"spd_per_d": "SPD/d", "ilwd_per_d": "ILWD/d"}.get(key, key)
+    d = tables[0].d
+    rng = f"1…{2 * d}" if prefixes is None else str(list(prefixes))
+    lines = [f"{label} of each learner (column) to each predictor (row), mean over prefix lengths {rng}; "
+             "bold = closest in the column", "",
+             "| predictor | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c, sm, b in zip(cols, summaries, best):
+            v = sm.get(r)
+            if r == c or v is None:
+                cells.append("·")
+            elif not np.isfinite(v):
+                cells.append("–")
+            else:
+                cells.append(f"**{v:.4g}**" if r == b else f"{v:.4g}")
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def mspd_table(learners: Dict[float, object], lams: Sequence[float], d: int, n_tasks: int = 1000,

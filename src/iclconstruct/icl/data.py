@@ -9,8 +9,9 @@ and Garg et al. (2022): ``"scaled"`` (x ×2.5), ``"shifted"`` (x + 2.5) and ``"s
 Two samplers share these semantics:
 
 * :func:`sample_tasks` — numpy float64, seeded, for evaluation and comparisons.
-* :func:`sample_batch` — torch float32 on any device, for training; coordinates beyond
-  ``d_active`` are zero (the curriculum of Garg et al. 2022 on the dimension).
+* :func:`sample_batch` — torch, drawn directly on the training device in the training dtype
+  (no host round trip); coordinates beyond ``d_active`` are zero (the curriculum of Garg et
+  al. 2022 on the dimension).
 """
 from __future__ import annotations
 
@@ -130,22 +131,43 @@ def sample_batch(
     prior_var: float = 1.0,
     x_dist: str = "normal",
     generator: Optional[torch.Generator] = None,
-    device="cpu",
+    device=None,
     dtype=torch.float32,
+    w: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Training batch ``(X (B, n, d), y (B, n))`` in torch; coordinates ``>= d_active`` of x are 0.
 
-    Random numbers come from ``generator`` (a CPU generator, so a seed gives the same data on
-    every device), then the tensors are moved to ``device``.
+    The numbers are drawn by ``generator`` directly on its device (``device`` defaults to the
+    generator's, else CPU) in ``dtype``, so no data crosses the host–device boundary. A seeded
+    generator gives the same batch on every call; CPU and CUDA generators give different
+    streams (reproducibility is per device type).
+
+    ``w`` (shape ``(d,)``) fixes one weight vector for every task instead of drawing
+    ``w ~ N(0, prior_var·I)`` per task: the paper's probing control task (§5).
     """
     d_active = d if d_active is None else d_active
     if not 1 <= d_active <= d:
         raise ShapeError(f"d_active must be in [1, d={d}]; got {d_active}")
     _check_dist(x_dist)
-    w = torch.randn(batch_size, d, generator=generator, dtype=torch.float64) * float(np.sqrt(prior_var))
-    X = _transform_x(torch.randn(batch_size, n_points, d, generator=generator, dtype=torch.float64), x_dist, d, torch)
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    if generator is not None and torch.device(device).type != generator.device.type:
+        raise ShapeError(f"generator lives on {generator.device} but device={device!r}; create the generator "
+                         "with torch.Generator(device=device)")
+    kw = dict(generator=generator, device=device, dtype=dtype)
+    if w is None:
+        w = torch.randn(batch_size, d, **kw)
+        if prior_var != 1.0:
+            w = w * float(np.sqrt(prior_var))
+    else:
+        w = torch.as_tensor(w, device=device, dtype=dtype)
+        if w.shape != (d,):
+            raise ShapeError(f"a fixed w must have shape (d,) = ({d},); got {tuple(w.shape)}")
+        w = w.expand(batch_size, d)
+    X = _transform_x(torch.randn(batch_size, n_points, d, **kw), x_dist, d, torch)
     if d_active < d:
         X[..., d_active:] = 0.0
-    eps = torch.randn(batch_size, n_points, generator=generator, dtype=torch.float64) * float(np.sqrt(noise_var))
-    y = torch.einsum("bnd,bd->bn", X, w) + eps
-    return X.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    y = torch.einsum("bnd,bd->bn", X, w)
+    if noise_var:
+        y = y + torch.randn(batch_size, n_points, **kw) * float(np.sqrt(noise_var))
+    return X, y

@@ -13,7 +13,7 @@ position table covers, so a query may follow at most ``max_points - 1`` examples
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -92,9 +92,13 @@ class ICLTransformer(nn.Module):
         n_layers, width, n_heads: depth, residual width, attention heads.
         max_points: number of x̃ columns the learned position table covers (context ≤ max_points − 1).
         mlp_ratio: MLP hidden width as a multiple of ``width`` (paper: 4).
+        seed: if given, the initial weights come from a private generator seeded with it (the
+            global torch RNG is neither read nor advanced), so the same seed gives bit-identical
+            weights on every device; ``None`` draws from the global torch RNG.
     """
 
-    def __init__(self, d: int, n_layers: int, width: int, n_heads: int, max_points: int, mlp_ratio: int = 4):
+    def __init__(self, d: int, n_layers: int, width: int, n_heads: int, max_points: int, mlp_ratio: int = 4,
+                 seed: Optional[int] = None):
         super().__init__()
         self.config = ModelConfig(d, n_layers, width, n_heads, max_points, mlp_ratio)
         self.read_in = nn.Linear(d + 1, width)
@@ -102,19 +106,32 @@ class ICLTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(width, n_heads, mlp_ratio) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(width)
         self.read_out = nn.Linear(width, 1)
-        self.apply(self._init)
-        nn.init.normal_(self.pos, std=0.02)
+        self.reset_parameters(seed)
 
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
+    @torch.no_grad()
+    def reset_parameters(self, seed: Optional[int] = None) -> "ICLTransformer":
+        """GPT-2 initialisation: every Linear weight and the position table ~ N(0, 0.02²), biases 0,
+        LayerNorms at identity. With ``seed`` the draws come from ``torch.Generator().manual_seed(seed)``
+        on the CPU (then copied to the parameters' device), in a fixed module order."""
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+
+        def normal(p: torch.Tensor) -> None:
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * 0.02)
+
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                normal(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        normal(self.pos)
+        return self
 
     @classmethod
-    def from_config(cls, cfg) -> "ICLTransformer":
+    def from_config(cls, cfg, seed: Optional[int] = None) -> "ICLTransformer":
         cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig(**cfg)
-        return cls(**cfg.to_dict())
+        return cls(**cfg.to_dict(), seed=seed)
 
     # ------------------------------------------------------------------ forward passes
     def _check_tokens(self, tok: torch.Tensor) -> None:

@@ -1,9 +1,10 @@
 """Figures of the empirical study (matplotlib, Agg backend; Akyürek et al. 2023, Fig. 1, 2, 4–5).
 
 * :func:`plot_error_curves` — squared error ÷ d vs number of examples per predictor (Fig. 1).
-* :func:`plot_spd_curves` — SPD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
+* :func:`plot_spd_curves` — SPD ÷ d and ILWD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
 * :func:`plot_mspd_heatmap` — noise σ² × ridge-λ MSPD table (Fig. 2).
 * :func:`plot_probes` — probe error by layer per target and probe kind (Fig. 4–5).
+* :func:`plot_probe_alpha` — the probes' learned position weights α, layer × position heat maps.
 * :func:`plot_loss` — training loss ÷ d vs step.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_error_curves", "plot_spd_curves", "plot_mspd_heatmap", "plot_probes", "plot_loss"]
+__all__ = ["plot_error_curves", "plot_spd_curves", "plot_mspd_heatmap", "plot_probes", "plot_probe_alpha", "plot_loss"]
 
 
 def _plt():
@@ -56,20 +57,44 @@ def plot_error_curves(table, path, title=None) -> Path:
     return _save(fig, path)
 
 
-def plot_spd_curves(table, path, title=None) -> Path:
-    """SPD ÷ d between the learner and each predictor vs number of examples (log scale)."""
+def _line_styles(n: int):
+    """``n`` distinguishable (colour, dash) pairs: tab10 colours, then the same with dashes."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
-    for i, name in enumerate(table.predictors()):
-        ks = np.arange(len(table.column(name, "spd_per_d")))
-        ax.plot(ks, np.maximum(table.column(name, "spd_per_d"), 1e-8), label=name, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20])
-    ax.set_yscale("log")
-    ax.axvline(table.d, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("number of in-context examples")
-    ax.set_ylabel(f"SPD / d to {table.learner}")
-    ax.set_title(title or "Squared prediction difference")
-    ax.legend(fontsize=7, ncol=2)
+    cols = plt.get_cmap("tab10").colors
+    dashes = ["-", "--", ":", "-."]
+    return [(cols[i % 10], dashes[(i // 10) % 4]) for i in range(n)]
+
+
+def plot_spd_curves(table, path, title=None) -> Path:
+    """SPD ÷ d (left) and, when computed, ILWD ÷ d (right) between the learner and each predictor
+    vs number of examples, log scale, with bootstrap 95 % bands (paper Fig. 1b/3)."""
+    plt = _plt()
+    has_ilwd = any(np.isfinite(r["ilwd_per_d"]) for r in table.rows)
+    panels = [("spd_per_d", "spd_lo", "spd_hi", "SPD / d")]
+    if has_ilwd:
+        panels.append(("ilwd_per_d", "ilwd_lo", "ilwd_hi", "ILWD / d"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False, sharey=True)
+    names = table.predictors()
+    styles = _line_styles(len(names))
+    for ax, (key, lo_k, hi_k, label) in zip(axes[0], panels):
+        for name, (col, ls) in zip(names, styles):
+            rs = [r for r in table.rows if r["predictor"] == name and np.isfinite(r[key])]
+            if not rs:
+                continue
+            ks = np.array([r["prefix"] for r in rs])
+            ax.plot(ks, np.maximum([r[key] for r in rs], 1e-8), ls, color=col, label=name, lw=1.4)
+            lo = np.array([r.get(lo_k, np.nan) for r in rs], float)
+            hi = np.array([r.get(hi_k, np.nan) for r in rs], float)
+            if np.isfinite(lo).all() and np.isfinite(hi).all():
+                ax.fill_between(ks, np.maximum(lo, 1e-8), np.maximum(hi, 1e-8), color=col, alpha=0.15, lw=0)
+        ax.set_yscale("log")
+        ax.axvline(table.d, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.01, color="black", lw=0.6, ls=(0, (1, 3)))
+        ax.set_xlabel("number of in-context examples")
+        ax.set_ylabel(f"{label} to {table.learner}")
+        ax.set_title(f"{label} (dotted: n = d, 0.01)")
+    axes[0][-1].legend(fontsize=7, ncol=2, loc="lower left")
+    fig.suptitle(title or f"{table.learner} vs predictors (d = {table.d}; bands: 95 % bootstrap CI; values < 1e-8 drawn at 1e-8)")
     return _save(fig, path)
 
 
@@ -93,13 +118,13 @@ def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], p
     return _save(fig, path)
 
 
-def plot_probes(results, path, title=None) -> Path:
+def plot_probes(results, path, title=None, xlabel: str = "layer (0 = embedding)") -> Path:
     """Held-out relative probe error by layer: one panel per target, one line per probe kind;
     methods whose name contains "control" are dashed (Fig. 4–5)."""
     plt = _plt()
     targets = sorted({r.target for r in results})
     methods = sorted({r.method for r in results})
-    base = sorted({m.replace(" (control)", "") for m in methods})
+    base = sorted({m.split(" (")[0] for m in methods})
     colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(base)}
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets) + 0.5, 3.8), squeeze=False, sharey=True)
     for ax, tgt in zip(axes[0], targets):
@@ -109,10 +134,10 @@ def plot_probes(results, path, title=None) -> Path:
                 continue
             ctrl = "control" in m
             ax.plot([r.layer for r in rs], [r.test_rel_err for r in rs], "--" if ctrl else "-",
-                    marker="o", ms=3, color=colors[m.replace(" (control)", "")], alpha=0.6 if ctrl else 1.0, label=m)
+                    marker="o", ms=3, color=colors[m.split(" (")[0]], alpha=0.6 if ctrl else 1.0, label=m)
         layers = sorted({r.layer for r in results})
-        ax.set_xticks(layers)
-        ax.set_xlabel("layer (0 = embedding)")
+        ax.set_xticks(layers[:: max(1, -(-len(layers) // 13))])
+        ax.set_xlabel(xlabel)
         ax.set_title(tgt)
         ax.set_ylim(0, 1.1)
         ax.axhline(1.0, color="grey", lw=0.6, ls=":")
@@ -120,6 +145,45 @@ def plot_probes(results, path, title=None) -> Path:
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title or "Probe error by layer")
     return _save(fig, path)
+
+
+def plot_probe_alpha(results, n_examples: int, path, title=None) -> Path:
+    """Heat maps of the position probes' learned weights α (rows: layer, columns: token position
+    x̃₁, ỹ₁, …, x̃_q), one panel per target (grid rows) and probe kind (grid columns) — where each
+    quantity is read from. A flat row means early stopping kept the initial uniform α."""
+    plt = _plt()
+    rs_all = [r for r in results if r.alpha is not None]
+    targets = sorted({r.target for r in rs_all})
+    methods = sorted({r.method for r in rs_all})
+    T = 2 * n_examples + 1
+    fig, axes = plt.subplots(len(targets), len(methods), figsize=(0.3 * T * len(methods) + 2.5, 2.6 * len(targets) + 0.8),
+                             squeeze=False)
+    labels = [f"{'x' if t % 2 == 0 else 'y'}{t // 2 + 1}" for t in range(2 * n_examples)] + ["xq"]
+    vmax = max(float(np.max(r.alpha)) for r in rs_all)
+    im = None
+    for i, tgt in enumerate(targets):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            rs = sorted((r for r in rs_all if r.target == tgt and r.method == m), key=lambda r: r.layer)
+            if not rs:
+                ax.axis("off")
+                continue
+            A = np.stack([r.alpha for r in rs])
+            im = ax.imshow(A, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto")
+            ax.set_xticks(range(A.shape[1]), labels[: A.shape[1]], fontsize=6, rotation=90)
+            ax.set_yticks(range(len(rs)), [str(r.layer) for r in rs], fontsize=7)
+            ax.set_xlabel("token position", fontsize=8)
+            ax.set_ylabel("layer", fontsize=8)
+            ax.set_title(f"{tgt} / {m} probe", fontsize=9)
+    fig.subplots_adjust(hspace=0.75, wspace=0.25)
+    if im is not None:
+        fig.colorbar(im, ax=[a for row in axes for a in row], label="α (softmax over positions)", shrink=0.8)
+    fig.suptitle(title or "Probe position weights α")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_loss(history, path, title=None) -> Path:

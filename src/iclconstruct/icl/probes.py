@@ -27,16 +27,17 @@ from .. import tokens as _tokens
 from ..errors import OutOfRangeError, ShapeError
 
 __all__ = ["ProbeResult", "PositionProbe", "probe_target", "fit_position_probe", "fit_linear_readout",
-           "probe_layers", "model_hidden_states", "TARGETS"]
+           "probe_layers", "model_hidden_states", "circuit_hidden_states", "TARGETS"]
 
-TARGETS = ("xty", "w_ols", "y_query")
+TARGETS = ("xty", "w_ols", "y_query", "w_ridge:LAM")
 
 
 def probe_target(X, y, kind: str, x_query=None, w=None) -> np.ndarray:
     """Probe targets of paper §5: ``"xty"`` = ``XᵀY`` (B, d); ``"w_ols"`` = min-norm OLS weights (B, d).
 
     ``"y_query"`` = ``wᵀx_q`` (B, 1), the quantity the model must output — a positive control
-    (needs ``x_query`` and the true ``w``).
+    (needs ``x_query`` and the true ``w``). ``"w_ridge:LAM"`` = ridge weights ``(XᵀX + LAM·I)⁻¹Xᵀy``
+    (what the ridge circuit holds in a slot: the probe's ground truth).
     """
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64)
@@ -48,6 +49,14 @@ def probe_target(X, y, kind: str, x_query=None, w=None) -> np.ndarray:
         return np.einsum("bnd,bn->bd", X, y)
     if kind == "w_ols":
         return ref.ols(X, y)
+    if isinstance(kind, str) and kind.startswith("w_ridge:"):
+        from fractions import Fraction
+
+        try:
+            lam = float(Fraction(kind.split(":", 1)[1]))
+        except (ValueError, ZeroDivisionError):
+            raise OutOfRangeError(f"probe target {kind!r}: write w_ridge:LAM with a number LAM > 0") from None
+        return ref.ridge(X, y, lam)
     raise OutOfRangeError(f"probe target must be one of {TARGETS}; got {kind!r}")
 
 
@@ -211,3 +220,15 @@ def model_hidden_states(model, X, y, x_query=None) -> List[torch.Tensor]:
                                          None if x_query is None else np.asarray(x_query, np.float64)), dtype=p.dtype)
     model.eval()
     return [h.cpu() for h in model.hidden_states(tok.to(p.device))]
+
+
+@torch.no_grad()
+def circuit_hidden_states(circuit, X, y, x_query=None) -> List[torch.Tensor]:
+    """Residual stream of a compiled circuit (``ic.circuits.*``) on the same tokens: the state after
+    every layer (``run_with_cache`` hook ``resid_post``), so circuits and trained learners go through
+    one probing pipeline."""
+    tok = _tokens.encode(np.asarray(X, np.float64), np.asarray(y, np.float64),
+                         None if x_query is None else np.asarray(x_query, np.float64))
+    _, cache = circuit.run_with_cache(tok, names_filter="*hook_resid_post")
+    return [torch.as_tensor(cache.resid(l)).cpu() for l in range(cache.n_layers)]
+

@@ -2,9 +2,12 @@
 
 Loss: mean squared error of the prediction read at each x̃ column against the next ``y``
 (paper §4: ``Σ_i (ŷ_i − y_i)²`` over prefixes). Adam, linear warm-up then cosine decay to 0.
-Data are synthetic and drawn from a CPU generator seeded by ``(seed, rank, step)``, so a run is
-reproducible, resumes bit-exactly from its checkpoint, and under ``torchrun`` every rank draws
-its own batches without a sampler. The same code runs on CPU, one GPU or DDP (device-agnostic).
+Data are synthetic and drawn on the training device, in the training dtype, by a generator
+re-seeded from ``(seed, rank, step)`` every step, so a run is reproducible (per device type),
+resumes bit-exactly from its checkpoint, and under ``torchrun`` every rank draws its own batches
+without a sampler. The loss is read by the host only every ``log_every`` steps (no per-step
+sync). Model initialisation is seeded by ``ICLTransformer(..., seed=)`` (the CLI passes
+``--seed`` to both). The same code runs on CPU, one GPU or DDP (device-agnostic).
 """
 from __future__ import annotations
 
@@ -51,6 +54,10 @@ PRESETS = {
     "lite": dict(model=dict(d=8, n_layers=4, width=64, n_heads=2, max_points=17),
                  train=dict(steps=40000, batch_size=64, lr=1e-3,
                             curriculum=dict(d_start=2, n_start=5, interval=1000, d_step=1, n_step=2))),
+    # d = 4, deeper rather than wider (paper: >= 8 layers behave like OLS); curriculum d 2→4, n 5→9
+    "ols-d4": dict(model=dict(d=4, n_layers=8, width=32, n_heads=2, max_points=9),
+                   train=dict(steps=30000, batch_size=64, lr=1e-3,
+                              curriculum=dict(d_start=2, n_start=5, interval=500, d_step=1, n_step=2))),
     "probe": dict(model=dict(d=4, n_layers=6, width=64, n_heads=2, max_points=13),
                   train=dict(steps=15000, batch_size=64, lr=1e-3,
                              curriculum=dict(d_start=2, n_start=5, interval=500, d_step=1, n_step=2))),
@@ -114,6 +121,7 @@ def train(
     init_from=None,
     device=None,
     progress: bool = True,
+    fixed_w=None,
 ) -> TrainResult:
     """Train ``model`` on fresh synthetic tasks for ``steps`` Adam steps (paper App. D).
 
@@ -126,6 +134,8 @@ def train(
         out_dir: folder for ``model.safetensors``, ``config.json``, ``optimizer.safetensors``
             and ``log.csv``; an unfinished run there with the same arguments is resumed.
         init_from: checkpoint whose weights start the run (fine-tuning, e.g. noiseless → noisy).
+        fixed_w: a length-``d`` weight vector used for every task (the paper's §5 probing control:
+            a model trained on one fixed w never needs to compute w in context). Default: w ~ N(0, τ²I).
         device: default CUDA (``LOCAL_RANK``) if available, else CPU. Under an initialised
             ``torch.distributed`` process group the model is wrapped in DDP; each rank draws
             its own batches from seed ``(seed, rank, step)``; only rank 0 writes files.
@@ -159,6 +169,12 @@ def train(
                      n_points=n_points, curriculum=asdict(curriculum) if curriculum else None, seed=seed,
                      warmup_frac=warmup_frac, grad_clip=grad_clip, weight_decay=weight_decay,
                      init_from=str(init_from) if init_from else None, world_size=world)
+    w_fixed = None
+    if fixed_w is not None:
+        w_fixed = [float(v) for v in fixed_w]
+        if len(w_fixed) != cfg.d:
+            raise OutOfRangeError(f"fixed_w must have d = {cfg.d} entries; got {len(w_fixed)}")
+        train_cfg["fixed_w"] = w_fixed
 
     if str(device).startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
@@ -199,32 +215,40 @@ def train(
     base_elapsed = history[-1]["seconds"] if history else 0.0
     model.train()
     d = cfg.d
-    window: List[float] = []
+    # the running loss stays on the device: the host reads it only every log_every steps
+    loss_sum = torch.zeros((), device=device)
+    n_window, last_logged = 0, start
+    gen = torch.Generator(device=device)
+    w_fixed_t = torch.tensor(w_fixed, device=device) if w_fixed is not None else None
     step = start
     for step in range(start, steps):
         d_act, n_act = curriculum.at(step, d, n_points) if curriculum else (d, n_points)
-        g = torch.Generator().manual_seed(_batch_seed(seed, rank, step))
+        gen.manual_seed(_batch_seed(seed, rank, step))
         X, y = sample_batch(batch_size, n_act, d, d_active=d_act, noise_var=noise_var, prior_var=prior_var,
-                            generator=g, device=device)
+                            generator=gen, device=device, w=w_fixed_t)
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, steps, lr, warmup_frac)
         pred = net(_encode_train(X, y))[:, 0::2]
         loss = ((pred - y) ** 2).mean()
-        if not torch.isfinite(loss):
-            raise DivergenceError(f"training loss became {loss.item()} at step {step}; lower lr (now {lr}) or grad_clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-        window.append(loss.item())
+        loss_sum += loss.detach()
+        n_window += 1
         done = step + 1
         if done % log_every == 0 or done == steps:
-            rec = dict(step=done, loss=sum(window) / len(window), loss_per_d=sum(window) / len(window) / d_act,
+            mean_loss = loss_sum.item() / n_window
+            if not math.isfinite(mean_loss):
+                raise DivergenceError(f"training loss became {mean_loss} between steps {last_logged} and {done}; "
+                                      f"lower lr (now {lr}) or grad_clip (now {grad_clip})")
+            rec = dict(step=done, loss=mean_loss, loss_per_d=mean_loss / d_act,
                        lr=opt.param_groups[0]["lr"], d_active=d_act, n_points=n_act,
                        seconds=round(base_elapsed + time.time() - t0, 3))
             history.append(rec)
-            window = []
+            loss_sum.zero_()
+            n_window, last_logged = 0, done
             if bar is not None:
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", d=d_act, n=n_act)
             if out is not None and is_main:
@@ -243,10 +267,14 @@ def train(
 
 
 def _encode_train(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Tokens x̃_1, ỹ_1, …, x̃_n (the last ỹ is never needed for the loss)."""
-    from ..tokens import encode
-
-    return encode(X, y)[:, :-1]
+    """Tokens x̃_1, ỹ_1, …, x̃_n (the last ỹ is never needed for the loss), the layout of
+    :func:`iclconstruct.tokens.encode` (x̃ = [0; x], ỹ = [y; 0]) built in place on the batch's
+    device and dtype, without ``encode``'s finiteness check (a host sync): sampled data are finite."""
+    B, n, d = X.shape
+    tok = X.new_zeros(B, 2 * n, d + 1)
+    tok[:, 0::2, 1:] = X
+    tok[:, 1::2, 0] = y
+    return tok[:, :-1]
 
 
 _LOG_FIELDS = ["step", "loss", "loss_per_d", "lr", "d_active", "n_points", "seconds"]

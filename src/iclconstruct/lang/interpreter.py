@@ -51,13 +51,16 @@ class Trace:
         return self.layout.view(self.H if H is None else H, name)
 
 
-def embed_reference(program: Program, tokens: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
+def embed_reference(program: Program, tokens: np.ndarray, *, max_len: Optional[int] = None,
                     check: bool = True) -> np.ndarray:
     """Initial ``H`` for ``tokens`` ``(B, T, d+1)``: inputs in ``y``/``x``; ``pos``, ``one`` and
     ``is_y`` as the compiled model's embedding sets them (:func:`~iclconstruct.lang.embedding.system_rows`).
 
     The LayerNorm anchors, ``pair`` and ``bal`` are compiler internals; the reference leaves them 0.
+    ``max_len`` (default: ``program.max_len``, set for a compiled model's program, else
+    :data:`~iclconstruct.lang.embedding.DEFAULT_MAX_LEN`) is the ``P`` of the position units.
     """
+    max_len = _position_scale(program, max_len)
     tok = np.asarray(tokens, dtype=np.float64)
     lay = program.layout
     if tok.ndim == 2:
@@ -156,8 +159,14 @@ def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: st
                   advice=bound_advice(program, op.writes()))
 
 
+def _position_scale(program: Program, max_len: Optional[int]) -> int:
+    if max_len is None:
+        max_len = getattr(program, "max_len", None) or DEFAULT_MAX_LEN
+    return as_int(max_len, "max_len", min=2)
+
+
 def interpret(program: Program, tokens, *, constants: Optional[Constants] = None, check: bool = True,
-              record: bool = False, max_len: int = DEFAULT_MAX_LEN) -> Trace:
+              record: bool = False, max_len: Optional[int] = None) -> Trace:
     """Run ``program`` on ``tokens`` ``(B, T, d+1)`` exactly, in float64, one op after another.
 
     Args:
@@ -168,14 +177,15 @@ def interpret(program: Program, tokens, *, constants: Optional[Constants] = None
             program's guards refuse, and on small divisors.
         record: keep a snapshot of ``H`` after every op.
         max_len: the ``P`` of the position units in ``pos`` (as :func:`iclconstruct.compile`'s
-            ``max_len``); longer inputs raise.
+            ``max_len``); longer inputs raise. Default: ``program.max_len`` — for
+            ``model.program`` the model's own, so both paths see the same ``pos`` — else 1025.
 
     To replay a compiled model's schedule sublayer by sublayer, see
     :func:`iclconstruct.testing.replay_schedule`.
     """
     constants = constants or Constants()
     tok = as_real_array(tokens, "tokens")  # refuses complex, object, meta-device and None inputs
-    max_len = as_int(max_len, "max_len", min=2)
+    max_len = _position_scale(program, max_len)
     H = embed_reference(program, tok, max_len=max_len, check=check)
     lay = program.layout
     snaps: List[np.ndarray] = []

@@ -77,6 +77,9 @@ class Program:
         self.readout_slot: Optional[str] = None
         self.readout_columns = "x"
         self._frozen = False
+        #: the ``P`` of the position units ``pos`` (set on the frozen copy a compiled model owns;
+        #: ``None``: the interpreter's default, :data:`~iclconstruct.lang.embedding.DEFAULT_MAX_LEN`)
+        self.max_len: Optional[int] = None
         #: everything the program was built from, in order: ``(kind, *args)`` tuples with kind
         #: in :data:`EVENT_KINDS` — ``('slot', name, size, bound, start)``, ``('free', name)``,
         #: ``('loop', times)``, ``('end',)``, ``('op', op)``, ``('guard', guard)``,
@@ -229,19 +232,22 @@ class Program:
         c = Program.replay(self.events, d=self.d, x_bound=self.layout["x"].bound, y_bound=self.layout["y"].bound,
                            width=self.layout.width, name=self.name)
         c.meta = copy.deepcopy(self.meta)
+        c.max_len = self.max_len
         return c
 
-    def frozen(self) -> "Program":
+    def frozen(self, max_len: Optional[int] = None) -> "Program":
         """A copy that refuses every further change to its slots, ops, loops, guards and readout.
 
         A compiled model keeps one, so editing the program after :func:`iclconstruct.compile`
         cannot desynchronise the model from what it saves. (``meta``, a free-form
-        description, stays assignable.)
+        description, stays assignable.) ``max_len`` records the model's position scale, so
+        that :func:`~iclconstruct.lang.interpreter.interpret` gives ``pos`` the model's values.
         """
         c = self.copy()
+        c.max_len = self.max_len if max_len is None else int(max_len)
         c._frozen = True
         c.layout.freeze()
-        c.segments = [Segment(tuple(seg.ops), seg.repeat) for seg in c.segments]
+        c.segments = tuple(Segment(tuple(seg.ops), seg.repeat) for seg in c.segments)
         c.events = tuple(c.events)
         c.guards = tuple(c.guards)
         return c

@@ -1,0 +1,518 @@
+"""End-to-end error certificate of a compiled model: a forward error analysis over its layers.
+
+For every input within the program's declared bounds (the ones the run-time checks
+enforce) and every context of up to ``n_examples`` examples, the certificate bounds
+``|model readout − exact program readout|``. It walks the layers exactly as the model
+runs them (``model.unrolled(T)``) and keeps, for every live slot, a bound ``B`` on the
+magnitude of the exact value and a bound ``E`` on the model's error (both ∞-norms over
+the slot's rows and over all columns), plus a bound ``F`` on the column sum of the
+residual stream (0 in exact arithmetic: the ``bal`` row). Each sublayer adds:
+
+* hard attention (constructions.md §3): leaked softmax weight ``≤ 2e^{−(A − 2δℓ)}``
+  per neighbour side, ``δℓ`` the round-off of the logits;
+* the LayerNorm bypass (Lemma 6) and division (Lemma 8): a relative scale error
+  ``φ = ‖rest‖²/(4K²) + …`` on everything the MLP reads, and the computed column mean
+  ``μ̂`` as an absolute offset;
+* the product trick (Lemma 4): truncation from the Taylor series of GeLU (the series of
+  ``zΦ(z) − z/2`` alternates with decreasing terms for ``|z| ≤ 1``), plus round-off;
+* the GeLU bypass (Lemma 5) pair: exact up to round-off;
+* floating-point round-off of the model's dtype, with ``u = 2^{−53}`` or ``2^{−24}`` and
+  the standard ``γ_n = nu/(1 − nu)`` for sums of ``n`` terms in any order.
+
+Loops are unrolled. A program may declare that its loop-carried state is updated by a
+map that is ``L``-Lipschitz in the 2-norm (``program.meta["contraction"]``; the SGD
+circuit declares ``L = 1``, which its stability guard enforces); the certificate then
+carries that state's error as ``e_k ≤ L·e_{k−1} + √size·ℓ_k`` with ``ℓ_k`` the error
+one iteration adds, instead of the (exponentially loose) slot-wise propagation.
+
+The derivation, its assumptions and where it is loose: ``docs/certificate.md``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import ICLConstructError
+
+__all__ = ["Certificate", "certify", "unit_roundoff", "gamma", "product_truncation", "GELU_ROUNDOFF"]
+
+#: assumed accuracy of torch's GeLU: ``|fl(GeLU(z)) − GeLU(z)| ≤ GELU_ROUNDOFF·u·|z|``
+#: (measured ≤ 4.4 in float32 and ≤ 2 in float64; ``tests/test_certificate.py`` re-measures it)
+GELU_ROUNDOFF = 8.0
+
+_SQRT_PI_2 = math.sqrt(math.pi / 2.0)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """Unit round-off ``u`` of ``dtype`` (half the machine epsilon)."""
+    return float(torch.finfo(dtype).eps) / 2.0
+
+
+def gamma(n: float, u: float) -> float:
+    """``γ_n = nu / (1 − nu)``: relative error bound of a sum or dot product of ``n`` terms."""
+    nu = n * u
+    return nu / (1.0 - nu) if nu < 0.5 else math.inf
+
+
+def product_truncation(a: float, b: float, N: float, order: int = 2) -> float:
+    """Bound on ``|√(π/2)·N²·[G((a+b)/N) − G(a/N) − G(b/N)] − ab|`` for ``|a|, |b| ≤`` the given values.
+
+    ``order=4``: the Richardson combination ``(4·P_{2N} − P_N)/3`` (the N⁻² terms cancel).
+    Lemma 4 with GeLU's series ``G(z) = z/2 + z²/√(2π) − z⁴/(6√(2π)) + z⁶/(40√(2π)) − …``,
+    alternating with decreasing terms for ``|z| ≤ 1``: the quartic term gives
+    ``ab(2a² + 3ab + 2b²)/(6N²)`` and the rest is at most ``((a+b)⁶ + a⁶ + b⁶)/(80N⁴)``.
+    """
+    a, b = abs(a), abs(b)
+    if (a + b) / N > 1.0:
+        return math.inf
+    if order == 4:
+        # (4·T_2N − T_N)/3: the N⁻² terms cancel; each remainder is at most s6/(80M⁴)
+        return ((a + b) ** 6 + a ** 6 + b ** 6) / (80 * N ** 4) * (4.0 / 16.0 + 1.0) / 3.0
+    return a * b * (2 * a * a + 3 * a * b + 2 * b * b) / (6 * N * N) + ((a + b) ** 6 + a ** 6 + b ** 6) / (80 * N ** 4)
+
+
+@dataclass
+class Certificate:
+    """A rigorous bound on a compiled model's error, from :func:`certify`.
+
+    Attributes:
+        max_abs_error: upper bound on ``|model readout − exact program readout|`` at every
+            readout column, for every input within the declared bounds that passes the
+            run-time checks, and every context of up to ``n_examples`` examples.
+        per_prediction: ``(n_examples + 1,)``: entry ``k`` bounds the readout of a forward
+            pass over ``k`` examples (and a query); ``max_abs_error`` is their maximum.
+        per_slot: one record per (layer, sublayer, slot written): ``{"layer", "sublayer",
+            "slot", "bound", "error"}`` for the longest context, in execution order
+            (``sublayer="loop"``: a loop-carried slot's error after its iteration, when the
+            program declares a contraction).
+        n_examples, dtype, unit_roundoff: what was certified.
+        terms: the largest contribution of each error source at the readout's last write
+            (``"product_truncation"``, ``"roundoff"``, ``"layernorm"``, ``"attention"``,
+            ``"division"``, ``"propagated"``) — where to spend effort.
+    """
+
+    max_abs_error: float
+    per_prediction: np.ndarray
+    per_slot: List[dict]
+    n_examples: int
+    dtype: torch.dtype
+    unit_roundoff: float
+    terms: Dict[str, float] = field(default_factory=dict)
+
+    def holds(self, error: float) -> bool:
+        """Whether a measured ``|model − exact|`` is within the bound."""
+        return bool(error <= self.max_abs_error)
+
+    def slot_error(self, slot: str, layer: Optional[int] = None) -> float:
+        """Largest certified error of ``slot`` (after ``layer``, or over all layers)."""
+        vals = [r["error"] for r in self.per_slot if r["slot"] == slot and (layer is None or r["layer"] == layer)]
+        if not vals:
+            raise ICLConstructError(f"slot {slot!r} is not written{'' if layer is None else f' in layer {layer}'}")
+        return max(vals)
+
+    def __str__(self) -> str:
+        dt = str(self.dtype).replace("torch.", "")
+        parts = ", ".join(f"{k} {v:.2g}" for k, v in sorted(self.terms.items(), key=lambda kv: -kv[1]))
+        return (f"Certificate({dt}, n_examples={self.n_examples}): |error| <= {self.max_abs_error:.3g}"
+                + (f"  [{parts}]" if parts else ""))
+
+    __repr__ = __str__
+
+
+class _Analysis:
+    """State of the forward analysis: per-slot magnitude ``B`` and error ``E``, column-sum drift ``F``."""
+
+    def __init__(self, model, T: int):
+        self.m = model
+        self.lay = model.layout
+        self.c = model.constants
+        self.u = unit_roundoff(model.dtype)
+        self.T = T
+        self.D = model.d_model
+        self.B: Dict[str, float] = {}
+        self.E: Dict[str, float] = {}
+        lay = self.lay
+        for s in lay.user_slots():
+            self.B[s.name] = 0.0
+            self.E[s.name] = 0.0
+        self.B["y"], self.B["x"] = lay["y"].bound, lay["x"].bound
+        for name in ("one", "is_y", "pos"):  # readable system rows: exact, in [0, 1]
+            self.B[name], self.E[name] = 1.0, 0.0
+        u = self.u
+        # embedding: the bal row is −(y + Σx) rounded, plus the rounded position part
+        self.F = gamma(lay.d + 3, u) * (lay["y"].bound + lay.d * lay["x"].bound) + 8 * u * (2 * self.c.ln_anchor + 4)
+        self.anchor_rel = 2 * u  # relative error of the anchor rows ±K
+        self.anchor_left = 0.0    # |anchor| while silenced (div layers)
+        self.pair_rel = 0.0
+        self.pair_c = 0.0
+        self.records: List[dict] = []
+        self.terms: Dict[str, float] = {}
+        from ..lang.checks import BOUND_SLACK
+
+        slack = BOUND_SLACK if model.dtype == torch.float64 else 1e-3  # as ConstructedTransformer._check_layer
+        #: the model's run-time check caps every user slot it writes (checked at the end of each layer)
+        self.cap = {s.name: s.bound * (1 + slack) + slack for s in lay.user_slots()
+                    if s.name not in ("pos", "one", "is_y")}
+        self.fresh: set = set()  # slots written by this layer's attention (not checked before the MLP)
+
+    # -------------------------------------------------------------- helpers
+    def V(self, name: str) -> float:
+        """Bound on the magnitude of the model's value of slot ``name``.
+
+        ``B + E``, and never more than what the model's own range check lets through
+        (``bound·(1 + slack) + slack``) at a layer boundary.
+        """
+        v = self.B.get(name, 0.0) + self.E.get(name, 0.0)
+        if name in self.cap and name not in self.fresh:
+            v = min(v, self.cap[name])
+        return v
+
+    def _live(self):
+        return [s for s in self.lay.user_slots() if s.name not in ("pos", "one", "is_y")]
+
+    def _hard_leak(self, k_max: float) -> float:
+        A, T, u = self.c.attn_hardness, self.T, self.u
+        dl = gamma(12, u) * A * (3.0 * T * T + 2.0 * k_max * T + 4.0)
+        gap = A - 2.0 * dl
+        if gap <= 0:
+            return 1.0
+        return min(1.0, 2.0 * math.exp(-gap) / (1.0 - math.exp(-min(3.0 * gap, 700.0))))
+
+    def _note(self, key: str, val: float) -> None:
+        if val > self.terms.get(key, 0.0):
+            self.terms[key] = val
+
+    def _record(self, layer: int, sub: str, name: str) -> None:
+        self.records.append({"layer": layer, "sublayer": sub, "slot": name, "bound": self.B[name], "error": self.E[name]})
+
+    # -------------------------------------------------------------- attention
+    def attention(self, plan, layer: int) -> None:
+        from ..lang.ops import Aff, Mov
+
+        u, T, lay = self.u, self.T, self.lay
+        leak = self._hard_leak(T)
+        rho_hard = 3.0 * leak + 8.0 * u
+        A = self.c.attn_hardness
+        leak_mean = min(1.0, T * math.exp(-(A - 2.0 * gamma(8, u) * A))) if A > 4 * gamma(8, u) * A else 1.0
+        rho_mean = 2.0 * leak_mean + gamma(T + 6, u)
+        newB, newE, drift = {}, {}, 0.0
+        n_terms = self.m.n_heads * self.m.d_head + 2
+        for op in plan.attn_ops:
+            dst = op.dst
+            Vold = self.V(dst)
+            if isinstance(op, Mov):
+                rho = rho_mean if op.read.kind == "mean" else rho_hard
+                Vs = self.V(op.src)
+                e = self.E.get(op.src, 0.0) + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
+                self._note("attention", rho * Vs + rho_hard * Vold)
+                newB[dst] = min(self.B.get(op.src, 0.0), lay[dst].bound * (1 + 1e-12))
+                drift += gamma(n_terms, u) * 2 * (Vs + Vold)
+            elif not isinstance(op, Aff):  # ops this analysis does not cover (count, sum): not certified
+                newB[dst], newE[dst] = lay[dst].bound, math.inf
+                continue
+            else:  # Aff in the self head: a linear map of the column, exact up to leak and round-off
+                eb, mag, bnd = self._linear(op.terms, op.bias, lay[dst].size)
+                e = eb + rho_hard * (mag + Vold) + gamma(n_terms + 3, u) * (mag + 2 * Vold)
+                self._note("attention", rho_hard * (mag + Vold))
+                newB[dst] = min(bnd, lay[dst].bound * (1 + 1e-12))
+                drift += gamma(n_terms, u) * 2 * (mag + Vold)
+            newE[dst] = e
+        K = self.c.ln_anchor
+        if plan.divisor is not None:
+            # Lemma 8 set-up: pair ← ±M·c (read through the self head), anchors silenced, targets cleared
+            self.pair_rel = rho_hard + 4 * u
+            self.pair_c = self.V(plan.divisor)
+            self.anchor_left = (rho_hard + 4 * u) * K
+            drift += 4 * self.anchor_left + gamma(n_terms, u) * 4 * self.c.div_scale * self.V(plan.divisor)
+            for op in plan.mlp_ops:
+                if not op.accumulate:
+                    Vold = self.V(op.dst)
+                    newB[op.dst], newE[op.dst] = 0.0, (rho_hard + gamma(3, u)) * 2 * Vold
+                    drift += gamma(n_terms, u) * 2 * Vold
+        elif plan.reset:
+            self.anchor_rel = rho_hard + 4 * u + (self.anchor_left / K if K else 0.0)
+            self.anchor_left = 0.0
+            self.pair_rel = 0.0
+            drift += 4 * (rho_hard + 4 * u) * (K + self.c.div_scale * self.pair_c)
+        self.B.update(newB)
+        self.E.update(newE)
+        self.fresh = set(newE)
+        bal = sum(s.size * self.V(s.name) for s in self._live()) + 4.0 + self.F
+        self.F += drift + u * bal
+        for name in newE:
+            self._record(layer, "attn", name)
+
+    def _linear(self, terms, bias, size: int) -> Tuple[float, float, float]:
+        """(``max_i Σ|W_ic|·E_c``, ``max_i Σ|W_ic|·V_c + |b_i|``, ``max_i Σ|W_ic|·B_c + |b_i|``) for ``Σ W·h[s] + b``."""
+        err = np.zeros(size)
+        mag = np.zeros(size)
+        bnd = np.zeros(size)
+        for s, W in terms:
+            rows = np.abs(np.asarray(W, dtype=np.float64)).sum(axis=1)
+            err += rows * self.E.get(s, 0.0)
+            mag += rows * self.V(s)
+            bnd += rows * self.B.get(s, 0.0)
+        if bias is not None:
+            b = np.abs(np.asarray(bias, dtype=np.float64)).reshape(-1)
+            mag += b
+            bnd += b
+        return float(err.max(initial=0.0)), float(mag.max(initial=0.0)), float(bnd.max(initial=0.0))
+
+    def _linear_rows(self, terms, bias, size: int, eop) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: Σ|W|·eop(s), Σ|W|·V(s) + |b|, Σ|W|·B(s) + |b|."""
+        err = np.zeros(size)
+        mag = np.zeros(size)
+        bnd = np.zeros(size)
+        for s, W in terms:
+            rows = np.abs(np.asarray(W, dtype=np.float64)).sum(axis=1)
+            err += rows * eop(s)
+            mag += rows * self.V(s)
+            bnd += rows * self.B.get(s, 0.0)
+        if bias is not None:
+            b = np.abs(np.asarray(bias, dtype=np.float64)).reshape(-1)
+            mag += b
+            bnd += b
+        return err, mag, bnd
+
+    # -------------------------------------------------------------- MLP
+    def mlp(self, plan, layer: int) -> None:
+        from ..lang.ops import Aff, Div, Mul
+
+        if not plan.mlp_ops:
+            self.fresh = set()
+            return
+        u, D, c, lay = self.u, self.D, self.c, self.lay
+        N = c.product_scale
+        live = self._live()
+        S_user = sum(s.size * self.V(s.name) for s in live)
+        Q_user = sum(s.size * self.V(s.name) ** 2 for s in live)
+        bal = S_user + 4.0 + self.F
+        divide = plan.divisor is not None
+        if divide:
+            c_lo = max(c.div_min, 1e-300)
+            c_hi = self.V(plan.divisor)
+            M = c.div_scale
+            K_lo = M * c_lo * (1.0 - self.pair_rel)
+            S_rest = bal + S_user + 4.0 + 2.0 * self.anchor_left
+            Q = Q_user + bal * bal + 4.0 + 2.0 * self.anchor_left ** 2
+            # μ̂/|c̃|: the pair ±M·c̃ contributes γ·2M|c̃|(1+…)/|c̃| to the mean's round-off
+            mu = ((self.F + gamma(D + 2, u) * S_rest) / (D * c_lo) + gamma(D + 2, u) * 2 * M * (1 + self.pair_rel) / D) * (1 + 2 * u)
+            rel_anchor = self.pair_rel
+            scale_div = c_lo
+        else:
+            K = c.ln_anchor
+            K_lo = K * (1.0 - self.anchor_rel)
+            S_abs = 2 * K * (1 + self.anchor_rel) + bal + S_user + 4.0
+            Q = Q_user + bal * bal + 4.0 + 2.0 * self.anchor_left ** 2
+            mu = (self.F + gamma(D + 2, u) * S_abs) / D * (1 + 2 * u)
+            rel_anchor = self.anchor_rel
+            scale_div = 1.0
+        mu_raw = mu * (c_hi if divide else 1.0)  # the mean in the column's own units
+        rho_ln = (Q + D * c.ln_eps + 2 * mu_raw * self.F + D * mu_raw ** 2) / (4.0 * K_lo * K_lo)
+        theta_sigma = gamma(D + 6, u) / 2.0 + 2 * u
+        phi = rho_ln + rel_anchor + theta_sigma + 6 * u
+        self._note("layernorm", phi)
+        nb = c.bypass_scale
+        cg = GELU_ROUNDOFF
+
+        def eop(s: str) -> float:
+            """Error of the MLP's reading of slot ``s`` (of ``s/|c|`` in a div layer)."""
+            return (self.E.get(s, 0.0) / scale_div + mu) + (self.V(s) / scale_div + mu) * phi
+
+        def lin_round(z: np.ndarray) -> np.ndarray:
+            """Round-off of a bypass pair carrying ``|z|`` (Lemma 5), as computed by the model."""
+            if nb is None:
+                return (cg + 2) * u * z
+            tail = (nb - z) * math.erfc((nb - z.max(initial=0.0)) / math.sqrt(2)) / 2 if nb > z.max(initial=0.0) else math.inf
+            return (cg + 2) * u * (z + nb) + 2 * u * nb + tail
+
+        newB, newE = {}, {}
+        units_abs = 0.0
+        written_abs = 0.0
+        for op in plan.mlp_ops:
+            dst = op.dst
+            size = lay[dst].size
+            Vold = self.V(dst)
+            if isinstance(op, Div):
+                cr = plan.divisor
+                Ec = self.E.get(cr, 0.0)
+                if Ec >= c_lo:
+                    e = math.inf
+                else:
+                    Vs, Bs = self.V(op.src), self.B.get(op.src, 0.0)
+                    q = abs(op.coef) * (eop(op.src) + Bs * Ec / (c_lo * (c_lo - Ec)))
+                    z = np.array([abs(op.coef) * Vs / c_lo])
+                    r = float(lin_round(z)[0]) + gamma(4, u) * 2 * z[0] + u * (Vold + z[0])
+                    self._note("division", abs(op.coef) * ((Vs / c_lo + mu) * phi + Bs * Ec / (c_lo * (c_lo - Ec))))
+                    e = q + r + self.E.get(dst, 0.0)  # accumulate: the old error stays; else: the clear's
+                    units_abs += 2 * z[0]
+                nbnd = (self.B.get(dst, 0.0) if op.accumulate else 0.0) + abs(op.coef) * self.B.get(op.src, 0.0) / c_lo
+                newB[dst] = min(nbnd, lay[dst].bound * (1 + 1e-12))
+                newE[dst] = e
+                written_abs += newB[dst] + e
+                continue
+            if not isinstance(op, (Mul, Aff)):  # ops this analysis does not cover (count, sum): not certified
+                newB[dst], newE[dst] = lay[dst].bound, math.inf
+                continue
+            terms = op.plus if isinstance(op, Mul) else op.terms
+            lin_err, lin_mag, lin_bnd = self._linear_rows(terms, op.bias, size, eop)
+            z_lin = lin_mag + Vold  # the bypass unit carries Σ W·h + b − old
+            # the old value is subtracted from the residual's exact copy: its error cancels
+            old_err = mu + (Vold + mu) * phi
+            e_rows = lin_err + old_err + lin_round(z_lin)
+            m_units = 2 * np.ones(size)
+            term_abs = z_lin.copy()
+            prod_bnd = np.zeros(size)
+            if isinstance(op, Mul):
+                a, b, cc = op.shape
+                L, R = op.lhs, op.rhs
+                sx, sy = self.m.operand_scales.get(id(op), (lay[L].bound, lay[R].bound))
+                eL, eR = eop(L), eop(R)
+                BL, BR = self.B.get(L, 0.0), self.B.get(R, 0.0)
+                al, be = (BL + eL) / sx, (BR + eR) / sy
+                tr = sx * sy * product_truncation(al, be, N, c.product_order)
+                wr = 3.0 if c.product_order == 4 else 1.0  # Richardson: (4/3)·2N + (1/3)·N units
+                rnd = wr * sx * sy * _SQRT_PI_2 * N * (cg + 3) * u * (al + be) * 1.01 + u * (BL + eL) * (BR + eR)
+                one = BL * eR + BR * eL + eL * eR + tr + rnd
+                k = abs(op.coef) * b
+                e_rows = e_rows + k * one
+                m_units = m_units + (6 if c.product_order == 4 else 3) * b
+                term_abs = term_abs + wr * k * sx * sy * _SQRT_PI_2 * N * (al + be) * 1.01
+                prod_bnd = prod_bnd + k * BL * BR
+                self._note("product_truncation", k * tr)
+                self._note("roundoff", k * rnd)
+                self._note("propagated", k * (BL * eR + BR * eL + eL * eR))
+            sums = np.array([gamma(mm + 2, u) for mm in m_units]) * term_abs
+            e_rows = e_rows + sums + u * (Vold + lin_mag + prod_bnd)
+            units_abs += float(term_abs.sum())
+            e = float(e_rows.max(initial=0.0))
+            newB[dst] = min(float((lin_bnd + prod_bnd).max(initial=0.0)), lay[dst].bound * (1 + 1e-12))
+            newE[dst] = e
+            written_abs += size * (newB[dst] + e)
+        self.B.update(newB)
+        self.E.update(newE)
+        self.fresh = set()
+        m_all = max(self.m.d_mlp, 1)
+        bal = sum(s.size * self.V(s.name) for s in self._live()) + 4.0 + self.F
+        self.F += 2 * gamma(m_all + 2, u) * units_abs + u * (written_abs + bal)
+        for name in newE:
+            self._record(layer, "mlp", name)
+
+
+def _contraction(program) -> Optional[dict]:
+    meta = getattr(program, "meta", None) or {}
+    cfg = meta.get("contraction")
+    if not cfg:
+        return None
+    return {"slots": list(cfg["slots"]), "lipschitz": float(cfg["lipschitz"])}
+
+
+def _copy(an: _Analysis) -> _Analysis:
+    new = _Analysis.__new__(_Analysis)
+    new.__dict__.update(an.__dict__)
+    new.B, new.E, new.terms = dict(an.B), dict(an.E), dict(an.terms)
+    new.records = list(an.records)
+    return new
+
+
+def _run_segments(an: _Analysis, model, segments, n_iter: int, layer: int, hint, snapshots=None) -> int:
+    """Analyse ``segments`` with ``n_iter`` iterations of each example loop; returns the next layer index.
+
+    With ``snapshots`` (a list), after each iteration ``k`` of the (single) example loop the
+    rest of the program is analysed on a copy and its readout error appended: the bound
+    for a forward pass over ``k`` examples (using this run's longer context for the leaks).
+    """
+    for si, (idx, rep) in enumerate(segments):
+        times = n_iter if rep == "examples" else int(rep)
+        use_hint = hint is not None and rep == "examples"
+        e2 = {s: math.sqrt(an.lay[s].size) * an.E[s] for s in hint["slots"]} if use_hint else {}
+
+        def finish_loop(a: _Analysis) -> None:
+            if use_hint and times:
+                for op in (op for bi in idx for op in model.plans[bi].ops):
+                    if op.dst not in hint["slots"]:
+                        a.E[op.dst] = math.inf  # scratch of the body: not certified after the loop
+
+        def snap(a: _Analysis) -> None:
+            if snapshots is not None and rep == "examples":
+                b = _copy(a)
+                finish_loop(b)
+                _run_segments(b, model, segments[si + 1:], n_iter, layer, hint)
+                snapshots.append(b.E[model.program.readout_slot])
+
+        snap(an)
+        for _ in range(times):
+            if use_hint:
+                for s in hint["slots"]:  # one iteration's own error, on a state that includes the carried error
+                    an.B[s] = an.B[s] + an.E[s]
+                    an.E[s] = 0.0
+            for bi in idx:
+                plan = model.plans[bi]
+                an.attention(plan, layer)
+                an.mlp(plan, layer)
+                layer += 1
+            if use_hint:
+                for s in hint["slots"]:
+                    e2[s] = hint["lipschitz"] * e2[s] + math.sqrt(an.lay[s].size) * an.E[s]
+                    an.E[s] = e2[s]
+                    an.B[s] = min(an.B[s], an.lay[s].bound * (1 + 1e-12))
+                    an.records.append({"layer": layer - 1, "sublayer": "loop", "slot": s, "bound": an.B[s],
+                                       "error": an.E[s]})
+            snap(an)
+        finish_loop(an)
+        if snapshots is not None and rep == "examples":
+            snapshots = None  # the remaining segments run once, on the final state
+    return layer
+
+
+def certify(model, n_examples: int) -> Certificate:
+    """Certify ``model`` for every context of up to ``n_examples`` examples (see :class:`Certificate`).
+
+    The bound holds for inputs within the program's declared bounds that pass the model's
+    run-time checks (divisors ``≥ div_min``, every slot within its bound), assuming the
+    round-off model of ``docs/certificate.md`` (IEEE arithmetic, sums and dot products
+    within ``γ_n``, GeLU within ``GELU_ROUNDOFF·u·|z|``).
+    """
+    if isinstance(n_examples, bool) or int(n_examples) != n_examples or n_examples < 0:
+        raise ICLConstructError(f"n_examples must be a non-negative integer; got {n_examples!r}")
+    n_examples = int(n_examples)
+    if 2 * n_examples + 1 > model.max_len:
+        raise ICLConstructError(
+            f"n_examples={n_examples} needs {2 * n_examples + 1} tokens but the model's max_len is {model.max_len}; "
+            f"certify at most n_examples={(model.max_len - 1) // 2}"
+        )
+    if model.program.readout_slot is None:
+        raise ICLConstructError("the model's program has no readout to certify")
+    hint = _contraction(model.program)
+    segments = [(idx, seg.repeat if hasattr(seg, "repeat") else seg) for idx, seg in model._segments]
+    T = 2 * n_examples + 1
+    n_loops = sum(1 for _, rep in segments if rep == "examples")
+    final = _Analysis(model, T)
+    if n_loops == 0:
+        _run_segments(final, model, segments, n_examples, 0, hint)
+        per = np.full(n_examples + 1, final.E[model.program.readout_slot])
+    elif n_loops == 1:
+        snaps: List[float] = []
+        _run_segments(final, model, segments, n_examples, 0, hint, snapshots=snaps)
+        per = np.array(snaps, dtype=np.float64)
+    else:
+        per = np.zeros(n_examples + 1)
+        for k in range(n_examples + 1):
+            an = _Analysis(model, T)
+            _run_segments(an, model, segments, k, 0, hint)
+            per[k] = an.E[model.program.readout_slot]
+        _run_segments(final, model, segments, n_examples, 0, hint)
+    per = np.maximum.accumulate(per)
+    return Certificate(
+        max_abs_error=float(per.max()),
+        per_prediction=per,
+        per_slot=final.records,
+        n_examples=n_examples,
+        dtype=model.dtype,
+        unit_roundoff=final.u,
+        terms=dict(final.terms),
+    )

@@ -1,0 +1,170 @@
+"""Structured-sparse execution of a compiled model (same weights, fewer multiplications).
+
+Compiled weights are almost all zero: a head's query and key use the two position units
+(hard attention), its values and outputs copy a few rows, each MLP unit reads one or two
+rows (Lemma 4's product units, Lemma 5's bypass) and writes one row plus ``bal``. A
+:class:`SparseBlock` computes exactly the Eq. 4 layer of the :class:`~iclconstruct.compiler.model.Block`
+it was made from —
+
+    a  = Σ_heads softmax_causal(Q Kᵀ/√d_head) V W_O,   h' = (h + a) + W_out·GeLU(W_in·LN(h + a) + b_in) + b_out
+
+— with queries and keys cut to the columns that are non-zero, the value/output maps and
+both MLP matrices stored as CSR tensors, and MLP units that are all zero (padding) dropped.
+Only the order in which non-zero terms are summed differs from the dense layer (round-off).
+:func:`to_dense` gives back the dense block, entry for entry.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SparseBlock", "sparse_model", "dense_model", "density"]
+
+
+
+def _csr(W: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return W.to_sparse_csr()
+
+
+def _spmm(Wt: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x @ W`` for a CSR ``Wt = Wᵀ`` ``(n, D)`` and dense ``x`` ``(..., D)``."""
+    if x.shape[-1] == 0 or Wt._nnz() == 0:
+        return x.new_zeros(*x.shape[:-1], Wt.shape[0])
+    flat = x.reshape(-1, x.shape[-1])
+    out = torch.sparse.mm(Wt, flat.t().contiguous()).t()
+    return out.reshape(*x.shape[:-1], Wt.shape[0])
+
+
+def density(model) -> float:
+    """Fraction of non-zero weights in the model's blocks."""
+    nz = tot = 0
+    for b in model.blocks:
+        for p in b.parameters():
+            nz += int((p != 0).sum())
+            tot += p.numel()
+    return nz / max(tot, 1)
+
+
+class SparseBlock(nn.Module):
+    """The Eq. 4 layer of a dense ``Block`` on sparse weights (same call signature)."""
+
+    def __init__(self, blk, config):
+        super().__init__()
+        self.config = config
+        self._dense_cls = type(blk)
+        A, M = blk.attn, blk.mlp
+        H, D, E = A.W_Q.shape
+        self.shape = (H, D, E, M.W_in.shape[1])
+        self.d_head = A.d_head
+        self.ln_eps = blk.ln_eps
+        self.head_labels = list(A.head_labels)
+        self.unit_labels = list(M.unit_labels)
+        with torch.no_grad():
+            qk = [torch.nonzero((A.W_Q[h] != 0).any(0) | (A.W_K[h] != 0).any(0)).flatten() for h in range(H)]
+            kq = max([len(c) for c in qk] + [1])
+            Wq = A.W_Q.new_zeros(H, D, kq)
+            Wk = A.W_K.new_zeros(H, D, kq)
+            for h, c in enumerate(qk):
+                Wq[h, :, : len(c)] = A.W_Q[h][:, c]
+                Wk[h, :, : len(c)] = A.W_K[h][:, c]
+            vo = [torch.nonzero((A.W_V[h] != 0).any(0) | (A.W_O[h] != 0).any(1)).flatten() for h in range(H)]
+            V = torch.cat([A.W_V[h][:, c] for h, c in enumerate(vo)], dim=1)  # (D, ΣE_h)
+            O = torch.cat([A.W_O[h][c, :] for h, c in enumerate(vo)], dim=0)  # (ΣE_h, D)
+            units = torch.nonzero((M.W_in != 0).any(0) | (M.b_in != 0) | (M.W_out != 0).any(1)).flatten()
+        self.register_buffer("Wq", Wq)
+        self.register_buffer("Wk", Wk)
+        self.register_buffer("Vt", _csr(V.t().contiguous()))
+        self.register_buffer("Ot", _csr(O.t().contiguous()))
+        self.register_buffer("Wint", _csr(M.W_in[:, units].t().contiguous()))
+        self.register_buffer("Woutt", _csr(M.W_out[units, :].t().contiguous()))
+        self.register_buffer("b_in", M.b_in[units].clone())
+        self.register_buffer("b_out", M.b_out.clone())
+        # signed zeros (the balancing writes −0.0) so that to_dense() is bit for bit
+        self.neg_zero = {f"{part}.{name}": torch.nonzero(torch.signbit(t) & (t == 0))
+                         for part, mod in (("attn", A), ("mlp", M)) for name, t in mod.named_parameters()}
+        self.qk_cols: List[torch.Tensor] = qk
+        self.vo_cols: List[torch.Tensor] = vo
+        self.units = units
+        self.head_slices = []
+        i = 0
+        for c in vo:
+            self.head_slices.append((i, i + len(c)))
+            i += len(c)
+
+    def forward(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.mlp_sublayer(self.attn_sublayer(h, hook, l, kv=kv, mask=mask), hook, l)
+
+    def attn_sublayer(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
+                      mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``h + a`` (Eq. 4, first half), queries/keys on their non-zero columns, CSR values/outputs."""
+        h = hook.block(l, "hook_resid_pre", h)
+        kv = h if kv is None else kv
+        q = torch.einsum("btd,hde->bthe", h, self.Wq)
+        k = torch.einsum("btd,hde->bthe", kv, self.Wk)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.d_head)
+        if mask is None:
+            T = h.shape[1]
+            mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+        pattern = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+        v = _spmm(self.Vt, kv)  # (B, Tk, ΣE_h)
+        z = torch.cat([pattern[:, i] @ v[..., a:b] for i, (a, b) in enumerate(self.head_slices)], dim=-1)
+        a = hook.block(l, "hook_attn_out", _spmm(self.Ot, z))
+        return hook.block(l, "hook_resid_mid", h + a)
+
+    def mlp_sublayer(self, mid: torch.Tensor, hook, l: int) -> torch.Tensor:
+        """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half) on CSR weights."""
+        x = F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps)
+        post = F.gelu(_spmm(self.Wint, x) + self.b_in)
+        m = hook.block(l, "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
+        return hook.block(l, "hook_resid_post", mid + m)
+
+    def to_dense(self):
+        """The dense :class:`~iclconstruct.compiler.model.Block` with the same entries."""
+        blk = self._dense_cls(self.config).to(self.b_out.device)
+        with torch.no_grad():
+            V = self.Vt.to_dense().t()
+            O = self.Ot.to_dense().t()
+            for h, c in enumerate(self.qk_cols):
+                blk.attn.W_Q[h][:, c] = self.Wq[h, :, : len(c)]
+                blk.attn.W_K[h][:, c] = self.Wk[h, :, : len(c)]
+            for h, ((a, b), c) in enumerate(zip(self.head_slices, self.vo_cols)):
+                blk.attn.W_V[h][:, c] = V[:, a:b]
+                blk.attn.W_O[h][c, :] = O[a:b, :]
+            blk.mlp.W_in[:, self.units] = self.Wint.to_dense().t()
+            blk.mlp.W_out[self.units, :] = self.Woutt.to_dense().t()
+            blk.mlp.b_in[self.units] = self.b_in
+            blk.mlp.b_out.copy_(self.b_out)
+            params = dict(blk.named_parameters())
+            for name, idx in self.neg_zero.items():
+                if len(idx):
+                    params[name][tuple(idx.t())] = -0.0
+        blk.attn.head_labels = list(self.head_labels)
+        blk.mlp.unit_labels = list(self.unit_labels)
+        return blk
+
+
+def _with_blocks(model, blocks):
+    out = copy.copy(model)
+    out._modules = dict(model._modules)
+    out.blocks = nn.ModuleList(blocks)
+    out.__dict__.pop("_cell_plans", None)
+    return out
+
+
+def sparse_model(model):
+    """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched)."""
+    return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b, model.cfg) for b in model.blocks])
+
+
+def dense_model(model):
+    """A copy of ``model`` with dense blocks (for export, hooks on every activation, inspection)."""
+    return _with_blocks(model, [b.to_dense() if isinstance(b, SparseBlock) else b for b in model.blocks])

@@ -1,0 +1,43 @@
+"""The capacity sweep runs end to end on a tiny grid and resumes without retraining."""
+import argparse
+import csv
+
+import pytest
+import torch
+
+from iclconstruct.errors import OutOfRangeError
+from iclconstruct.icl.cli import add_subcommands
+from iclconstruct.icl.sweep import reference_predictors, run_sweep
+
+torch.set_num_threads(1)
+
+
+def run(argv):
+    ap = argparse.ArgumentParser(prog="iclconstruct")
+    add_subcommands(ap.add_subparsers(dest="cmd", required=True))
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def test_tiny_sweep_end_to_end_and_resume(tmp_path, capsys):
+    argv = ["sweep", "--out", str(tmp_path), "--layers", "1", "2", "--widths", "8", "16", "--d", "2",
+            "--steps", "6", "--n-tasks", "16", "--device", "cpu"]
+    assert run(argv) == 0
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [(r["layers"], r["width"]) for r in rows] == [("1", "8"), ("1", "16"), ("2", "8"), ("2", "16")]
+    names = {p.name for p in reference_predictors()}
+    for r in rows:
+        assert r["closest"] in names and r["steps"] == "6"
+        spds = {k[4:]: float(v) for k, v in r.items() if k.startswith("spd/")}
+        assert set(spds) == names and min(spds, key=spds.get) == r["closest"]
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| layers |" in (tmp_path / "sweep.md").read_text()
+    stamp = (tmp_path / "cells" / "L2_W16" / "result.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert run(argv) == 0  # resumed: every cell skipped, nothing retrained
+    assert capsys.readouterr().out.count("already done, skipped") == 4
+    assert (tmp_path / "cells" / "L2_W16" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_sweep_rejects_width_not_divisible_by_heads(tmp_path):
+    with pytest.raises(OutOfRangeError, match="n_heads"):
+        run_sweep(tmp_path, [1], [6], d=2, n_heads=4, steps=2, n_tasks=4)
