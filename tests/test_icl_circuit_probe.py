@@ -84,5 +84,7 @@ def test_newton_circuit_slot_when_the_zoo_has_it():
     from iclconstruct.icl.probes import circuit_hidden_states
 
     H = circuit_hidden_states(ic.circuits.newton(3, 3), X, y, xq)
-    first, last = fit_linear_readout(H[0], ic.reference.ols(X, y)), fit_linear_readout(H[-1], ic.reference.ols(X, y))
+    # the circuit's own weights: 3 Newton steps from its in-context start alpha = 1/(n + tr XᵀX)²
+    w = ic.reference.newton(X, y, 3, alpha="trace")
+    first, last = fit_linear_readout(H[0], w), fit_linear_readout(H[-1], w)
     assert last.test_rel_err < 0.05 < 0.5 < first.test_rel_err
