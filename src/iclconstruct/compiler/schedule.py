@@ -129,44 +129,6 @@ class Schedule:
         return out
 
 
-def _unique(names) -> Tuple[str, ...]:
-    return tuple(dict.fromkeys(names))
-
-
-@dataclass
-class SegmentPlan:
-    """The layers of one program segment, run ``repeat`` times (as :class:`~iclconstruct.lang.program.Segment`)."""
-
-    layers: List[LayerPlan]
-    repeat: Union[int, str]
-
-    def times(self, T: int) -> int:
-        """Runs on ``T`` tokens (:meth:`iclconstruct.lang.program.Segment.times`)."""
-        return repeat_times(self.repeat, T)
-
-
-@dataclass
-class Schedule:
-    segments: List[SegmentPlan]
-
-    def unrolled(self, T: int) -> List[Tuple[int, int, LayerPlan]]:
-        """``(segment, layer-in-segment, plan)`` for every layer run on ``T`` tokens."""
-        out = []
-        for si, seg in enumerate(self.segments):
-            for _ in range(seg.times(T)):
-                for li, plan in enumerate(seg.layers):
-                    out.append((si, li, plan))
-        return out
-
-    def stages(self, T: int) -> List[List[Op]]:
-        """Ops grouped by stage (attention, MLP, attention, ...) in execution order."""
-        out = []
-        for _, _, plan in self.unrolled(T):
-            out.append(list(plan.attn_ops))
-            out.append(list(plan.mlp_ops))
-        return out
-
-
 def _rows(lay: Layout, names) -> Set[int]:
     out: Set[int] = set()
     for n in names:

@@ -1,4 +1,6 @@
-"""Figures of the empirical study (matplotlib, Agg backend; Akyürek et al. 2023, Fig. 1, 2, 4–5).
+"""Figures of the empirical study (Akyürek et al. 2023, Fig. 1, 2, 4–5), one convention with :mod:`iclconstruct.viz`:
+built without ``pyplot``; each function returns the :class:`~matplotlib.figure.Figure`, or, given ``path``,
+writes it there and returns the path.
 
 * :func:`plot_error_curves` — squared error ÷ d vs number of examples per predictor (Fig. 1).
 * :func:`plot_spd_curves` — SPD ÷ d and ILWD ÷ d of the learner to each predictor vs examples (Fig. 1/3).
@@ -17,25 +19,43 @@ import numpy as np
 __all__ = ["plot_error_curves", "plot_spd_curves", "plot_mspd_heatmap", "plot_probes", "plot_probe_alpha", "plot_loss"]
 
 
-def _plt():
-    import matplotlib
+class _Mpl:
+    """The two pieces of matplotlib the figures use, without ``pyplot`` (the convention of
+    :mod:`iclconstruct.viz`): ``subplots`` on a fresh :class:`~matplotlib.figure.Figure` and
+    the named colour maps."""
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def subplots(*args, figsize=None, **kw):
+        from matplotlib.figure import Figure
 
-    return plt
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kw)
+
+    @staticmethod
+    def get_cmap(name: str):
+        import matplotlib
+
+        return matplotlib.colormaps[name]
 
 
-def _save(fig, path) -> Path:
+def _plt() -> _Mpl:
+    return _Mpl()
+
+
+def _save(fig, path, **savefig):
+    """The figure itself when ``path`` is None (as :mod:`iclconstruct.viz` returns them); else it is
+    written to ``path`` (folders created) and the path is returned."""
+    if path is None:
+        return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
+    if not savefig:
+        fig.tight_layout()
+    fig.savefig(path, dpi=120, **savefig)
     return path
 
 
-def plot_error_curves(table, path, title=None) -> Path:
+def plot_error_curves(table, path=None, title=None) -> "Path | Figure":
     """Squared error ÷ d per prefix length, learner and predictors, with bootstrap bands (Fig. 1)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -65,7 +85,7 @@ def _line_styles(n: int):
     return [(cols[i % 10], dashes[(i // 10) % 4]) for i in range(n)]
 
 
-def plot_spd_curves(table, path, title=None) -> Path:
+def plot_spd_curves(table, path=None, title=None) -> "Path | Figure":
     """SPD ÷ d (left) and, when computed, ILWD ÷ d (right) between the learner and each predictor
     vs number of examples, log scale, with bootstrap 95 % bands (paper Fig. 1b/3)."""
     plt = _plt()
@@ -98,7 +118,7 @@ def plot_spd_curves(table, path, title=None) -> Path:
     return _save(fig, path)
 
 
-def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], path, title=None) -> Path:
+def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], path=None, title=None) -> "Path | Figure":
     """Heat map of MSPD (rows predictors, columns training noise σ²); NaN cells stay blank (Fig. 2)."""
     plt = _plt()
     M = np.asarray(M, float)
@@ -118,7 +138,7 @@ def plot_mspd_heatmap(M, row_labels: Sequence[str], col_labels: Sequence[str], p
     return _save(fig, path)
 
 
-def plot_probes(results, path, title=None, xlabel: str = "layer (0 = embedding)") -> Path:
+def plot_probes(results, path=None, title=None, xlabel: str = "layer (0 = embedding)") -> "Path | Figure":
     """Held-out relative probe error by layer: one panel per target, one line per probe kind;
     methods whose name contains "control" are dashed (Fig. 4–5)."""
     plt = _plt()
@@ -147,7 +167,7 @@ def plot_probes(results, path, title=None, xlabel: str = "layer (0 = embedding)"
     return _save(fig, path)
 
 
-def plot_probe_alpha(results, n_examples: int, path, title=None) -> Path:
+def plot_probe_alpha(results, n_examples: int, path=None, title=None) -> "Path | Figure":
     """Heat maps of the position probes' learned weights α (rows: layer, columns: token position
     x̃₁, ỹ₁, …, x̃_q), one panel per target (grid rows) and probe kind (grid columns) — where each
     quantity is read from. A flat row means early stopping kept the initial uniform α."""
@@ -179,14 +199,10 @@ def plot_probe_alpha(results, n_examples: int, path, title=None) -> Path:
     if im is not None:
         fig.colorbar(im, ax=[a for row in axes for a in row], label="α (softmax over positions)", shrink=0.8)
     fig.suptitle(title or "Probe position weights α")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, bbox_inches="tight")
 
 
-def plot_loss(history, path, title=None) -> Path:
+def plot_loss(history, path=None, title=None) -> "Path | Figure":
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot([h["step"] for h in history], [h["loss_per_d"] for h in history])

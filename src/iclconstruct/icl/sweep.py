@@ -205,7 +205,9 @@ def plot_sweep(rows: List[dict], path, title: Optional[str] = None) -> Path:
         ax.text(j, i, f"{r['closest']}\nSPD/d {r['spd/' + r['closest']]:.2g}\n(OLS {r.get('spd/OLS', np.nan):.2g})"
                       f"\nerror/d {r.get('err_per_d', np.nan):.2g}",
                 ha="center", va="center", fontsize=7.5)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(k), alpha=0.55) for k in range(len(names))]
+    from matplotlib.patches import Rectangle
+
+    handles = [Rectangle((0, 0), 1, 1, color=cmap(k), alpha=0.55) for k in range(len(names))]
     ax.legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="closest", title_fontsize=7)
     ax.set_title("closest reference predictor (SPD/d)")
     ax2 = axes[1]
