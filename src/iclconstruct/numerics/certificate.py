@@ -8,7 +8,7 @@ magnitude of the exact value and a bound ``E`` on the model's error (both ∞-no
 the slot's rows and over all columns), plus a bound ``F`` on the column sum of the
 residual stream (0 in exact arithmetic: the ``bal`` row). Each sublayer adds:
 
-* hard attention (constructions.md §3): leaked softmax weight ``≤ 2e^{−(A − 2δℓ)}``
+* hard attention (docs/concepts.md §4): leaked softmax weight ``≤ 2e^{−(A − 2δℓ)}``
   per neighbour side, ``δℓ`` the round-off of the logits;
 * the LayerNorm bypass (Lemma 6) and division (Lemma 8): a relative scale error
   ``φ = ‖rest‖²/(4K²) + …`` on everything the MLP reads, and the computed column mean

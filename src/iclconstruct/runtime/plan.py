@@ -12,7 +12,7 @@ of that work go:
   "changed"; later an op's output is changed iff one of its inputs (own column, or the
   column a head reads, or any column a mean reads) is. For the wavefront circuits this
   proves that the ỹ column of example ``k`` is final after iteration ``k``
-  (constructions.md §8, "Streaming is exact").
+  (docs/scale.md §1, "The dependency-pruned schedule").
 * **Liveness.** A backward pass from the readout marks which values are needed. A needed
   value at a fixed-point cell is needed one iteration earlier instead (deferral); a
   needed value at a changed cell makes the whole unit (a straight layer, or one loop
