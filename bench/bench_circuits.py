@@ -73,11 +73,11 @@ def section_errors(quick):
     rows = []
     sizes = [(4, 8), (8, 16)] if quick else [(4, 16), (16, 32), (32, 64)]
     for d, n in sizes:
-        rows.append(("sgd", d, n, "float64", "default", f"{err_sgd(d, n, B, rng):.1e}"))
+        rows.append(("sgd", d, n, "float64", "default", err_or_refusal(err_sgd, d, n, B, rng)))
     for d, n in ([(4, 8)] if quick else [(4, 16), (8, 16), (16, 32)]):
-        rows.append(("ridge (λ=0.1)", d, n, "float64", "default", f"{err_ridge(d, n, B, rng):.1e}"))
+        rows.append(("ridge (λ=0.1)", d, n, "float64", "default", err_or_refusal(err_ridge, d, n, B, rng)))
     for d, n in [(4, 8)] if quick else [(4, 8), (8, 16)]:
-        rows.append(("sgd", d, n, "float32", "Constants.float32()", f"{err_sgd(d, n, B, rng, dtype=torch.float32):.1e}"))
+        rows.append(("sgd", d, n, "float32", "Constants.float32()", err_or_refusal(err_sgd, d, n, B, rng, dtype=torch.float32)))
         rows.append(("ridge (λ=0.1)", d, n, "float32", "Constants.float32()",
                      err_or_refusal(err_ridge, d, n, B, rng, dtype=torch.float32)))
         rows.append(("ridge (λ=1)", d, n, "float32", "Constants.float32()",
@@ -88,12 +88,12 @@ def section_errors(quick):
     d, n = (4, 8) if quick else (8, 16)
     for N in ([1e4, 1e5] if quick else [1e3, 1e4, 1e5, 1e6]):
         c = ic.Constants(product_scale=N)
-        rows.append((f"product_scale N = {N:g}", f"{err_sgd(d, n, B, rng, constants=c):.1e}",
-                     f"{err_ridge(d, n, B, rng, constants=c):.1e}"))
+        rows.append((f"product_scale N = {N:g}", err_or_refusal(err_sgd, d, n, B, rng, constants=c),
+                     err_or_refusal(err_ridge, d, n, B, rng, constants=c)))
     for K in ([1e6, 1e8] if quick else [1e6, 1e7, 1e8, 1e9]):
         c = ic.Constants(ln_anchor=K, div_scale=K)
-        rows.append((f"ln_anchor K = div_scale M = {K:g}", f"{err_sgd(d, n, B, rng, constants=c):.1e}",
-                     f"{err_ridge(d, n, B, rng, constants=c):.1e}"))
+        rows.append((f"ln_anchor K = div_scale M = {K:g}", err_or_refusal(err_sgd, d, n, B, rng, constants=c),
+                     err_or_refusal(err_ridge, d, n, B, rng, constants=c)))
     t2 = table(["constants (others default)", f"sgd d={d} n={n}", f"ridge d={d} n={n}"], rows)
     return t1 + "\n\nError against the precision constants (float64, max err/(1+|ref|) over 8 tasks):\n\n" + t2
 
