@@ -91,6 +91,15 @@ def _check_inputs(program: Program, tok: np.ndarray) -> None:
     check_guards(program.guards, tok)
 
 
+def _add_affine(val: np.ndarray, H: np.ndarray, lay: Layout, terms, bias) -> np.ndarray:
+    """``val + Σ W·h[slot] + bias``: the affine part shared by ``mul`` (``plus=``) and ``aff``."""
+    for s, W in terms:
+        val = val + lay.view(H, s) @ W.T
+    if bias is not None:
+        val = val + bias
+    return val
+
+
 def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
     """Execute ``op`` on ``H`` in place (exact semantics)."""
     if isinstance(op, Mov):
@@ -117,11 +126,7 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         A = lay.view(H, op.lhs).reshape(H.shape[:2] + (a, b))
         Bm = lay.view(H, op.rhs).reshape(H.shape[:2] + (b, c))
         val = op.coef * np.matmul(A, Bm).reshape(H.shape[:2] + (a * c,))
-        for s, W in op.plus:
-            val = val + lay.view(H, s) @ W.T
-        if op.bias is not None:
-            val = val + op.bias
-        lay.view(H, op.dst)[...] = val
+        lay.view(H, op.dst)[...] = _add_affine(val, H, lay, op.plus, op.bias)
     elif isinstance(op, Div):
         c = np.abs(lay.view(H, op.divisor))
         q = op.coef * lay.view(H, op.src) / c
@@ -131,11 +136,7 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
             lay.view(H, op.dst)[...] = q
     elif isinstance(op, Aff):
         val = np.zeros(H.shape[:2] + (lay[op.dst].size,))
-        for s, W in op.terms:
-            val = val + lay.view(H, s) @ W.T
-        if op.bias is not None:
-            val = val + op.bias
-        lay.view(H, op.dst)[...] = val
+        lay.view(H, op.dst)[...] = _add_affine(val, H, lay, op.terms, op.bias)
     elif isinstance(op, Count):
         T = H.shape[1]
         lay.view(H, op.dst)[...] = ((np.arange(T) + 1) // 2).astype(np.float64)[None, :, None]
