@@ -272,3 +272,25 @@ def test_runtime_bound_claims_are_checked():
         liar.interpret(tok)
     with pytest.raises(ic.errors.OutOfRangeError):
         liar.compile()(tok)
+
+
+def test_bound_refusals_name_the_source_line_or_the_callers_argument(tmp_path):
+    def make(w_bound, arg):
+        @ic.algorithm(d=2, x_bound=5.0, y_bound=5.0, max_n=8)
+        def sums(ctx):
+            return ctx.bound(ctx.sum(ctx.y * ctx.x), w_bound, arg=arg)
+        return sums
+
+    tok = ic.tokens.encode(np.full((4, 2), 3.0), np.full(4, 3.0), np.ones(2))
+    for arg, expected in ((None, "raise that bound"), ("w_bound", "pass a larger w_bound")):
+        alg = make(1.0, arg)
+        for run in (alg.interpret, alg.compile()):
+            with pytest.raises(ic.errors.OutOfRangeError) as e:
+                run(tok)
+            assert "test_frontend.py:" in str(e.value) and expected in str(e.value), str(e.value)
+    with pytest.raises(FrontendError, match="arg must be an argument name"):
+        make(1.0, "not a name").program()
+    # the advice travels with saved circuits: the reloaded model names the argument too
+    ic.io.save(make(1.0, "w_bound").compile(), tmp_path / "c")
+    with pytest.raises(ic.errors.OutOfRangeError, match="pass a larger w_bound"):
+        ic.io.load(tmp_path / "c")(tok)

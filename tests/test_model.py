@@ -130,3 +130,22 @@ def test_torch_in_torch_out_numpy_in_numpy_out():
     t = tok()
     assert isinstance(m(t), np.ndarray)
     assert isinstance(m(torch.as_tensor(t)), torch.Tensor)
+
+
+def test_div_layer_whose_divisor_rows_a_mov_reuses_is_not_refused():
+    """Regression (hypothesis): a div and a mov into the freed divisor's rows share a layer. The
+    batched LayerNorm check must read M·|c| from the pair rows (c as the attention read it), not
+    from the divisor's rows, which already hold the mov's value (0 here) when the MLP runs."""
+    p = ic.Program(1, name="div-then-reuse")
+    p.slot("c", 1, bound=2.0)
+    p.slot("q", 1, bound=1.0)
+    p.aff("c", bias=[1.5])
+    p.div("is_y", "c", "q", coef=0.2)
+    p.free("c")
+    p.slot("r", 1, bound=1.0, at=p.layout["q"].start - 1)
+    p.mov("is_y", "r", offset=0)
+    p.readout("q")
+    m = ic.compile(p)
+    assert any(plan.divisor == "c" and plan.attn_ops for plan in m.plans), "the div and the mov must share a layer"
+    t = torch.tensor([[[0.0, 2.7], [1.0, 0.0], [0.0, -1.0]]], dtype=torch.float64)
+    np.testing.assert_allclose(m(t), ic.interpret(p, t).output, atol=1e-8)

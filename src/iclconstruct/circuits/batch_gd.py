@@ -49,7 +49,7 @@ def batch_gd_algorithm(d: int, lr: float, steps: int = 1, lam: float = 0.0, w0=N
         b = ctx.sum(ctx.y * ctx.x)                   # Xᵀy
         w = ctx.const(w0v)
         for _ in range(int(steps)):                  # one MLP per step, independent of n
-            w = ctx.bound(w - 2 * lr * (S @ w - b + lam * w), wb)
+            w = ctx.bound(w - 2 * lr * (S @ w - b + lam * w), wb, arg="w_bound")
         return w
     return batch_gd
 

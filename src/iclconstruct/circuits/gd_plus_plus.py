@@ -51,7 +51,7 @@ def gd_plus_plus_algorithm(d: int, lr: float, gamma: float, steps: int = 1, *, x
         b = ctx.sum(ctx.y * ctx.x)
         q, w = ctx.query, ctx.zeros(d)
         for _ in range(int(steps)):
-            w = ctx.bound(w - 2 * lr * (S @ w - b), wb)
+            w = ctx.bound(w - 2 * lr * (S @ w - b), wb, arg="w_bound")
             H = ctx.eye(d) - gamma * S               # the curvature correction of the inputs
             HS = ctx.bound(H @ S, sb)
             S, b, q = ctx.bound(HS @ H, sb), ctx.bound(H @ b, bb), ctx.bound(H @ q, xb * math.sqrt(d))

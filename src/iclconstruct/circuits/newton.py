@@ -54,8 +54,8 @@ def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=No
             M = alpha * ((n * n) * S)
         for _ in range(int(steps)):                  # two products (two layers) per iteration
             SM = ctx.bound(S @ M, 2.0)
-            M = ctx.bound(2 * M - M @ SM, m_bound)
-        return ctx.bound(M @ b, wb)
+            M = ctx.bound(2 * M - M @ SM, m_bound, arg="m_bound")
+        return ctx.bound(M @ b, wb, arg="w_bound")
     return newton
 
 

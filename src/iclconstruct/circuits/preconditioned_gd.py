@@ -50,7 +50,7 @@ def preconditioned_gd_algorithm(d: int, lr: float, steps: int = 1, P=None, *, x_
         P_ = ctx.const(Pm)
         w = ctx.zeros(d)
         for _ in range(int(steps)):
-            w = ctx.bound(w - 2 * lr * (P_ @ (S @ w - b)), wb)
+            w = ctx.bound(w - 2 * lr * (P_ @ (S @ w - b)), wb, arg="w_bound")
         return w
     return preconditioned_gd
 

@@ -100,7 +100,7 @@ class Algorithm:
         if self._program is None:
             ctx, pred = self.trace()
             p = lower(ctx, pred, self)
-            p.meta = {"algorithm": self.name, "d": self.d, "x_bound": self.x_bound, "y_bound": self.y_bound,
+            p.meta = {**(p.meta or {}), "algorithm": self.name, "d": self.d, "x_bound": self.x_bound, "y_bound": self.y_bound,
                       "max_n": self.max_n}
             self._program = p
         return self._program

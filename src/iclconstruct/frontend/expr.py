@@ -64,6 +64,7 @@ class Expr:
         self.where = where
         self.symmetric = symmetric
         self.user_bound: Optional[float] = None
+        self.bound_note: Optional[Tuple[Optional[str], str]] = None  # ctx.bound's (arg, source line)
         self.id = -1
 
     # ------------------------------------------------------------------ facts

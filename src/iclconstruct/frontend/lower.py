@@ -51,6 +51,7 @@ class _Lowering:
         self.n = 0
         self.out = out
         self.keep: set = set()  # slots never freed (see lower())
+        self.advice: Dict[str, str] = {}  # slot -> what to change when its ctx.bound is exceeded
 
     # ------------------------------------------------------------------ helpers
     def target(self, node: Expr) -> str:
@@ -74,6 +75,9 @@ class _Lowering:
                 "Tighten it with ctx.bound(expr, value) — loop iterates usually need one — or lower the bounds")
         self.sizes[name] = size
         self.bounds[name] = max(float(bound), 1e-6)
+        note = getattr(node, "bound_note", None)
+        if note is not None:
+            self.advice[name] = _advice(name, *note)
         return name
 
     def emit(self, seg: str, *instr) -> None:
@@ -461,6 +465,15 @@ def _emit(p: Program, ins) -> None:
         p.count(ins[1])
 
 
+def _advice(slot: str, arg: Optional[str], where: str) -> str:
+    """What the range check says when ``slot``, bounded by ``ctx.bound`` at ``where``, overflows."""
+    if arg is not None:
+        return (f"slot {slot!r} is bounded by the algorithm's argument {arg}= (ctx.bound at {where}): pass a "
+                f"larger {arg} (larger bounds cost accuracy) or smaller inputs")
+    return (f"slot {slot!r} is bounded by ctx.bound at {where}: raise that bound (larger bounds cost accuracy) "
+            f"or keep inputs smaller")
+
+
 def lower(ctx, out: Expr, algo) -> Program:
     """Compile the traced prediction ``out`` of ``algo`` into a :class:`Program`.
 
@@ -477,6 +490,7 @@ def lower(ctx, out: Expr, algo) -> Program:
         p = low.program(algo)
         clash = _same_layer_reuse(p)
         if not clash:
+            p.meta = {**(p.meta or {}), "bound_advice": dict(low.advice)}
             return p
         keep |= clash
     raise FrontendError(f"{algo.name}: could not allocate slots without same-layer reuse")  # pragma: no cover

@@ -196,13 +196,18 @@ class Context:
             raise FrontendError("ctx.examples() loops cannot be nested")
         return _Examples(self)
 
-    def bound(self, e: Expr, value) -> Expr:
+    def bound(self, e: Expr, value, *, arg: Optional[str] = None) -> Expr:
         """Declare ``|e| ≤ value`` entrywise (``value``: number, or ``(lo, hi)``); returns ``e``.
 
         Tightens the interval analysis where it cannot see the truth (e.g. iterates of a
         loop). The claim is checked at run time: a value beyond it raises
-        :class:`~iclconstruct.errors.OutOfRangeError`, never a silent error.
+        :class:`~iclconstruct.errors.OutOfRangeError`, never a silent error. The message
+        names this call's source line, or ``arg``: the name of the argument of *your* function
+        that ``value`` comes from (``ctx.bound(M @ b, w_bound, arg="w_bound")``), so that
+        your caller is told which of their arguments to raise.
         """
+        if arg is not None and not (isinstance(arg, str) and arg.isidentifier()):
+            raise FrontendError(f"ctx.bound at {_where()}: arg must be an argument name (a string); got {arg!r}")
         if not isinstance(e, Expr):
             raise ShapeError(f"ctx.bound at {_where()}: the first argument must be a traced value; got {type(e).__name__}")
         lo, hi = (-float(value), float(value)) if _is_number(value) else (float(value[0]), float(value[1]))
@@ -214,6 +219,7 @@ class Context:
         if bad.any():  # the claim contradicts the analysis: keep the claim's hull
             e.lo[bad], e.hi[bad] = -abs(hi), abs(hi)
         e.user_bound = max(abs(lo), abs(hi))
+        e.bound_note = (arg, _where())
         return e
 
     # ------------------------------------------------------------------ operations
@@ -314,6 +320,8 @@ class Context:
             saved = (dict(self._cse), len(self.nodes))
             states = [self._node("state", (), init.shape, lo[i], hi[i], STATE, False, param=i, where=f"`{name}`")
                       for i, (name, init, _) in enumerate(carried)]
+            for st_, (_, _, out) in zip(states, carried):  # a state's slot is refused as its update's bound is
+                st_.bound_note = out.bound_note
             updates = [self._rebuild(out, init_ids, states, it.mark, {}) for _, _, out in carried]
             grew = False
             for i, u in enumerate(updates):
@@ -379,6 +387,7 @@ class Context:
             r.lo = np.maximum(r.lo, -node.user_bound)
             r.hi = np.minimum(r.hi, node.user_bound)
             r.user_bound = node.user_bound
+            r.bound_note = node.bound_note
         memo[node.id] = r
         return r
 

@@ -79,8 +79,9 @@ class RangeMonitor:
         norm_sq = sq.sum(-1) - sq[..., skip].sum(-1)
         if plan.divisor is None:
             rel = norm_sq / (4.0 * c.ln_anchor ** 2)
-        else:
-            rel = norm_sq / (4.0 * (c.div_scale * lay.view(h, plan.divisor)[..., 0].double().abs()) ** 2)
+        else:  # M·|c| from the pair rows, written from c as this layer's attention read it: the divisor's
+            # own rows may already hold a new slot's value (a mov of this layer reusing them)
+            rel = norm_sq / (4.0 * lay.view(h, "pair")[..., 0].double().abs() ** 2)
         flat = rel.reshape(-1)
         i = torch.argmax(flat)
         self.pending.append(("layernorm", l, bi, torch.stack([flat[i], i.double()]), (sq.reshape(-1, sq.shape[-1])[i],
