@@ -14,10 +14,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import ICLConstructError, ShapeError
+from ..errors import ShapeError
 from ..frontend import Algorithm, algorithm
-from ..lang.validate import as_float, as_int, as_real_array
-from .common import check_d, default_bounds
+from ..lang.validate import as_float, as_real_array
+from .common import check_zoo_args, default_bounds
 
 __all__ = ["batch_gd", "batch_gd_algorithm"]
 
@@ -26,17 +26,10 @@ def batch_gd_algorithm(d: int, lr: float, steps: int = 1, lam: float = 0.0, w0=N
                        w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`batch_gd` (``.program()``, ``.interpret()``, ``.compile()``)."""
     # the same validators as every entry point (iclconstruct.lang.validate)
-    d = check_d(d)
-    steps = as_int(steps, "steps", min=1)
+    d, steps, w_bound, max_n = check_zoo_args(d, steps, w_bound, max_n)
     lr = as_float(lr, "lr", positive=True)
     lam = as_float(lam, "lam", nonneg=True)
     w0 = None if w0 is None else as_real_array(w0, "w0")
-    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
-    max_n = as_int(max_n, "max_n", min=1)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ICLConstructError(f"steps must be a positive integer; got {steps!r}")
-    if not (math.isfinite(lr) and lr > 0) or not (math.isfinite(lam) and lam >= 0):
-        raise ICLConstructError(f"lr must be finite and > 0 and lam finite and >= 0; got lr={lr!r}, lam={lam!r}")
     w0v = np.zeros(d) if w0 is None else np.asarray(w0, dtype=np.float64).reshape(-1)
     if w0v.shape != (d,) or not np.isfinite(w0v).all():
         raise ShapeError(f"w0 must be a finite vector of shape ({d},); got {np.shape(w0)}")

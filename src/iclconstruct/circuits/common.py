@@ -15,7 +15,7 @@ import math
 from ..lang.program import Program
 from ..lang.validate import MAX_D, as_float, as_int
 
-__all__ = ["gather_examples", "predict_from", "default_bounds", "check_d", "bound_advice"]
+__all__ = ["gather_examples", "predict_from", "default_bounds", "check_d", "check_zoo_args", "bound_advice"]
 
 
 def bound_advice(circuit: str, slots: dict) -> dict:
@@ -42,6 +42,12 @@ def bound_advice(circuit: str, slots: dict) -> dict:
 def check_d(d) -> int:
     """The input dimension ``d`` as a positive ``int`` (refuses None, NaN, strings, 0, 2.5 ...)."""
     return as_int(d, "d", min=1, max=MAX_D)
+
+
+def check_zoo_args(d, steps, w_bound, max_n, *, min_steps: int = 1):
+    """``(d, steps, w_bound, max_n)`` of a zoo circuit, validated as every entry point validates them."""
+    return (check_d(d), as_int(steps, "steps", min=min_steps),
+            None if w_bound is None else as_float(w_bound, "w_bound", positive=True), as_int(max_n, "max_n", min=1))
 
 
 def default_bounds(d: int, x_bound, y_bound):

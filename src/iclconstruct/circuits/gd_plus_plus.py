@@ -18,10 +18,9 @@ from typing import Optional
 
 import torch
 
-from ..errors import ICLConstructError
 from ..frontend import Algorithm, algorithm
-from ..lang.validate import as_float, as_int
-from .common import check_d, default_bounds
+from ..lang.validate import as_float
+from .common import check_zoo_args, default_bounds
 
 __all__ = ["gd_plus_plus", "gd_plus_plus_algorithm"]
 
@@ -30,17 +29,9 @@ def gd_plus_plus_algorithm(d: int, lr: float, gamma: float, steps: int = 1, *, x
                            w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`gd_plus_plus`."""
     # the same validators as every entry point (iclconstruct.lang.validate)
-    d = check_d(d)
-    steps = as_int(steps, "steps", min=1)
+    d, steps, w_bound, max_n = check_zoo_args(d, steps, w_bound, max_n)
     lr = as_float(lr, "lr", nonneg=True)
     gamma = as_float(gamma, "gamma", nonneg=True)
-    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
-    max_n = as_int(max_n, "max_n", min=1)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ICLConstructError(f"steps must be a positive integer; got {steps!r}")
-    for nm, v in (("lr", lr), ("gamma", gamma)):
-        if not (math.isfinite(v) and v >= 0):
-            raise ICLConstructError(f"{nm} must be finite and >= 0; got {v!r}")
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else float(w_bound)
     sb, bb = max_n * xb * xb, max_n * xb * yb

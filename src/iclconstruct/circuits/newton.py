@@ -13,14 +13,12 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 
-from ..errors import ICLConstructError
 from ..lang.guards import InputGuard
 from ..frontend import Algorithm, algorithm
-from ..lang.validate import as_float, as_int
-from .common import check_d, default_bounds
+from ..lang.validate import as_float
+from .common import check_zoo_args, default_bounds
 
 __all__ = ["newton", "newton_algorithm"]
 
@@ -29,16 +27,9 @@ def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=No
                      w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`newton`."""
     # the same validators as every entry point (iclconstruct.lang.validate)
-    d = check_d(d)
-    steps = as_int(steps, "steps", min=0)
+    d, steps, w_bound, max_n = check_zoo_args(d, steps, w_bound, max_n, min_steps=0)
     alpha = None if alpha is None else as_float(alpha, "alpha", positive=True)
     m_bound = as_float(m_bound, "m_bound", positive=True)
-    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
-    max_n = as_int(max_n, "max_n", min=1)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
-        raise ICLConstructError(f"steps must be a non-negative integer; got {steps!r}")
-    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise ICLConstructError(f"alpha must be a positive number or None (in-context trace rule); got {alpha!r}")
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else float(w_bound)
 

@@ -15,10 +15,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import ICLConstructError, ShapeError
+from ..errors import ShapeError
 from ..frontend import Algorithm, algorithm
-from ..lang.validate import as_float, as_int, as_real_array
-from .common import check_d, default_bounds
+from ..lang.validate import as_float, as_real_array
+from .common import check_zoo_args, default_bounds
 
 __all__ = ["preconditioned_gd", "preconditioned_gd_algorithm"]
 
@@ -27,16 +27,9 @@ def preconditioned_gd_algorithm(d: int, lr: float, steps: int = 1, P=None, *, x_
                                 w_bound: Optional[float] = None, max_n: int = 64) -> Algorithm:
     """The front-end algorithm behind :func:`preconditioned_gd`."""
     # the same validators as every entry point (iclconstruct.lang.validate)
-    d = check_d(d)
-    steps = as_int(steps, "steps", min=1)
+    d, steps, w_bound, max_n = check_zoo_args(d, steps, w_bound, max_n)
     lr = as_float(lr, "lr", positive=True)
     P = None if P is None else as_real_array(P, "P")
-    w_bound = None if w_bound is None else as_float(w_bound, "w_bound", positive=True)
-    max_n = as_int(max_n, "max_n", min=1)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ICLConstructError(f"steps must be a positive integer; got {steps!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ICLConstructError(f"lr must be finite and > 0; got {lr!r}")
     Pm = np.eye(d) if P is None else np.asarray(P, dtype=np.float64)
     if Pm.shape != (d, d) or not np.isfinite(Pm).all():
         raise ShapeError(f"P must be a finite ({d}, {d}) matrix; got shape {np.shape(P)}")

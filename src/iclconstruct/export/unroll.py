@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ..errors import ExportError
+from ..lang.validate import as_n_examples
 
 __all__ = ["Unrolled", "unroll"]
 
@@ -52,15 +53,8 @@ def _check(model, n_examples) -> int:
             f"{getattr(model, 'block_style', None)!r}. Compile it with ic.compile(program, block='pre_ln') "
             f"(circuits: ic.circuits.ridge(..., block='pre_ln'))"
         )
-    if int(n_examples) != n_examples or n_examples < 1:
-        raise ExportError(f"n_examples must be a positive integer; got {n_examples!r}")
-    n = int(n_examples)
-    if 2 * n + 1 > model.max_len:
-        raise ExportError(
-            f"n_examples={n} needs {2 * n + 1} positions but the model was compiled with max_len={model.max_len}; "
-            f"lower n_examples or compile with max_len >= {2 * n + 1}"
-        )
-    return n
+    return as_n_examples(n_examples, model.max_len, min=1, error=ExportError,
+                         advice="lower n_examples or compile with a larger max_len")
 
 
 def unroll(model, n_examples: int, n_heads: Optional[int] = None) -> Unrolled:

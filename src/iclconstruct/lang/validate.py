@@ -23,7 +23,7 @@ import torch
 
 from ..errors import ArgumentError, NonFiniteError, ShapeError
 
-__all__ = ["as_int", "as_float", "as_real_array", "as_real_tensor", "check_tokens_layout", "MAX_ROWS", "MAX_D",
+__all__ = ["as_int", "as_n_examples", "as_float", "as_real_array", "as_real_tensor", "check_tokens_layout", "MAX_ROWS", "MAX_D",
            "MAX_LEN_LIMIT"]
 
 #: largest residual width a program may reach (a compiled layer holds ``D × D`` matrices:
@@ -39,14 +39,20 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
-def as_int(value, name: str, *, min: Optional[int] = None, max: Optional[int] = None) -> int:
-    """``value`` as an ``int`` in ``[min, max]``; integral floats (``4.0``) are accepted."""
+def _plain_scalar(value, name: str, what: str, hint: str = ""):
+    """Refuse booleans, None and strings; a one-element real tensor becomes its Python number."""
     if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
-        raise ArgumentError(f"{name} must be an integer; got {value!r} ({_kind(value)})")
+        raise ArgumentError(f"{name} must be {what}; got {value!r} ({_kind(value)}){hint}")
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex() or value.device.type == "meta":
-            raise ArgumentError(f"{name} must be an integer; got a tensor of shape {tuple(value.shape)}")
+            raise ArgumentError(f"{name} must be {what}; got a tensor of shape {tuple(value.shape)}{hint}")
         value = value.item()
+    return value
+
+
+def as_int(value, name: str, *, min: Optional[int] = None, max: Optional[int] = None) -> int:
+    """``value`` as an ``int`` in ``[min, max]``; integral floats (``4.0``) are accepted."""
+    value = _plain_scalar(value, name, "an integer")
     if isinstance(value, numbers.Integral):
         v = int(value)
     elif isinstance(value, numbers.Real):
@@ -63,16 +69,27 @@ def as_int(value, name: str, *, min: Optional[int] = None, max: Optional[int] = 
     return v
 
 
+def as_n_examples(value, max_len: int, *, min: int = 0, error=ArgumentError, advice: str = "") -> int:
+    """``n_examples`` as an ``int ≥ min`` whose ``2n + 1`` tokens fit a model compiled with ``max_len``.
+
+    ``error``: the exception type raised (a subclass of ``ICLConstructError``, e.g. ``ExportError``);
+    ``advice``: what to change when the context does not fit (default: the largest ``n_examples``).
+    """
+    try:
+        n = as_int(value, "n_examples", min=min)
+    except ArgumentError as e:
+        raise error(str(e)) from None
+    if 2 * n + 1 > max_len:
+        raise error(f"n_examples={n} needs {2 * n + 1} tokens but the model was compiled with max_len={max_len}; "
+                    + (advice or f"use at most n_examples={(max_len - 1) // 2}"))
+    return n
+
+
 def as_float(value, name: str, *, positive: bool = False, nonneg: bool = False, finite: bool = True,
              min: Optional[float] = None, max: Optional[float] = None, hint: str = "") -> float:
     """``value`` as a real ``float``: refuses None, strings, booleans, complex numbers and NaN
     (and infinity unless ``finite=False``); ``positive``/``nonneg``/``min``/``max`` bound it."""
-    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
-        raise ArgumentError(f"{name} must be a real number; got {value!r} ({_kind(value)}){hint}")
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1 or value.is_complex() or value.device.type == "meta":
-            raise ArgumentError(f"{name} must be a real number; got a tensor of shape {tuple(value.shape)}{hint}")
-        value = value.item()
+    value = _plain_scalar(value, name, "a real number", hint)
     if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "iuf":
         value = value.item()
     if not isinstance(value, numbers.Real):

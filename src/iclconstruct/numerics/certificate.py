@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ..errors import ICLConstructError
+from ..lang.validate import as_n_examples
 
 __all__ = ["Certificate", "certify", "unit_roundoff", "gamma", "product_truncation", "GELU_ROUNDOFF"]
 
@@ -477,14 +478,8 @@ def certify(model, n_examples: int) -> Certificate:
     round-off model of ``docs/certificate.md`` (IEEE arithmetic, sums and dot products
     within ``γ_n``, GeLU within ``GELU_ROUNDOFF·u·|z|``).
     """
-    if isinstance(n_examples, bool) or int(n_examples) != n_examples or n_examples < 0:
-        raise ICLConstructError(f"n_examples must be a non-negative integer; got {n_examples!r}")
-    n_examples = int(n_examples)
-    if 2 * n_examples + 1 > model.max_len:
-        raise ICLConstructError(
-            f"n_examples={n_examples} needs {2 * n_examples + 1} tokens but the model's max_len is {model.max_len}; "
-            f"certify at most n_examples={(model.max_len - 1) // 2}"
-        )
+    n_examples = as_n_examples(n_examples, model.max_len, min=0,
+                               advice=f"certify at most n_examples={(model.max_len - 1) // 2}")
     if model.program.readout_slot is None:
         raise ICLConstructError("the model's program has no readout to certify")
     hint = _contraction(model.program)
