@@ -1,20 +1,14 @@
 """CLI jobs write their figures and tables (tiny settings)."""
-import argparse
 
 import pytest
 import torch
 
 from iclconstruct import icl
-from iclconstruct.icl.cli import add_subcommands
+from clitools import run
 
 torch.set_num_threads(1)
 
 
-def run(argv):
-    ap = argparse.ArgumentParser(prog="iclconstruct")
-    add_subcommands(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")

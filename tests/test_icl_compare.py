@@ -1,6 +1,5 @@
 """compare: several learners (trained models and circuits) ranked together; ILWD for circuits;
 no silent context cap."""
-import argparse
 
 import numpy as np
 import pytest
@@ -9,16 +8,11 @@ import torch
 import iclconstruct as ic
 from iclconstruct import icl
 from iclconstruct.errors import CheckpointError, ContextTooLongError
-from iclconstruct.icl.cli import add_subcommands
+from clitools import run
 
 torch.set_num_threads(1)
 
 
-def run(argv):
-    ap = argparse.ArgumentParser(prog="iclconstruct")
-    add_subcommands(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")

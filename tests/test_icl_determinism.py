@@ -1,19 +1,13 @@
 """Seeded training is reproducible: ``--seed`` fixes the initial weights and every batch."""
-import argparse
 
 import torch
 
 from iclconstruct import icl
-from iclconstruct.icl.cli import add_subcommands
+from clitools import run
 
 torch.set_num_threads(1)
 
 
-def run(argv):
-    ap = argparse.ArgumentParser(prog="iclconstruct")
-    add_subcommands(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 def test_seeded_init_is_bit_identical_and_ignores_the_global_rng():

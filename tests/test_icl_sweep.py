@@ -1,22 +1,16 @@
 """The capacity sweep runs end to end on a tiny grid and resumes without retraining."""
-import argparse
 import csv
 
 import pytest
 import torch
 
 from iclconstruct.errors import OutOfRangeError
-from iclconstruct.icl.cli import add_subcommands
+from clitools import run
 from iclconstruct.icl.sweep import reference_predictors, run_sweep
 
 torch.set_num_threads(1)
 
 
-def run(argv):
-    ap = argparse.ArgumentParser(prog="iclconstruct")
-    add_subcommands(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(argv)
-    return args.func(args)
 
 
 def test_tiny_sweep_end_to_end_and_resume(tmp_path, capsys):

@@ -13,6 +13,8 @@ from iclconstruct import io
 from iclconstruct.errors import CheckpointError, DivergenceError
 from iclconstruct.testing import programs, tokens_for
 
+from edgecases import edge_program
+
 
 def _roundtrip(model, folder):
     io.save(model, folder)
@@ -68,20 +70,7 @@ def test_sgd_stability_check_is_reattached(tmp_path):
 
 def test_free_reuse_and_loop_structure_survive(tmp_path):
     """Freed rows reused by a later slot, an empty loop, a loop of 1, a loop at the very end."""
-    p = ic.Program(2, name="edge")
-    p.slot("a", 2, bound=10); p.slot("b", 2, bound=10); p.slot("o", 1, bound=200)
-    p.mov("x", "a", offset=1)
-    with p.loop(1):
-        p.aff("b", {"a": 0.5})
-    p.free("a")
-    p.slot("c", 2, bound=10)                   # reuses a's rows
-    with p.loop("examples"):
-        pass
-    p.mov("b", "c", offset=2)
-    with p.loop(2):
-        p.mul("c", "x", "o", coef=0.5)
-    p.free("b")
-    p.readout("o")
+    p = edge_program()
     model = ic.compile(p, max_len=16)
     m2 = _roundtrip(model, tmp_path / "edge")
     assert [s.repeat for s in m2.program.segments] == [s.repeat for s in p.segments]

@@ -10,27 +10,11 @@ from iclconstruct.lang.program import Segment, repeat_times
 from iclconstruct.lang.serialize import program_from_dict, program_to_dict
 from iclconstruct.testing import programs
 
-
-def _prog():
-    p = ic.Program(2, name="edge")
-    p.slot("a", 2, bound=10); p.slot("b", 2, bound=10); p.slot("o", 1, bound=200)
-    p.mov("x", "a", offset=1)
-    with p.loop(1):
-        p.aff("b", {"a": 0.5})
-    p.free("a")
-    p.slot("c", 2, bound=10)
-    with p.loop("examples"):
-        pass
-    p.mov("b", "c", offset=2)
-    with p.loop(2):
-        p.mul("c", "x", "o", coef=0.5)
-    p.free("b")
-    p.readout("o")
-    return p
+from edgecases import edge_program
 
 
 def test_events_record_everything_in_order():
-    p = _prog()
+    p = edge_program()
     kinds = [e[0] for e in p.events]
     assert kinds == ["slot", "slot", "slot", "op", "loop", "op", "end", "free", "slot", "loop", "end", "op",
                      "loop", "op", "end", "free", "readout"]
@@ -46,7 +30,7 @@ def test_replay_rebuilds_the_same_program(p):
 
 
 def test_compiled_model_owns_a_frozen_copy():
-    p = _prog()
+    p = edge_program()
     m = ic.compile(p, max_len=16)
     before = m.program.listing()
     p.slot("late", 1)
@@ -75,7 +59,7 @@ def test_the_callers_arrays_do_not_reach_the_program():
 def test_segment_times_is_the_one_loop_count():
     assert Segment(repeat="examples").times(9) == 4 == repeat_times("examples", 8)
     assert Segment(repeat=3).times(9) == 3
-    m = ic.compile(_prog(), max_len=16)
+    m = ic.compile(edge_program(), max_len=16)
     T = 7
     assert len(m.unrolled(T)) == sum(len(s.layers) * s.times(T) for s in m.schedule.segments)
 
@@ -99,18 +83,18 @@ def test_version_1_program_dicts_still_load(p):
 
 
 def test_version_1_edge_program_loads():
-    p = _prog()
+    p = edge_program()
     q = program_from_dict(_as_v1(program_to_dict(p)))
     assert q.listing() == p.listing() and q.layout.row_labels() == p.layout.row_labels()
     assert [s.repeat for s in q.segments] == [s.repeat for s in p.segments]
 
 
 def test_inconsistent_event_log_is_refused():
-    doc = program_to_dict(_prog())
+    doc = program_to_dict(edge_program())
     doc["events"].append(["op"])
     with pytest.raises(E.CheckpointError, match="more ops"):
         program_from_dict(doc)
-    doc = program_to_dict(_prog())
+    doc = program_to_dict(edge_program())
     doc["events"] = [e for e in doc["events"] if e[0] not in ("loop", "end")]
     with pytest.raises(E.CheckpointError, match="loops"):
         program_from_dict(doc)
