@@ -249,18 +249,7 @@ class _Analysis:
 
     def _linear(self, terms, bias, size: int) -> Tuple[float, float, float]:
         """(``max_i Σ|W_ic|·E_c``, ``max_i Σ|W_ic|·V_c + |b_i|``, ``max_i Σ|W_ic|·B_c + |b_i|``) for ``Σ W·h[s] + b``."""
-        err = np.zeros(size)
-        mag = np.zeros(size)
-        bnd = np.zeros(size)
-        for s, W in terms:
-            rows = np.abs(np.asarray(W, dtype=np.float64)).sum(axis=1)
-            err += rows * self.E.get(s, 0.0)
-            mag += rows * self.V(s)
-            bnd += rows * self.B.get(s, 0.0)
-        if bias is not None:
-            b = np.abs(np.asarray(bias, dtype=np.float64)).reshape(-1)
-            mag += b
-            bnd += b
+        err, mag, bnd = self._linear_rows(terms, bias, size, lambda s: self.E.get(s, 0.0))
         return float(err.max(initial=0.0)), float(mag.max(initial=0.0)), float(bnd.max(initial=0.0))
 
     def _linear_rows(self, terms, bias, size: int, eop) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
