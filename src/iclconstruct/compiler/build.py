@@ -197,31 +197,42 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     sched = schedule(program)
     scales = operand_scales(program, constants.div_min)
 
-    def build(D):
-        out = []
-        for seg in sched.segments:
-            for plan in seg.layers:
-                ab, unscale = _attention(plan, lay, D, constants, max_len, pre_ln)
-                out.append((ab, _mlp(plan, lay, D, constants, unscale, max_len, scales, pre_ln)))
-        return out
+    plans = [plan for seg in sched.segments for plan in seg.layers]
 
-    builders = build(D)
-    n_heads = max([ab.n_heads() for ab, _ in builders] + [1])
-    d_head = max([ab.d_head() for ab, _ in builders] + [2])
+    def builders(D):
+        """Each layer's (attention, MLP) builders, one layer at a time: a layer's units are
+        dropped before the next layer's are made (at d = 16 Newton's units alone take GBs)."""
+        for plan in plans:
+            ab, unscale = _attention(plan, lay, D, constants, max_len, pre_ln)
+            yield ab, _mlp(plan, lay, D, constants, unscale, max_len, scales, pre_ln)
+
+    def shapes(D):
+        """``(n_heads, d_head, d_mlp)`` over all layers (a pass that keeps no weights)."""
+        n_heads, d_head, d_mlp = 1, 2, 1
+        for ab, mb in builders(D):
+            n_heads, d_head, d_mlp = max(n_heads, ab.n_heads()), max(d_head, ab.d_head()), max(d_mlp, len(mb))
+        return n_heads, d_head, d_mlp
+
+    n_heads, d_head, d_mlp = shapes(D)
     if pre_ln and width is None and D != max(-(-D // d_head), n_heads) * d_head:
         D = max(-(-D // d_head), n_heads) * d_head  # GPT-2: n_embd = n_head·head_dim
-        builders = build(D)
-    d_mlp = max([len(mb) for _, mb in builders] + [1])
-    layers: List[LayerWeights] = []
-    for ab, mb in builders:
-        heads = ab.heads(d_head)
-        layers.append(LayerWeights(heads=heads, mlp=mb.weights(d_mlp)))
+        d_mlp = shapes(D)[2]  # heads as sized at the layout's width, as before the rounding
+
+    def layers():
+        """Each layer's weights, built when the model asks for them and installed before the next is
+        built, so compiling needs the model's parameters plus one layer of temporaries."""
+        for ab, mb in builders(D):
+            lw = LayerWeights(heads=ab.heads(d_head), mlp=mb.weights(d_mlp))
+            del ab, mb
+            yield lw
+            del lw  # the model has installed it
+
     W_E, W_pos = embedding(lay, D, constants, max_len, constants.pre_ln_anchor if pre_ln else None)
     config = ConstructedTransformerConfig(
-        n_layers=len(layers), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
+        n_layers=len(plans), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
         max_len=int(max_len), segments=tuple((len(seg.layers), seg.repeat) for seg in sched.segments),
         block=block, act_fn=constants.activation, ln_eps=constants.ln_eps, dtype=dtype)
-    model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers,
+    model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers(),
                                    W_E=W_E, W_pos=W_pos, operand_scales=scales)
     if sparse is True or (sparse == "auto" and model.n_params() > SPARSE_AUTO_PARAMS):
         model = model.to_sparse()

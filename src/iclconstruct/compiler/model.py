@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -175,7 +175,7 @@ class ConstructedTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
-                 constants: Constants, layers: List[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray,
+                 constants: Constants, layers: Iterable[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray,
                  operand_scales: Optional[dict] = None):
         super().__init__()
         self.cfg = cfg
@@ -190,7 +190,11 @@ class ConstructedTransformer(nn.Module):
         self.W_pos = t(W_pos)
         self.blocks = nn.ModuleList()
         self.plans: List[LayerPlan] = []
-        for lw, plan in zip(layers, [p for seg in schedule.segments for p in seg.layers]):
+        layers = iter(layers)  # a list, or a generator that builds each layer when asked (compile)
+        for plan in [p for seg in schedule.segments for p in seg.layers]:
+            lw = next(layers, None)  # not zip(): its reused result tuple would keep the previous layer alive
+            if lw is None:
+                break
             blk = Block(cfg)
             with torch.no_grad():
                 for i, hw in enumerate(lw.heads):
@@ -210,6 +214,7 @@ class ConstructedTransformer(nn.Module):
             blk.mlp.unit_labels = lw.mlp.labels
             self.blocks.append(blk)
             self.plans.append(plan)
+            del lw  # free this layer's numpy weights before the next layer is built
         # execution plan: (block indices, repeat) per segment
         self._segments: List[Tuple[List[int], SegmentPlan]] = []
         i = 0
