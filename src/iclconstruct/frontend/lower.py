@@ -288,7 +288,7 @@ class _Lowering:
             return
         self.loop_done = True
         self.state_slots = []
-        prevs, inplace = [], []
+        prevs, inplace, inits = [], [], []
         for i, (s0, ph, upd) in enumerate(zip(loop.inits, loop.states, loop.updates)):
             nm = upd.user_name
             ip = None
@@ -299,7 +299,7 @@ class _Lowering:
                         and not bias.any()):
                     ip = rest[0]
             st = self.new_slot("state", ph, ph.size, ph.bound, name=nm)
-            self.emit("pre", "aff", st, [], np.asarray(s0.param, dtype=np.float64).reshape(-1))
+            inits.append(("aff", st, [], np.asarray(s0.param, dtype=np.float64).reshape(-1)))
             if ip is not None:
                 self.emit("body", "mov", st, st, {"offset": 2})
                 prev = st
@@ -329,6 +329,7 @@ class _Lowering:
                 self.emit("body", "mul", diff, "is_y", st, (ph.size, 1, 1), 1.0, [(prevs[i], np.eye(ph.size))], None)
             else:
                 self.materialize(upd, into=st)
+        self.seg["pre"].extend(inits)  # after the example gathering the body needed (one layer either way)
 
     def gated_update(self, loop, i: int) -> Optional[Expr]:
         """``state + Σ k·is_y·t + Σ k·t'``: the update with only its non-vanishing terms gated, or None.
