@@ -307,6 +307,9 @@ class _Lowering:
                 prev = self.new_slot("prev", ph, ph.size, ph.bound, name=None if nm is None else nm + "prev")
                 self.emit("body", "mov", st, prev, {"offset": 2})
             self.slot_of[ph.id] = prev
+            # state slots keep their rows after the loop (as a hand-written program's would): a later
+            # slot split across them would hide from the pruned schedule that x̃ columns are fixed points
+            self.keep.add(st)
             self.state_slots.append(st)
             prevs.append(prev)
             inplace.append(ip)
