@@ -347,25 +347,39 @@ class _Lowering:
         k0 = terms.pop(ph.id, (ph, 0.0))[1]
         parts = []
         if k0 != 1.0:
-            parts.append(ctx._scale(self.gate(ph), k0 - 1.0))
+            parts.append(self.raw("scale", (self.gate(ph),), k0 - 1.0))
         for n, k in terms.values():
             if n.op == "state":
-                parts.append(ctx._scale(self.gate(n), k))
+                parts.append(self.raw("scale", (self.gate(n),), k))
             elif _vanishes_at_zero(n, loop.states):
-                parts.append(ctx._scale(n, k))
+                parts.append(self.raw("scale", (n,), k))
             else:
                 return None
         if bias.any():
             parts.append(self.gate(ctx.const(bias.reshape(ph.shape))))
         out = ph
         for t in parts:
-            out = ctx._binary("add", out, t)
+            out = self.raw("add", (out, t))
         return out
 
     def gate(self, e: Expr) -> Expr:
         """``is_y·e`` as a node (lowered as a ``mul`` with the flag; a constant's is a linear term)."""
-        return self.ctx._node("gate", (e,), e.shape, np.minimum(e.lo, 0.0), np.maximum(e.hi, 0.0), e.level, e.query,
-                              key="gate", where=e.where)
+        return self.raw("gate", (e,))
+
+    def raw(self, op: str, args, param=None) -> Expr:
+        """A node for the lowering only (``add``, ``scale``, ``gate``): no hash-consing and no tracing checks
+        (loop-body nodes it combines are closed to user code, not to the lowering)."""
+        a = args[0]
+        if op == "add":
+            lo, hi = a.lo + args[1].lo, a.hi + args[1].hi
+        elif op == "scale":
+            lo, hi = (param * a.lo, param * a.hi) if param >= 0 else (param * a.hi, param * a.lo)
+        else:  # gate: the value or 0
+            lo, hi = np.minimum(a.lo, 0.0), np.maximum(a.hi, 0.0)
+        e = Expr(self.ctx, op, tuple(args), a.shape, lo, hi, max(x.level for x in args), False, param, a.where)
+        e.id = len(self.ctx.nodes)
+        self.ctx.nodes.append(e)
+        return e
 
     # ------------------------------------------------------------------ program
     def prepass(self) -> None:
