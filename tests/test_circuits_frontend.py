@@ -215,3 +215,23 @@ def test_partial_gate_acts_only_on_the_state_term():
         w = 0.9 * w + 0.1 * yi * xi + 0.01
     assert leaky.interpret(ic.tokens.encode(X, y, xq))[0, -1] == pytest.approx(w @ xq, rel=1e-12)
     assert leaky.compile().layers_per_example() == 2
+
+
+def test_in_place_update_falls_back_when_the_old_state_is_read_after_it():
+    @ic.algorithm(d=2, x_bound=1.0, y_bound=1.0, max_n=8)
+    def f(ctx):
+        s, t = ctx.zeros(2), ctx.zeros(2)
+        for x, y in ctx.examples():
+            c = ctx.bound(1 + x @ x, (1.0, 3.0))
+            q = ((x @ x) * (x @ x)) * s          # reads the old s in the layer where s's division would land
+            s = ctx.bound(s + (y * x) / c, 8.0)
+            t = ctx.bound(t + 0.01 * q, 8.0)
+        return s + t
+
+    assert "+=>" not in f.program().listing()    # s keeps a prev slot: program order stays exact
+    rng = np.random.default_rng(0)
+    X, y, xq = rng.uniform(-1, 1, (6, 2)), rng.uniform(-1, 1, 6), rng.uniform(-1, 1, 2)
+    s, t = np.zeros(2), np.zeros(2)
+    for xi, yi in zip(X, y):
+        s, t = s + yi * xi / (1 + xi @ xi), t + 0.01 * (xi @ xi) ** 2 * s
+    assert f.interpret(ic.tokens.encode(X, y, xq))[0, -1] == pytest.approx((s + t) @ xq, rel=1e-12)
