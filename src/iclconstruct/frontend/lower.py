@@ -12,7 +12,12 @@ Three passes do what a user of ``Program`` does by hand:
    ``ctx.count`` the kit's ``count``, ``/`` a ``div`` (Lemma 8), ``ctx.examples()`` a
    weight-tied ``loop('examples')`` on the wavefront schedule (``circuits/common.py``).
 3. **Slot allocation by liveness.** Every value gets a slot whose bound is its interval
-   bound; a slot is freed right after its last reader, so later values reuse its rows.
+   bound; a slot is freed right after its last reader, so later values reuse its rows
+   (loop state slots are kept). Slots are named by ``ctx.name`` where the user gave one.
+
+Loops (``lower_loop``): a state updated as ``state + k·(a / c)`` is updated in place (the
+division accumulates into it); a state whose update is not the identity at x̃ columns has
+only its non-vanishing terms gated by ``is_y`` (``gated_update``).
 
 The packing into layers is the kit's scheduler (Lemma 7).
 """
@@ -42,7 +47,7 @@ class _Lowering:
         self.ctx = ctx
         self.max_bound = max_bound
         self.no_inplace = no_inplace  # loop variables whose state may not be updated in place
-        self.inplace: Dict[str, str] = {}  # state slot -> the accumulating op's kind (checked in program())
+        self.inplace: Dict[str, int] = {}  # state slot updated in place -> its loop variable (checked in program())
         self.used_names: set = set()
         self.gated = gated
         self.seg: Dict[str, list] = {"pre": [], "body": [], "post": []}
