@@ -64,15 +64,17 @@ def sgd_algorithm(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Opti
                   y_bound: Optional[float] = None, w_bound: Optional[float] = None, max_n: int = 512) -> Algorithm:
     """Theorem 1 written with the front end (``.program()``, ``.interpret()``, ``.compile()``); see :func:`sgd`."""
     d, lr, lam, w0v, xb, yb, wb = _args(d, lr, lam, w0, x_bound, y_bound, w_bound)
-    # |xᵀw − y| <= ‖x‖·√d·wb + yb, and the stability guard keeps 2·lr·‖x‖² <= 2: ‖x‖ <= 1/√lr
-    eb = min(xb * math.sqrt(d), 1.0 / math.sqrt(lr)) * math.sqrt(d) * wb + yb
+    # the stability guard keeps 2·lr·‖x‖² <= 2, so |x_i| <= ‖x‖ <= 1/√lr: a large lr (tiny inputs) shrinks the
+    # operands' bounds as it grows the step, and does not multiply the products' error
+    xg = min(xb, 1.0 / math.sqrt(lr))
+    eb = min(xb * math.sqrt(d), 1.0 / math.sqrt(lr)) * math.sqrt(d) * wb + yb   # |xᵀw − y| <= ‖x‖·√d·wb + yb
 
     # the bounds come from the caller's arguments, not from the product trick's comfort zone: no max_bound
     @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, max_bound=math.inf, name=f"sgd(d={d}, lr={lr:g}, lam={lam:g})")
     def sgd(ctx):
         w = ctx.const(w0v)
         for x, y in ctx.examples():                  # one weight-tied block (2 layers) per example
-            x = ctx.name(x, "xe")
+            x = ctx.name(ctx.bound(x, xg, arg="x_bound"), "xe")
             e = ctx.name(ctx.bound(x @ w - y, eb, arg="w_bound"), "e")
             w = ctx.name(ctx.bound(w - 2 * lr * (x * e + lam * w), wb, arg="w_bound"), "w")
         return ctx.name(w @ ctx.query, "pred")      # x̃ column i: x_iᵀ w_{i−1}
