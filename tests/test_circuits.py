@@ -141,7 +141,7 @@ def test_unstable_sgd_says_so():
 
 
 def test_sgd_with_a_huge_step_on_tiny_inputs():
-    """Large lr multiplies no error: the circuit works in units u = √(2·lr)·x (|u| <= 1)."""
+    """Large lr multiplies no error: the guard bounds |x_i| <= 1/√lr, so the operands' bounds shrink as lr grows."""
     X, y, xq = np.array([[0.00123015]]), np.array([0.0003675]), np.array([-0.27413786])
     lr = 0.4 / (2 * float((X * X).sum(1).max()))  # ≈ 1.3e5
     m = ic.circuits.sgd(1, lr)

@@ -15,6 +15,15 @@ def ridge():
 
 
 @pytest.fixture(scope="module")
+def ridge_by_hand():
+    """The hand-written ridge program: its slot sharing (``u|wq``) is placed by hand, so label tests that name
+    shared rows use it (the front-end circuit's liveness allocation shares other rows)."""
+    from iclconstruct.circuits.ridge import ridge_program_by_hand
+
+    return ic.compile(ridge_program_by_hand(2, 0.5), max_len=17)
+
+
+@pytest.fixture(scope="module")
 def tokens():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2, 3, 2))
@@ -41,7 +50,8 @@ def _render(fig, tmp_path, name):
     return fig
 
 
-def test_layout_distinct_layers(ridge, tmp_path):
+def test_layout_distinct_layers(ridge_by_hand, tmp_path):
+    ridge = ridge_by_hand
     fig = _render(viz.layout(ridge), tmp_path, "layout")
     ax = fig.axes[0]
     ticks = _ticks(ax)
@@ -62,7 +72,8 @@ def test_layout_marks_reads_and_writes_from_the_plans(ridge):
     assert set(lay.rows("Ainv")) <= m_w and set(lay.rows("O")) <= m_r
 
 
-def test_residual_labels_rows_by_slot_and_columns_by_token(ridge, tokens, tmp_path):
+def test_residual_labels_rows_by_slot_and_columns_by_token(ridge_by_hand, tokens, tmp_path):
+    ridge = ridge_by_hand
     fig = _render(viz.residual(ridge, tokens, layer=[0, -1]), tmp_path, "residual")
     heat = [ax for ax in fig.axes if ax.get_title().startswith("layer")]
     assert len(heat) == 2

@@ -5,9 +5,11 @@ With ``A₀⁻¹ = I/lam`` and ``w₀ = 0``, each example ``(x, y)`` updates (re
     u = A⁻¹x,   c = 1 + xᵀu,   A⁻¹ ← A⁻¹ − u uᵀ / c,   w ← w + u·(y − xᵀw) / c
 
 which after ``n`` examples gives ``w = (XᵀX + lam·I)⁻¹ Xᵀy`` exactly (``A⁻¹x`` after the
-update is ``u/c``). The paper's trace takes 14 primitives (≈14 layers) and ≈3d²+5d+3
-rows. Packed (Lemma 7, and ``div`` accumulating into its destination) the block here is
-**3 layers** and ``2d² + 5d + 3`` user rows:
+update is ``u/c``). Written with the front end (:func:`ridge_algorithm`, docs/frontend.md):
+the divisor ``c`` is declared ``≥ 1`` with a one-sided ``ctx.bound``, and ``A⁻¹``, ``w`` are
+updated in place (``state + a/c`` is a ``div`` accumulating into the state slot). The
+paper's trace takes 14 primitives (≈14 layers) and ≈3d²+5d+3 rows. Packed (Lemma 7) the
+block is **3 layers** and ``2d² + 5d + 2`` user rows:
 
 ====  ==========================================  ===============================================
       attention                                   MLP
@@ -18,6 +20,7 @@ L2    div set-up (``pair ← ±M·c``)                ``A⁻¹ += −O/|c|``; ``
 ====  ==========================================  ===============================================
 
 ``c ≥ 1`` always (``A⁻¹`` is positive definite), so the division is well conditioned.
+The hand-written program of the same layout is kept as :func:`ridge_program_by_hand`.
 """
 from __future__ import annotations
 
@@ -30,16 +33,20 @@ import torch
 from ..compiler.build import compile
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
+from ..frontend import Algorithm, algorithm
 from ..lang.program import Program
 from ..lang.validate import as_float
 from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
-__all__ = ["ridge", "ridge_program"]
+__all__ = ["ridge", "ridge_program", "ridge_algorithm", "ridge_program_by_hand"]
+
+_ADVICE = {"xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
+           "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
+           "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]}
 
 
-def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
-                  w_bound: Optional[float] = None) -> Program:
-    """The Sherman–Morrison ridge program (see :func:`ridge`)."""
+def _args(d, lam, x_bound, y_bound, w_bound):
+    """Validated arguments and the slot bounds shared by the front-end and the hand-written program."""
     d = check_d(d)
     lam = as_float(lam, "lam", positive=True)
     xb, yb = default_bounds(d, x_bound, y_bound)
@@ -50,6 +57,45 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     ub = math.sqrt(d) * xb / lam         # ‖A⁻¹x‖ ≤ ‖x‖/lam
     rb = yb + math.sqrt(d) * wb * xb     # |y − wᵀx|
     cb = 1.0 + d * xb * xb / lam         # 1 + xᵀA⁻¹x
+    return d, lam, xb, yb, wb, ab, ub, rb, cb
+
+
+def ridge_algorithm(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
+                    w_bound: Optional[float] = None, max_n: int = 512) -> Algorithm:
+    """Theorem 2 written with the front end (``.program()``, ``.interpret()``, ``.compile()``); see :func:`ridge`."""
+    d, lam, xb, yb, wb, ab, ub, rb, cb = _args(d, lam, x_bound, y_bound, w_bound)
+
+    # the bounds grow as 1/lam by construction (the caller chooses lam): no max_bound
+    @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, max_bound=math.inf, name=f"ridge(d={d}, lam={lam:g})")
+    def ridge(ctx):
+        A, w = ctx.const(np.eye(d) / lam), ctx.zeros(d)
+        for x, y in ctx.examples():                  # one weight-tied block (3 layers) per example
+            x = ctx.name(x, "xe")
+            u = ctx.name(ctx.bound(A @ x, ub, arg="lam"), "u")
+            r = ctx.name(ctx.bound(y - x @ w, rb, arg="w_bound"), "r")
+            c = ctx.name(ctx.bound(1 + x @ u, (1.0, cb), arg="lam"), "c")   # A⁻¹ ≻ 0: c ≥ 1
+            A = ctx.name(ctx.bound(A - ctx.name(u.outer(u), "O") / c, ab, arg="lam"), "Ainv")
+            w = ctx.name(ctx.bound(w + ctx.name(u * r, "v") / c, wb, arg="w_bound"), "w")
+        return ctx.name(ctx.name(w, "wq") @ ctx.query, "pred")   # x̃ column i: x_iᵀ w_{i−1}
+    return ridge
+
+
+def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
+                  w_bound: Optional[float] = None) -> Program:
+    """The Sherman–Morrison ridge program (see :func:`ridge`), lowered by the front end from :func:`ridge_algorithm`."""
+    p = ridge_algorithm(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound).program()
+    d, lam, xb, yb, wb, *_ = _args(d, lam, x_bound, y_bound, w_bound)
+    advice = dict(p.meta.get("bound_advice", {}))
+    advice.update({k: v for k, v in bound_advice("ridge", _ADVICE).items() if k in p.layout})
+    p.meta = {**p.meta, "circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": advice}
+    return p
+
+
+def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
+                          w_bound: Optional[float] = None) -> Program:
+    """The hand-written Sherman–Morrison ridge program (slots and ops placed by hand; kept for tests)."""
+    d, lam, xb, yb, wb, ab, ub, rb, cb = _args(d, lam, x_bound, y_bound, w_bound)
     p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
     p.slot("xe", d, bound=xb)
     p.slot("Ainv", d * d, bound=ab)
@@ -77,10 +123,7 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     p.slot("wq", d, bound=wb)
     predict_from(p, "w", "wq", "pred")
     p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
-              "bound_advice": bound_advice("ridge", {
-                  "xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
-                  "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
-                  "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]})}
+              "bound_advice": bound_advice("ridge", _ADVICE)}
     return p
 
 

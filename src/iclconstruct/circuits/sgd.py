@@ -4,19 +4,21 @@ Per example ``(x, y)`` (the paper's 2·lr sum-of-squares convention, Eq. 11)::
 
     w ← w − 2·lr·(x (xᵀw − y) + lam·w)
 
-The paper's trace uses nine primitives (≈9 layers) and ≈4+4d rows per step. Packed
-(Lemma 7), the block here is **2 layers**:
+Written with the front end (:func:`sgd_algorithm`, docs/frontend.md). The paper's trace uses
+nine primitives (≈9 layers) and ≈4+4d rows per step. Packed (Lemma 7), the block the front
+end lowers it to is **2 layers**:
 
 ====  ===========================================  ===========================================
       attention                                    MLP
 ====  ===========================================  ===========================================
-L0    ``wprev ← w(t−2)``                            ``e ← wprevᵀu − √(2lr)·y``; ``dec ← is_y·wprev``
-L1    —                                             ``w ← wprev − u·e − 2·lr·lam·dec``
+L0    ``wprev ← w(t−2)``                            ``e ← xeᵀwprev − y``; ``gated_wprev ← is_y·wprev``
+L1    —                                             ``w ← wprev − 2·lr·(xe·e + lam·gated_wprev)``
 ====  ===========================================  ===========================================
 
-with ``u = √(2·lr)·x`` (made once by the prologue): ``u·e = 2·lr·x(xᵀw − y)``, and
-``‖u‖² = 2·lr·‖x‖² ≤ 2`` in the stable range, so a large ``lr`` does not multiply the error
-of the products.
+(``gated_wprev``: the regulariser acts only at ỹ columns, so that x̃ columns keep ``w0``;
+the front end gates only the update's terms that do not vanish at ``x = 0``; none when
+``lam = 0``). The hand-written program of the same shape, in the step's units
+``u = √(2·lr)·x``, is kept as :func:`sgd_program_by_hand`.
 
 Stability (:func:`stability_guards`, an :class:`~iclconstruct.lang.guards.InputGuard`): the step's matrix
 ``I − 2·lr·(x xᵀ + lam·I)`` has eigenvalues ``1 − 2·lr·lam`` and ``1 − 2·lr·(‖x‖² + lam)``,
@@ -24,8 +26,6 @@ so it is non-expansive exactly when ``2·lr·(‖x‖² + lam) ≤ 2``; the pape
 ``lr ∈ {0.01, 0.03}`` at ``d = 8`` satisfy it for ``‖x‖² ≤ 33`` (``0.03``). The interpreter
 and the model both refuse inputs that break it.
 
-``dec`` (the regulariser applied only at ỹ columns, so that x̃ columns keep ``w0``) is
-dropped when ``lam = 0``.
 """
 from __future__ import annotations
 
@@ -39,16 +39,16 @@ from ..compiler.build import compile
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..lang.guards import InputGuard
+from ..frontend import Algorithm, algorithm
 from ..lang.program import Program
 from ..lang.validate import as_float, as_real_array
 from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
-__all__ = ["sgd", "sgd_program", "stability_guards"]
+__all__ = ["sgd", "sgd_program", "sgd_algorithm", "sgd_program_by_hand", "stability_guards"]
 
 
-def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
-                y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
-    """The one-pass SGD program (see :func:`sgd`)."""
+def _args(d, lr, lam, w0, x_bound, y_bound, w_bound):
+    """The validated arguments shared by the front-end and the hand-written program."""
     d = check_d(d)
     lr = as_float(lr, "lr", positive=True)
     lam = as_float(lam, "lam", nonneg=True)
@@ -57,6 +57,54 @@ def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Option
         raise ShapeError(f"w0 must have shape ({d},); got {np.shape(w0)}")
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = as_float(w_bound, "w_bound", positive=True) if w_bound is not None else max(2.0 * float(np.abs(w0v).max(initial=0.0)), 4.0 + 2.0 * math.sqrt(d))
+    return d, lr, lam, w0v, xb, yb, wb
+
+
+def sgd_algorithm(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
+                  y_bound: Optional[float] = None, w_bound: Optional[float] = None, max_n: int = 512) -> Algorithm:
+    """Theorem 1 written with the front end (``.program()``, ``.interpret()``, ``.compile()``); see :func:`sgd`."""
+    d, lr, lam, w0v, xb, yb, wb = _args(d, lr, lam, w0, x_bound, y_bound, w_bound)
+    # the stability guard keeps 2·lr·‖x‖² <= 2, so |x_i| <= ‖x‖ <= 1/√lr: a large lr (tiny inputs) shrinks the
+    # operands' bounds as it grows the step, and does not multiply the products' error
+    xg = min(xb, 1.0 / math.sqrt(lr))
+    eb = min(xb * math.sqrt(d), 1.0 / math.sqrt(lr)) * math.sqrt(d) * wb + yb   # |xᵀw − y| <= ‖x‖·√d·wb + yb
+
+    # the bounds come from the caller's arguments, not from the product trick's comfort zone: no max_bound
+    @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, max_bound=math.inf, name=f"sgd(d={d}, lr={lr:g}, lam={lam:g})")
+    def sgd(ctx):
+        w = ctx.const(w0v)
+        for x, y in ctx.examples():                  # one weight-tied block (2 layers) per example
+            x = ctx.name(ctx.bound(x, xg, arg="x_bound"), "xe")
+            e = ctx.name(ctx.bound(x @ w - y, eb, arg="w_bound"), "e")
+            w = ctx.name(ctx.bound(w - 2 * lr * (x * e + lam * w), wb, arg="w_bound"), "w")
+        return ctx.name(w @ ctx.query, "pred")      # x̃ column i: x_iᵀ w_{i−1}
+    return sgd
+
+
+def sgd_program(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
+                y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
+    """The one-pass SGD program (see :func:`sgd`), lowered by the front end from :func:`sgd_algorithm`."""
+    alg = sgd_algorithm(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
+    d, lr, lam, w0v, xb, yb, wb = _args(d, lr, lam, w0, x_bound, y_bound, w_bound)
+    p = alg.program()
+    for g in stability_guards(lr, lam):
+        p.guard(g)
+    advice = dict(p.meta.get("bound_advice", {}))
+    advice.update({k: v for k, v in bound_advice("sgd", {
+        "xe": ["x_bound"], "w": ["w_bound"], "wprev": ["w_bound"], "gated_wprev": ["w_bound"], "wq": ["w_bound"],
+        "e": ["w_bound", "y_bound"], "pred": ["w_bound", "x_bound"]}).items() if k in p.layout})
+    p.meta = {**p.meta, "circuit": "sgd", "d": d, "lr": float(lr), "lam": float(lam), "w0": w0v.tolist(),
+              "x_bound": xb, "y_bound": yb, "w_bound": wb, "bound_advice": advice,
+              # the step w ↦ (I − 2·lr·(x xᵀ + lam·I))·w + 2·lr·y·x is non-expansive in the 2-norm
+              # whenever the guard passes: the certificate carries w's error with Lipschitz constant 1
+              "contraction": {"slots": ["w"], "lipschitz": 1.0}}
+    return p
+
+
+def sgd_program_by_hand(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
+                        y_bound: Optional[float] = None, w_bound: Optional[float] = None) -> Program:
+    """The hand-written one-pass SGD program (slots and ops placed by hand; kept for tests and comparison)."""
+    d, lr, lam, w0v, xb, yb, wb = _args(d, lr, lam, w0, x_bound, y_bound, w_bound)
     r = math.sqrt(2.0 * lr)
     # work in the step's natural units: u = √(2·lr)·x has ‖u‖ <= √2 whenever the step is
     # non-expansive (2·lr·(‖x‖² + lam) <= 2), so a large lr does not multiply the products' error

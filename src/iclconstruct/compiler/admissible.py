@@ -96,9 +96,9 @@ def check_layernorm_scale(h: torch.Tensor, layout: Layout, c: Constants, dtype: 
         return
     b, t = (int(v) for v in torch.nonzero(rel == rel.max())[0])
     col = hh[b, t] ** 2
-    names = [s for s in layout.slots() if layout.is_live(s.name)
-             and s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y")]
-    top = max(names, key=lambda s: float(layout.view(col, s.name).sum()))
+    # freed slots too: their rows keep their last values until reused (a live slot wins a tie on shared rows)
+    names = [s for s in layout.slots() if s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y")]
+    top = max(names, key=lambda s: (float(layout.view(col, s.name).sum()), layout.is_live(s.name)))
     advice = bound_advice(program, top.name) if program is not None else None
     raise OutOfRangeError(
         f"layer {layer}: LayerNorm's scale is shared by the whole column, and column {t} (batch {b}) has "

@@ -41,10 +41,14 @@ class Algorithm:
         x_bound, y_bound: largest ``|x_i|``, ``|y|`` (defaults 6 and ``10(√d + 1)``, as the circuits).
         max_n: most examples in a context (sums are bounded by ``max_n`` times their terms).
         name: a label (default: the function's name).
+        max_bound: the largest slot bound the lowering accepts (default
+            :data:`~iclconstruct.frontend.lower.MAX_BOUND` ``= 1e6``, where the product trick's error
+            stops being small); a construction whose bounds are derived from its own arguments
+            (``1/lam``) may raise it, taking the accuracy cost knowingly.
     """
 
     def __init__(self, fn: Callable, d: int, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
-                 max_n: int = 64, name: Optional[str] = None):
+                 max_n: int = 64, name: Optional[str] = None, max_bound: Optional[float] = None):
         if isinstance(d, bool) or int(d) != d or d < 1:
             raise ShapeError(f"ic.algorithm: d must be a positive integer; got {d!r}")
         if isinstance(max_n, bool) or int(max_n) != max_n or max_n < 1:
@@ -57,6 +61,11 @@ class Algorithm:
             if not (math.isfinite(v) and v > 0):
                 raise ShapeError(f"ic.algorithm: {nm} must be a finite positive number; got {v!r}")
         self.max_n = int(max_n)
+        from .lower import MAX_BOUND
+
+        self.max_bound = MAX_BOUND if max_bound is None else float(max_bound)
+        if not self.max_bound > 0:
+            raise ShapeError(f"ic.algorithm: max_bound must be a positive number; got {max_bound!r}")
         self.name = name or getattr(fn, "__name__", "algorithm")
         self._traced = None
         self._program = None
@@ -139,14 +148,15 @@ class Algorithm:
 
 
 def algorithm(fn: Optional[Callable] = None, *, d: int, x_bound: Optional[float] = None,
-              y_bound: Optional[float] = None, max_n: int = 64, name: Optional[str] = None):
+              y_bound: Optional[float] = None, max_n: int = 64, name: Optional[str] = None,
+              max_bound: Optional[float] = None):
     """Decorator: ``@ic.algorithm(d=4, x_bound=6.0, y_bound=30.0)`` turns ``fn(ctx)`` into an :class:`Algorithm`.
 
     Inside ``fn``: ``ctx.x``, ``ctx.y`` (the current example), ``ctx.sum``, ``ctx.mean``,
     ``ctx.count()`` (over the examples seen so far), ``ctx.examples()`` (a sequential loop),
-    ``ctx.query``, ``ctx.zeros``, ``ctx.eye``, ``ctx.const``, ``ctx.bound``. See ``docs/frontend.md``.
+    ``ctx.query``, ``ctx.zeros``, ``ctx.eye``, ``ctx.const``, ``ctx.bound``, ``ctx.name``. See ``docs/frontend.md``.
     """
     def wrap(f):
-        return Algorithm(f, d, x_bound=x_bound, y_bound=y_bound, max_n=max_n, name=name)
+        return Algorithm(f, d, x_bound=x_bound, y_bound=y_bound, max_n=max_n, name=name, max_bound=max_bound)
 
     return wrap(fn) if fn is not None else wrap

@@ -65,6 +65,8 @@ class Expr:
         self.symmetric = symmetric
         self.user_bound: Optional[float] = None
         self.bound_note: Optional[Tuple[Optional[str], str]] = None  # ctx.bound's (arg, source line)
+        self.user_interval: Optional[Tuple[float, float]] = None  # ctx.bound's (lo, hi)
+        self.user_name: Optional[str] = None  # ctx.name: the slot's name
         self.id = -1
 
     # ------------------------------------------------------------------ facts

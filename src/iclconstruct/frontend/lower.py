@@ -12,7 +12,12 @@ Three passes do what a user of ``Program`` does by hand:
    ``ctx.count`` the kit's ``count``, ``/`` a ``div`` (Lemma 8), ``ctx.examples()`` a
    weight-tied ``loop('examples')`` on the wavefront schedule (``circuits/common.py``).
 3. **Slot allocation by liveness.** Every value gets a slot whose bound is its interval
-   bound; a slot is freed right after its last reader, so later values reuse its rows.
+   bound; a slot is freed right after its last reader, so later values reuse its rows
+   (loop state slots are kept). Slots are named by ``ctx.name`` where the user gave one.
+
+Loops (``lower_loop``): a state updated as ``state + k·(a / c)`` is updated in place (the
+division accumulates into it); a state whose update is not the identity at x̃ columns has
+only its non-vanishing terms gated by ``is_y`` (``gated_update``).
 
 The packing into layers is the kit's scheduler (Lemma 7).
 """
@@ -38,8 +43,12 @@ Form = Tuple[Dict[Tuple[str, object], np.ndarray], np.ndarray]
 
 
 class _Lowering:
-    def __init__(self, ctx, out: Expr, gated: bool):
+    def __init__(self, ctx, out: Expr, gated: bool, max_bound: float = MAX_BOUND, no_inplace=frozenset()):
         self.ctx = ctx
+        self.max_bound = max_bound
+        self.no_inplace = no_inplace  # loop variables whose state may not be updated in place
+        self.inplace: Dict[str, int] = {}  # state slot updated in place -> its loop variable (checked in program())
+        self.used_names: set = set()
         self.gated = gated
         self.seg: Dict[str, list] = {"pre": [], "body": [], "post": []}
         self.sizes: Dict[str, int] = {}
@@ -61,17 +70,26 @@ class _Lowering:
             return "post"
         return "pre"
 
-    def new_slot(self, kind: str, node: Optional[Expr], size: int, bound: float) -> str:
+    def new_slot(self, kind: str, node: Optional[Expr], size: int, bound: float, name: Optional[str] = None) -> str:
         self.n += 1
         line = ""
         if node is not None and node.where:
             line = "_L" + node.where.split(":")[-1].split(" ")[0]
-        name = kind if kind == "examples_seen" else f"{kind}{self.n}{line if line[2:].isdigit() else ''}"
-        if not np.isfinite(bound) or bound > MAX_BOUND:
+        if name is None and node is not None:
+            name = node.user_name
+        if name is not None:  # ctx.name: the user's name, made unique
+            base, k = name, 1
+            while name in self.used_names:
+                k += 1
+                name = f"{base}{k}"
+            self.used_names.add(name)
+        else:
+            name = kind if kind == "examples_seen" else f"{kind}{self.n}{line if line[2:].isdigit() else ''}"
+        if not np.isfinite(bound) or bound > self.max_bound:
             what = node.describe() if node is not None else kind
             raise FrontendError(
                 f"{what} is unbounded for the compiler: interval analysis from x_bound, y_bound and max_n gives "
-                f"|value| <= {bound:.4g} (> {MAX_BOUND:g}, where the GeLU product error stops being small). "
+                f"|value| <= {bound:.4g} (> {self.max_bound:g}, where the GeLU product error stops being small). "
                 "Tighten it with ctx.bound(expr, value) — loop iterates usually need one — or lower the bounds")
         self.sizes[name] = size
         self.bounds[name] = max(float(bound), 1e-6)
@@ -123,6 +141,8 @@ class _Lowering:
         elif op in ("mul", "matmul", "outer"):
             spec = _mul_spec(node)
             f = ({("p", node.id): spec[4]}, np.zeros(k))
+        elif op == "gate" and node.args[0].op == "const":  # is_y·c: a linear term in the is_y flag
+            f = ({("s", "is_y"): np.asarray(node.args[0].param, dtype=np.float64).reshape(-1, 1)}, np.zeros(k))
         else:  # leaves: the value lives in a slot of its own
             s = self.leaf(node)
             f = ({("s", s): np.eye(k)}, np.zeros(k))
@@ -146,8 +166,10 @@ class _Lowering:
         return dst
 
     def operand(self, node: Expr) -> Tuple[str, float]:
-        """``(slot, c)`` with ``node = c·slot``: a scaled slot needs no op of its own (the mul's coef absorbs c)."""
-        if node.id not in self.slot_of:
+        """``(slot, c)`` with ``node = c·slot``: a scaled slot needs no op of its own (the mul's coef absorbs c).
+
+        A value named with ``ctx.name`` gets a slot of its own instead."""
+        if node.id not in self.slot_of and node.user_name is None:
             terms, bias = self.form(node)
             if len(terms) == 1 and not bias.any():
                 (kind, key), W = next(iter(terms.items()))
@@ -237,14 +259,21 @@ class _Lowering:
             src = self.materialize(node.args[0])
             c = self.materialize(node.args[1])
             s = self.new_slot("div", node, node.size, node.bound)
-            self.emit(seg, "div", src, c, s)
+            self.emit(seg, "div", src, c, s, 1.0, False)
+        elif op == "gate":  # is_y·value: the value at ỹ columns, 0 at x̃ columns
+            src = self.materialize(node.args[0])
+            s = self.new_slot("gated", node, node.size, node.bound, name=f"gated_{src}")
+            self.emit(seg, "mul", src, "is_y", s, (node.size, 1, 1), 1.0, [], None)
         elif op == "state":
             self.lower_loop(node.ctx.loop)
             s = self.slot_of[node.id]
         elif op == "loop_out":
             self.lower_loop(node.param)
             st = self.state_slots[node.args[0].param]
-            s = self.new_slot("out", node, node.size, node.bound)
+            nm = node.user_name
+            if nm is not None and nm == node.param.updates[node.args[0].param].user_name:
+                nm = nm + "q"  # the loop variable's own name is its state slot's: the result is `wq`
+            s = self.new_slot("out", node, node.size, node.bound, name=nm)
             self.emit("post", "mov", st, s, {"offset": 1})
         else:  # pragma: no cover
             raise FrontendError(f"cannot lower {node.describe()}")
@@ -252,27 +281,110 @@ class _Lowering:
         return s
 
     def lower_loop(self, loop) -> None:
-        """``ctx.examples()``: state slots, the weight-tied body on the wavefront schedule."""
+        """``ctx.examples()``: state slots, the weight-tied body on the wavefront schedule.
+
+        A state whose update is ``state + k·(a / c)`` is updated in place: the slot is re-read
+        from two columns back and the division accumulates into it (no ``prev`` slot, no
+        extra layer). A state whose update is not the identity at x̃ columns is gated: only
+        the terms that do not vanish at ``x = 0, y = 0`` (the state itself, constants) are
+        multiplied by ``is_y``, in parallel with the rest of the update.
+        """
         if self.loop_done:
             return
         self.loop_done = True
         self.state_slots = []
-        prevs = []
-        for i, (s0, ph) in enumerate(zip(loop.inits, loop.states)):
-            st = self.new_slot("state", ph, ph.size, ph.bound)
-            self.emit("pre", "aff", st, [], np.asarray(s0.param, dtype=np.float64).reshape(-1))
-            prev = self.new_slot("prev", ph, ph.size, ph.bound)
-            self.emit("body", "mov", st, prev, {"offset": 2})
+        prevs, inplace, inits = [], [], []
+        for i, (s0, ph, upd) in enumerate(zip(loop.inits, loop.states, loop.updates)):
+            nm = upd.user_name
+            ip = None
+            if not loop.gate[i] and i not in self.no_inplace:
+                terms, bias = _linear_terms(upd)
+                rest = [(n, k) for n, k in terms.values() if n is not ph]
+                if (terms.get(ph.id, (None, 0.0))[1] == 1.0 and len(rest) == 1 and rest[0][0].op == "div"
+                        and not bias.any()):
+                    ip = rest[0]
+            st = self.new_slot("state", ph, ph.size, ph.bound, name=nm)
+            inits.append(("aff", st, [], np.asarray(s0.param, dtype=np.float64).reshape(-1)))
+            if ip is not None:
+                self.emit("body", "mov", st, st, {"offset": 2})
+                prev = st
+            else:
+                prev = self.new_slot("prev", ph, ph.size, ph.bound, name=None if nm is None else nm + "prev")
+                self.emit("body", "mov", st, prev, {"offset": 2})
             self.slot_of[ph.id] = prev
+            # state slots keep their rows after the loop (as a hand-written program's would): a later
+            # slot split across them would hide from the pruned schedule that x̃ columns are fixed points
+            self.keep.add(st)
             self.state_slots.append(st)
             prevs.append(prev)
+            inplace.append(ip)
         for i, upd in enumerate(loop.updates):
             st, ph = self.state_slots[i], loop.states[i]
-            if loop.gate[i]:  # state <- prev + is_y * (update - prev): x̃ columns keep their state
+            if inplace[i] is not None:  # state += k·a/|c| (Lemma 8 with the residual doing the addition)
+                dv, k = inplace[i]
+                src = self.materialize(dv.args[0])
+                c = self.materialize(dv.args[1])
+                self.emit("body", "div", src, c, st, float(k), True)
+                self.inplace[st] = i
+                continue
+            if loop.gate[i]:
+                gated = self.gated_update(loop, i)
+                if gated is not None:
+                    self.materialize(gated, into=st)
+                    continue
+                # state <- prev + is_y * (update - prev): x̃ columns keep their state
                 diff = self.materialize(self.ctx._binary("add", upd, -ph))
                 self.emit("body", "mul", diff, "is_y", st, (ph.size, 1, 1), 1.0, [(prevs[i], np.eye(ph.size))], None)
             else:
                 self.materialize(upd, into=st)
+        self.seg["pre"].extend(inits)  # after the example gathering the body needed (one layer either way)
+
+    def gated_update(self, loop, i: int) -> Optional[Expr]:
+        """``state + Σ k·is_y·t + Σ k·t'``: the update with only its non-vanishing terms gated, or None.
+
+        The update's linear terms (through ``+`` and scalings) are split into the state's own
+        term, constants, other loop states and the rest. The rest must vanish at ``x = 0,
+        y = 0`` (checked on random states), as at x̃ columns; the state's, the constants' and
+        other states' terms are multiplied by the ``is_y`` flag. None: some term does not vanish.
+        """
+        ctx, ph, upd = self.ctx, loop.states[i], loop.updates[i]
+        terms, bias = _linear_terms(upd)
+        k0 = terms.pop(ph.id, (ph, 0.0))[1]
+        parts = []
+        if k0 != 1.0:
+            parts.append(self.raw("scale", (self.gate(ph),), k0 - 1.0))
+        for n, k in terms.values():
+            if n.op == "state":
+                parts.append(self.raw("scale", (self.gate(n),), k))
+            elif _vanishes_at_zero(n, loop.states):
+                parts.append(self.raw("scale", (n,), k))
+            else:
+                return None
+        if bias.any():
+            parts.append(self.gate(ctx.const(bias.reshape(ph.shape))))
+        out = ph
+        for t in parts:
+            out = self.raw("add", (out, t))
+        return out
+
+    def gate(self, e: Expr) -> Expr:
+        """``is_y·e`` as a node (lowered as a ``mul`` with the flag; a constant's is a linear term)."""
+        return self.raw("gate", (e,))
+
+    def raw(self, op: str, args, param=None) -> Expr:
+        """A node for the lowering only (``add``, ``scale``, ``gate``): no hash-consing and no tracing checks
+        (loop-body nodes it combines are closed to user code, not to the lowering)."""
+        a = args[0]
+        if op == "add":
+            lo, hi = a.lo + args[1].lo, a.hi + args[1].hi
+        elif op == "scale":
+            lo, hi = (param * a.lo, param * a.hi) if param >= 0 else (param * a.hi, param * a.lo)
+        else:  # gate: the value or 0
+            lo, hi = np.minimum(a.lo, 0.0), np.maximum(a.hi, 0.0)
+        e = Expr(self.ctx, op, tuple(args), a.shape, lo, hi, max(x.level for x in args), False, param, a.where)
+        e.id = len(self.ctx.nodes)
+        self.ctx.nodes.append(e)
+        return e
 
     # ------------------------------------------------------------------ program
     def prepass(self) -> None:
@@ -300,12 +412,20 @@ class _Lowering:
                 for a in n.args:
                     self.materialize(a)
 
+    def check_inplace(self, body: list) -> None:
+        """An in-place state must not be read by a body op after the op that updates it."""
+        for st, i in self.inplace.items():
+            at = next(j for j, ins in enumerate(body) if ins[0] == "div" and ins[3] == st and ins[5])
+            if any(st in _reads(ins) for ins in body[at + 1:]):
+                raise _InPlaceClash(i)
+
     def program(self, algo) -> Program:
         out = self.out
         self.prepass()
         pred = self.materialize(out, force_new=True)
         p = Program(algo.d, x_bound=algo.x_bound, y_bound=algo.y_bound, name=algo.name)
         segs = [_asap(self.seg[k]) for k in ("pre", "body", "post")]
+        self.check_inplace(segs[1])
         instr = segs[0] + ([("loop",)] + segs[1] + [("end",)] if segs[1] else []) + segs[2]
         first_w: Dict[str, int] = {}
         last_r: Dict[str, int] = {}
@@ -356,6 +476,13 @@ class _Lowering:
                         live.discard(s)
         p.readout(pred, columns="x")
         return p
+
+
+class _InPlaceClash(Exception):
+    """A loop state updated in place is read after its update in the body's order."""
+
+    def __init__(self, index: int):
+        self.index = index
 
 
 def _asap(instrs: list) -> list:
@@ -429,7 +556,7 @@ def _reads(ins) -> List[str]:
     if k == "sum":
         return [ins[1], ins[3]]
     if k == "div":
-        return [ins[1], ins[2]]
+        return [ins[1], ins[2]] + ([ins[3]] if ins[5] else [])
     return []
 
 
@@ -460,9 +587,55 @@ def _emit(p: Program, ins) -> None:
     elif k == "sum":
         p.sum(ins[1], ins[2], count=ins[3])
     elif k == "div":
-        p.div(ins[1], ins[2], ins[3])
+        p.div(ins[1], ins[2], ins[3], coef=ins[4], accumulate=ins[5])
     elif k == "count":
         p.count(ins[1])
+
+
+def _linear_terms(node: Expr):
+    """``({id: (term, k)}, bias)``: ``node = Σ k·term + bias`` through ``+`` and scalings (constants to the bias)."""
+    terms: Dict[int, Tuple[Expr, float]] = {}
+    bias = np.zeros(node.size)
+
+    def walk(n: Expr, k: float) -> None:
+        nonlocal bias
+        if n.op == "add":
+            walk(n.args[0], k)
+            walk(n.args[1], k)
+        elif n.op == "scale":
+            walk(n.args[0], k * n.param)
+        elif n.op == "const":
+            bias = bias + k * np.asarray(n.param, dtype=np.float64).reshape(-1)
+        else:
+            t = terms.get(n.id, (n, 0.0))
+            terms[n.id] = (n, t[1] + k)
+
+    walk(node, 1.0)
+    return {i: t for i, t in terms.items() if t[1] != 0.0}, bias
+
+
+def _vanishes_at_zero(e: Expr, states) -> bool:
+    """Is ``e`` zero at ``x = 0, y = 0`` (the x̃ columns' example) for two random loop states?"""
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        vals = {s.id: rng.standard_normal(s.shape)[None] for s in states}
+
+        def ev(n):
+            if n.id in vals:
+                return vals[n.id]
+            if n.op == "const":
+                return np.asarray(n.param)[None]
+            if n.op == "x":
+                return np.zeros((1,) + n.shape)
+            if n.op == "y":
+                return np.zeros((1,))
+            v = apply(n, [ev(a) for a in n.args])
+            vals[n.id] = v
+            return v
+
+        if np.any(ev(e) != 0.0):
+            return False
+    return True
 
 
 def _advice(slot: str, arg: Optional[str], where: str) -> str:
@@ -484,10 +657,15 @@ def lower(ctx, out: Expr, algo) -> Program:
     """
     gated = ctx.loop is not None or ctx.uses_mean
     keep: set = set()
+    no_inplace: set = set()
     for _ in range(20):
-        low = _Lowering(ctx, out, gated)
+        low = _Lowering(ctx, out, gated, getattr(algo, "max_bound", MAX_BOUND), frozenset(no_inplace))
         low.keep = keep
-        p = low.program(algo)
+        try:
+            p = low.program(algo)
+        except _InPlaceClash as e:
+            no_inplace.add(e.index)
+            continue
         clash = _same_layer_reuse(p)
         if not clash:
             p.meta = {**(p.meta or {}), "bound_advice": dict(low.advice)}

@@ -21,6 +21,8 @@ def apply(node: Expr, vals) -> np.ndarray:
     op = node.op
     if op == "add":
         return vals[0] + vals[1]
+    if op == "gate":  # is_y·value: the value itself at the ỹ column where an example's update runs
+        return vals[0]
     if op == "scale":
         return node.param * vals[0]
     if op == "transpose":

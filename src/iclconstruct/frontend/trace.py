@@ -197,29 +197,50 @@ class Context:
         return _Examples(self)
 
     def bound(self, e: Expr, value, *, arg: Optional[str] = None) -> Expr:
-        """Declare ``|e| ≤ value`` entrywise (``value``: number, or ``(lo, hi)``); returns ``e``.
+        """Declare ``|e| ≤ value`` entrywise, or ``lo ≤ e ≤ hi`` with ``value = (lo, hi)``; returns ``e``.
 
         Tightens the interval analysis where it cannot see the truth (e.g. iterates of a
-        loop). The claim is checked at run time: a value beyond it raises
-        :class:`~iclconstruct.errors.OutOfRangeError`, never a silent error. The message
+        loop). The magnitude ``max(|lo|, |hi|)`` is checked at run time: a value beyond it raises
+        :class:`~iclconstruct.errors.OutOfRangeError`, never a silent error. A one-sided claim
+        (``ctx.bound(1 + x @ u, (1.0, c_max))``: the Sherman–Morrison divisor is ``≥ 1``)
+        also lets ``/`` divide by ``e``; its lower end is checked only as far as the division's own
+        run-time divisor check (``|e| ≥ Constants.div_min``). The message
         names this call's source line, or ``arg``: the name of the argument of *your* function
         that ``value`` comes from (``ctx.bound(M @ b, w_bound, arg="w_bound")``), so that
-        your caller is told which of their arguments to raise.
+        your caller is told which of their arguments to change.
         """
         if arg is not None and not (isinstance(arg, str) and arg.isidentifier()):
             raise FrontendError(f"ctx.bound at {_where()}: arg must be an argument name (a string); got {arg!r}")
         if not isinstance(e, Expr):
             raise ShapeError(f"ctx.bound at {_where()}: the first argument must be a traced value; got {type(e).__name__}")
-        lo, hi = (-float(value), float(value)) if _is_number(value) else (float(value[0]), float(value[1]))
+        one_sided = not _is_number(value)
+        lo, hi = (-float(value), float(value)) if not one_sided else (float(value[0]), float(value[1]))
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > 0 and lo < hi):
             raise OutOfRangeError(f"ctx.bound at {_where()}: the bound must be finite with hi > 0; got {value!r}")
-        e.lo = np.maximum(e.lo, -max(abs(lo), abs(hi)))
-        e.hi = np.minimum(e.hi, max(abs(lo), abs(hi)))
-        bad = e.lo > e.hi
-        if bad.any():  # the claim contradicts the analysis: keep the claim's hull
-            e.lo[bad], e.hi[bad] = -abs(hi), abs(hi)
+        _apply_claim(e, lo, hi)
         e.user_bound = max(abs(lo), abs(hi))
+        e.user_interval = (lo, hi)
         e.bound_note = (arg, _where())
+        return e
+
+    def name(self, e: Expr, name: str) -> Expr:
+        """Give ``e`` a user-visible name; returns ``e``.
+
+        The value gets a slot of its own under that name (where it is read as an operand, or
+        is a loop variable's update, a loop's result or the prediction), so listings,
+        :mod:`iclconstruct.viz` labels, ``model.layout[name]`` and run-time range errors use it.
+        A loop variable named ``w`` has state slot ``w`` (and ``wprev`` where the previous state needs
+        a slot of its own). A name used twice gets a numeric suffix the second time.
+        """
+        if not isinstance(e, Expr):
+            raise ShapeError(f"ctx.name at {_where()}: the first argument must be a traced value; got {type(e).__name__}")
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise FrontendError(f"ctx.name at {_where()}: the name must be an identifier string; got {name!r}")
+        from ..lang.layout import INPUT_SLOTS, SYSTEM_SLOTS
+
+        if name in SYSTEM_SLOTS or name in INPUT_SLOTS or name == "examples_seen":
+            raise FrontendError(f"ctx.name at {_where()}: {name!r} is a reserved slot name; choose another")
+        e.user_name = name
         return e
 
     # ------------------------------------------------------------------ operations
@@ -384,12 +405,23 @@ class Context:
         else:  # pragma: no cover - reductions inside the body were refused when traced
             raise FrontendError(f"{node.describe()} cannot appear inside ctx.examples()")
         if node.user_bound is not None:
-            r.lo = np.maximum(r.lo, -node.user_bound)
-            r.hi = np.minimum(r.hi, node.user_bound)
+            _apply_claim(r, *node.user_interval)
             r.user_bound = node.user_bound
+            r.user_interval = node.user_interval
             r.bound_note = node.bound_note
+        if node.user_name is not None:
+            r.user_name = node.user_name
         memo[node.id] = r
         return r
+
+
+def _apply_claim(e: Expr, lo: float, hi: float) -> None:
+    """Intersect ``e``'s interval with the claim ``[lo, hi]`` (a claim that contradicts the analysis wins)."""
+    e.lo = np.maximum(e.lo, lo)
+    e.hi = np.minimum(e.hi, hi)
+    bad = e.lo > e.hi
+    if bad.any():
+        e.lo[bad], e.hi[bad] = lo, hi
 
 
 def _identity_at_zero(ctx: Context, upd: Expr, states, i: int) -> bool:
