@@ -37,7 +37,7 @@ import numpy as np
 
 from ..lang.embedding import system_rows
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Mul, Read
+from ..lang.ops import Aff, Div, Mov, Mul, Read, Sum
 from ..compiler.schedule import LayerPlan, Schedule
 
 __all__ = ["CellPlan", "plan_cells", "change_flags", "read_sources", "Effect"]
@@ -146,6 +146,11 @@ def _layer_effects(plan: LayerPlan, li: int, at: _Atoms) -> List[Effect]:
         out.append(Effect(A, at.of("pair"), (), zero=True))
     ln = own(["anchor", "pair"])  # Lemma 6 / 8: every MLP reads the column through LayerNorm
     for op in plan.mlp_ops:
+        if isinstance(op, Sum):  # the averaging read over the ỹ columns writes dst in the attention;
+            # the MLP multiplies it (own column) by the count
+            out.append(Effect(A, at.of(op.dst), ((at.of(op.src), Read("mean", 2)),), op))
+            out.append(Effect(M, at.of(op.dst), own([op.dst] + ([op.count] if op.count else [])) + ln, op))
+            continue
         out.append(Effect(M, at.of(op.dst), own(op.reads()) + ln, op))
     return out
 
