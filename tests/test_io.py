@@ -79,6 +79,22 @@ def test_free_reuse_and_loop_structure_survive(tmp_path):
     assert _same_outputs(model, m2, _tokens(2))
 
 
+def test_a_program_width_wider_than_the_model_round_trips(tmp_path):
+    """Program(width=W) caps allocation; the model needs only the rows in use (the file check
+    used to refuse such a file as corrupted)."""
+    p = ic.Program(1, width=40)
+    p.slot("s", 1, bound=100.0)
+    p.mul("x", "x", "s")
+    p.readout("s")
+    m = ic.compile(p)
+    assert m.d_model < 40
+    m.save(tmp_path / "m")
+    m2 = io.load(tmp_path / "m")
+    assert m2.program.layout.width == 40
+    tok = ic.tokens.encode(np.ones((1, 2, 1)), np.ones((1, 2)), np.ones((1, 1)))
+    np.testing.assert_array_equal(m2(tok), m(tok))
+
+
 def test_load_accepts_a_file_inside_the_folder(tmp_path):
     io.save(ic.circuits.sgd(2, 0.01), tmp_path / "m")
     for name in ("model.safetensors", "circuit.json"):

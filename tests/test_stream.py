@@ -178,3 +178,30 @@ def test_random_programs_pruned_and_streamed_equal_full_pass(prog, data):
     for k in range(X.shape[1]):
         s.add(X[:, k], y[:, k])
     within(s.predict(xq), full[:, -1])
+
+
+@pytest.mark.parametrize("with_count", [False, True])
+def test_sum_in_a_loop_pruned_and_streamed_equal_full_pass(with_count):
+    """A sum's averaging read (over the ỹ columns, in its layer's attention) is a read like a mov's:
+    the pruned plan and the stream used to miss it and returned 0 for the sum at the query."""
+    p = ic.Program(1)
+    p.slot("c", 1, bound=8.0)
+    p.slot("s", 1, bound=8.0)
+    p.slot("t", 1, bound=80.0)
+    if with_count:
+        p.count("c")
+    with p.loop("examples"):
+        p.sum("is_y", "s", count="c" if with_count else None)
+        p.sum("y", "t", count="c" if with_count else None)
+    p.aff("s", {"s": 1.0, "t": 0.1})
+    p.readout("s")
+    m = ic.compile(p, max_len=17)
+    X, y, xq = task(1, 3)
+    tok = ic.tokens.encode(X, y, xq)
+    full = m(tok)
+    np.testing.assert_allclose(full[:, -1], 3 + 0.1 * y.sum(1), rtol=1e-6, atol=1e-6)
+    within(run_pruned(m, tok), full)
+    s = m.stream()
+    for k in range(X.shape[1]):
+        s.add(X[:, k], y[:, k])
+    within(s.predict(xq), full[:, -1])

@@ -109,3 +109,47 @@ def test_misuse_raises():
     p.slot("c", 1)
     with pytest.raises(ICLConstructError, match="count="):
         p.sum("y", "c", count="b")
+
+
+def test_loop_may_not_overwrite_a_count_slot_its_sum_reads_first():
+    """From the second iteration on, the sum would multiply by the overwrite, not the count."""
+    p = ic.Program(1)
+    p.slot("c", 1, bound=10.0)
+    p.slot("s", 1, bound=100.0)
+    p.count("c")
+    with pytest.raises(ICLConstructError, match="count="):
+        with p.loop(2):
+            p.sum("y", "s", count="c")
+            p.aff("c", bias=3.0)
+    q = ic.Program(1)  # counting again inside the body, before the sum, is fine
+    q.slot("c", 1, bound=10.0)
+    q.slot("s", 1, bound=100.0)
+    with q.loop(2):
+        q.count("c")
+        q.sum("y", "s", count="c")
+        q.aff("c", bias=3.0)
+        q.count("c")
+    q.readout("s", columns="all")
+    tok = ic.tokens.encode(np.ones((1, 4, 1)), np.arange(1.0, 5.0)[None], np.ones((1, 1)))
+    assert_matches_interpreter(ic.compile(q), tok, **TOL)
+
+
+@pytest.mark.parametrize("block", ["paper", "pre_ln"])
+def test_count_from_position_units_is_accurate_at_the_default_max_len(block):
+    """Without count= (and for a count in an MLP) the count is (max_len/2)·pos₀: the paper block
+    cancels LayerNorm's mean round-off for it (it was 1.5e-5 off at max_len = 1025)."""
+    rng = np.random.default_rng(0)
+    tok = ic.tokens.encode(rng.uniform(-10, 10, (32, 6, 1)), rng.uniform(-10, 10, (32, 6)), rng.uniform(-10, 10, (32, 1)))
+    p = ic.Program(1)
+    p.slot("s", 1, bound=60.0)
+    p.slot("a", 1, bound=100.0)
+    p.slot("c", 1, bound=6.0)
+    p.sum("y", "s")
+    p.mul("x", "x", "a")
+    p.aff("c", {"a": 0.01})
+    p.count("c")  # after the aff that reads its old value: an MLP stage
+    p.aff("a", {"s": 1.0, "c": 1.0})
+    p.readout("a", columns="all")
+    m = ic.compile(p, block=block)  # max_len = 1025
+    assert any(op.kind == "count" for plan in m.plans for op in plan.mlp_ops)
+    assert_matches_interpreter(m, tok, rtol=1e-7, atol=1e-7)

@@ -195,8 +195,8 @@ def check_circuit_doc(doc: Any, where: str) -> None:
 
     _str(c["block"], f"{where}: compile.block", BLOCK_STYLES)
     width = _int(c["width"], f"{where}: compile.width", 1, MAX_ROWS)
-    if p["width"] is not None:
-        _int(p["width"], f"{where}: program.width", 1, width)
+    if p["width"] is not None:  # a cap on the program's allocation; the model needs only the rows in use
+        _int(p["width"], f"{where}: program.width", 1, MAX_ROWS)
     sizes: Dict[str, int] = {"y": 1, "x": d, "pos": 2, "one": 1, "is_y": 1}
     names = set(sizes) | {"anchor", "pair", "bal"}
     readouts = []

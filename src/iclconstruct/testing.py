@@ -25,6 +25,7 @@ except ImportError as exc:  # pragma: no cover
     raise ImportError("iclconstruct.testing needs hypothesis: pip install 'iclconstruct[test]'") from exc
 
 from .lang.interpreter import Trace, apply_op, check_op, embed_reference, interpret, readout
+from .lang.guards import InputGuard
 from .lang.ops import Div
 from .compiler.hooks import block_hook
 from .compiler.model import ConstructedTransformer
@@ -65,9 +66,13 @@ def regression_tasks(draw, d: Optional[int] = None, n: Optional[int] = None, bat
 
 
 def tokens_for(program: Program, n: Optional[int] = None, max_n: int = 6, max_batch: int = 3):
-    """Tokens ``(B, 2n+1, d+1)`` in the paper layout, within the program's input bounds."""
+    """Tokens ``(B, 2n+1, d+1)`` in the paper layout, within the program's input bounds.
+
+    At most ``max_n`` examples, and at most ``program.meta['max_n']`` where the program
+    records one (:func:`programs` does: its ``count``/``sum`` bounds assume it)."""
     lay = program.layout
     b = min(lay["x"].bound, lay["y"].bound)
+    max_n = min(max_n, int(program.meta.get("max_n", max_n)))  # programs() sizes count/sum for its max_n
     return regression_tasks(d=lay.d, n=n, bound=b, max_n=max_n, max_batch=max_batch).map(lambda t: encode(*t))
 
 
@@ -77,38 +82,54 @@ _POOL_SIZES = (1, 1, 2, 2, 3, 4, 6, 9)
 
 @st.composite
 def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12, loops: bool = True,
-             divs: bool = True, max_d: int = 3, frees: bool = True):
+             divs: bool = True, max_d: int = 3, frees: bool = True, reductions: bool = True,
+             guards: bool = True, max_n: int = 6):
     """Random programs of ``min_ops..max_ops`` ops over random slots, kept inside their bounds.
 
     Covers every documented feature of :class:`~iclconstruct.Program`: the four primitives
     (``mul`` with ``plus=``/``bias=``, ``div`` with ``coef=`` and ``accumulate=True``), every
-    read kind of ``mov`` (``offset``, ``position``, ``mean`` over all, x̃ or ỹ columns),
-    reads of the readable system slots ``pos``, ``one`` and ``is_y``, slots placed with
-    ``at=`` (with gaps of unused rows), slots freed and their rows reused, loops repeated
+    read kind of ``mov`` (``offset``, ``position``, ``mean`` over all, x̃ or ỹ columns), the
+    reductions over the examples (``count``, and ``sum`` with and without ``count=``), reads
+    of the readable system slots ``pos``, ``one`` and ``is_y``, slots placed with ``at=``
+    (with gaps of unused rows), slots freed and their rows reused, loops repeated
     ``'examples'`` times (zero times on inputs without a complete example) or a fixed
-    number of times, and both readout column sets.
+    number of times, input guards (``program.guard``), a fixed residual ``width=``,
+    non-default ``x_bound``/``y_bound``, and both readout column sets.
 
     Every slot gets a declared bound; each generated op is scaled so that its worst-case
     output (from the declared bounds of what it reads) stays within the bound of what it
     writes. That invariant is inductive, so it holds inside loops too, and the programs
-    never leave the range the approximation constants support. Divisors are written by
-    ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0; a slot counts as a
-    divisor only once it is written by code that surely runs (not only inside a loop that
-    may run zero times).
+    never leave the range the approximation constants support. ``count`` and ``sum`` grow
+    with the number of examples: they are drawn for inputs of at most ``max_n`` examples
+    (``count`` into slots whose bound is at least ``max_n``, ``sum`` of a slot bounded by
+    ``b`` into slots bounded by at least ``max_n·b``); ``program.meta['max_n']`` records it
+    and :func:`tokens_for` keeps to it. Divisors are written by ``aff`` ops with a dominant
+    bias, so ``|c|`` stays away from 0; a slot counts as a divisor only once it is written
+    by code that surely runs (not only inside a loop that may run zero times). Guards never
+    refuse an in-range input (their limit exceeds the largest ``‖x‖²`` the bounds allow).
     """
     d = draw(st.integers(1, max_d)) if d is None else d
-    p = Program(d, x_bound=10.0, y_bound=10.0, name="random")
-    bounds = {"x": 10.0, "y": 10.0, "one": 1.0, "is_y": 1.0, "pos": 1.0}
+    xb, yb = draw(st.sampled_from([(10.0, 10.0), (10.0, 10.0), (3.0, 10.0), (10.0, 2.0)]))
+    width = None
+    if draw(st.integers(0, 4)) == 0:  # a fixed residual width, wide enough for every slot drawn below
+        # system and input rows, every pool slot, a gap of at most 2 rows before each (reuse adds none)
+        width = Program(d).layout.size + sum(_POOL_SIZES) + d + 2 * (len(_POOL_SIZES) + 1) + draw(st.integers(0, 3))
+    p = Program(d, x_bound=xb, y_bound=yb, width=width, name="random")
+    p.meta = {"strategy": "iclconstruct.testing.programs", "max_n": int(max_n)}
+    bounds = {"x": xb, "y": yb, "one": 1.0, "is_y": 1.0, "pos": 1.0}
     sizes = {"x": d, "y": 1, "one": 1, "is_y": 1, "pos": 2}
     min_abs = {"one": 1.0}  # guaranteed lower bound of |value| (for divisors)
     written = set(bounds)
+    counts = set()  # slots whose last writer is count() (what sum(count=) may use)
     pool = []
     n_fresh = [0]
 
     def new_slot(k, at=None):
         name = f"s{n_fresh[0]}"
         n_fresh[0] += 1
-        bnd = draw(st.sampled_from([1.0, 2.0, 5.0, 10.0]))
+        bnd = draw(st.sampled_from([1.0, 2.0, 5.0, 10.0, 0.0] + ([0.0] if k == 1 else [])))
+        if bnd == 0.0:  # a wide slot: room for a count or a sum over max_n examples
+            bnd = float(max_n) * draw(st.sampled_from([1.0, 2.0, 5.0, 10.0]))
         p.slot(name, k, bound=bnd, at=at)
         bounds[name], sizes[name] = bnd, k
         return name
@@ -118,6 +139,11 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         if draw(st.integers(0, 3)) == 0:  # pin the slot with at=, leaving a gap of unused rows
             at = p.layout.size + draw(st.integers(0, 2))
         pool.append(new_slot(k, at))
+    if guards and draw(st.integers(0, 3)) == 0:  # a guard no in-range input trips
+        scale, shift = float(draw(st.sampled_from([0.01, 0.5, 2.0]))), float(draw(st.sampled_from([0.0, 1.0])))
+        limit = 1.5 * scale * (d * xb * xb + shift)
+        p.guard(InputGuard(scale=scale, shift=shift, limit=limit, expr="random guard", reason="generated",
+                           param="scale", value=scale))
     n_ops = draw(st.integers(min_ops, max_ops))
     loop_span = None
     if loops and n_ops >= 2 and draw(st.booleans()):
@@ -125,6 +151,8 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         b = draw(st.integers(a + 1, n_ops))
         loop_span = (a, b, draw(st.sampled_from(["examples", "examples", 1, 2, 3])))
     ctx = None
+    body_written = set()  # slots the open loop body has written so far
+    body_counts = set()   # count= slots a sum of the open body reads before the body writes them
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def readable(size=None):
@@ -136,6 +164,11 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
 
     def sure() -> bool:  # code that runs at least once on every input
         return ctx is None or loop_span[2] != "examples"
+
+    def wrote(dst, count=False):
+        written.add(dst)
+        body_written.add(dst)
+        (counts.add if count else counts.discard)(dst)
 
     def affine_terms(k, budget, exclude=()):
         srcs = [s for s in readable() if s not in exclude]
@@ -153,6 +186,7 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
         if loop_span and i == loop_span[0]:
             ctx = p.loop(loop_span[2])
             ctx.__enter__()
+            body_written, body_counts = set(), set()
         if loop_span and i == loop_span[1] and ctx is not None:
             ctx.__exit__(None, None, None)
             ctx = None
@@ -161,13 +195,54 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             old = draw(st.sampled_from(pool))
             p.free(old)
             written.discard(old)
+            counts.discard(old)
             min_abs.pop(old, None)
             pool[pool.index(old)] = new_slot(sizes[old], at=p.layout.first_row(old))
-        kinds = ["mov", "aff", "mul"] + (["div"] if divs else [])
+        kinds = ["mov", "aff", "mul"] + (["div"] if divs else []) + (["count", "sum", "sum"] if reductions else [])
         kind = draw(st.sampled_from(kinds))
         dst = draw(st.sampled_from(pool))
         k = sizes[dst]
         if dst in min_abs:  # divisor slots keep their guarantee: only divisor-style affs write them
+            kind = "aff"
+        if dst in body_counts:  # an earlier sum of this body reads it as its count: keep it a count
+            kind = "count"
+        elif kind in ("count", "sum"):  # a destination these ops can write (wide enough), if any
+            def fits(s):
+                if s in min_abs or s in body_counts:
+                    return False
+                if kind == "count":
+                    return sizes[s] == 1 and bounds[s] >= max_n
+                return any(r != s and max_n * bounds[r] <= bounds[s] for r in readable(sizes[s]))
+            cands = [s for s in pool if fits(s)]
+            if cands:
+                dst = draw(st.sampled_from(cands))
+                k = sizes[dst]
+        if kind == "count":
+            if k == 1 and bounds[dst] >= max_n and dst not in min_abs:
+                p.count(dst)
+                wrote(dst, count=True)
+                continue
+            kind = "aff"
+        if kind == "sum":
+            srcs = [s for s in readable(k) if s != dst and max_n * bounds[s] <= bounds[dst]]
+            if srcs:
+                src = draw(st.sampled_from(srcs))
+                cnt = None
+                if draw(st.booleans()):  # multiply by a count slot (written here first if there is none)
+                    cs = sorted(counts - {dst})
+                    fresh = [s for s in pool if s != dst and s != src and sizes[s] == 1 and bounds[s] >= max_n
+                             and s not in min_abs]
+                    if cs:
+                        cnt = draw(st.sampled_from(cs))
+                    elif fresh:
+                        cnt = draw(st.sampled_from(fresh))
+                        p.count(cnt)
+                        wrote(cnt, count=True)
+                p.sum(src, dst, count=cnt)
+                if in_loop() and cnt is not None and cnt not in body_written:
+                    body_counts.add(cnt)
+                wrote(dst)
+                continue
             kind = "aff"
         if kind == "mov":
             srcs = [s for s in readable(k) if bounds[s] <= bounds[dst]]
@@ -180,7 +255,7 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                     p.mov(src, dst, position=draw(st.integers(0, 8)))
                 else:
                     p.mov(src, dst, mean={"mean": True, "mean_x": "x", "mean_y": "y"}[how])
-                written.add(dst)
+                wrote(dst)
                 continue
             kind = "aff"
         if kind == "div":
@@ -192,14 +267,14 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                 room = bounds[dst] / (bounds[src] / min_abs[c])
                 if draw(st.booleans()):  # accumulate: dst ← aff(...) (≤ bound/2), then dst += coef·src/|c|
                     p.aff(dst, affine_terms(k, 0.45 * bounds[dst], exclude=(dst,)), bias=None)
-                    written.add(dst)
+                    wrote(dst)
                     coef = float(rng.uniform(0.2, 0.45)) * room * rng.choice([-1.0, 1.0])
                     p.div(src, c, dst, coef=coef, accumulate=True)
                     continue
                 if room >= 1.0 or draw(st.booleans()):
                     coef = 1.0 if room >= 1.0 and draw(st.booleans()) else float(rng.uniform(0.2, 0.9)) * min(room, 1.0)
                     p.div(src, c, dst, coef=coef)
-                    written.add(dst)
+                    wrote(dst)
                     continue
             kind = "aff"
         if kind == "mul":
@@ -229,7 +304,7 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                 if draw(st.booleans()):
                     bias = rng.uniform(-0.3, 0.3, k) * room
                 p.mul(lhs, rhs, dst, shape=(a_, b_, c_), coef=coef, plus=plus, bias=bias)
-                written.add(dst)
+                wrote(dst)
                 continue
         # aff: a random affine map scaled into the destination's bound
         make_divisor = dst in min_abs or (k == 1 and draw(st.booleans()))
@@ -242,7 +317,7 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
             bias *= 0.1 * bounds[dst]
             budget -= np.abs(bias).max()
         p.aff(dst, affine_terms(k, budget), bias=bias)
-        written.add(dst)
+        wrote(dst)
         if make_divisor and sure():
             min_abs[dst] = 0.5 * bounds[dst]
     if ctx is not None:

@@ -84,7 +84,7 @@ def _mlp(plan: LayerPlan, lay: Layout, D: int, c: Constants, unscale: float, max
             continue
         if isinstance(op, Count):
             mb.linear(op.dst, 0, lay.coeffs(dict(count_terms(max_len), **{op.dst: -np.eye(1)}), size=1, width=D)[0],
-                      f"{op.dst} = count")
+                      f"{op.dst} = count", cancel_mean=True)  # (max_len/2)·pos₀ amplifies LayerNorm's round-off
             continue
         if isinstance(op, Sum):
             _sum_units(mb, op, lay, D, c.product_scale, max_len, c.product_order)
@@ -129,7 +129,7 @@ def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: 
         x = lay.unit(op.dst, i, D)
         mb.linear(op.dst, i, -x, f"{op.dst}[{i}] clear mean")
         mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, 1.0, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count",
-                                        order=order))
+                                        order=order), cancel_mean=op.count is None)
 
 
 def embedding(lay: Layout, D: int, c: Constants, max_len: int, K: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:

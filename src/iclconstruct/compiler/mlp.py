@@ -31,6 +31,10 @@ class Unit:
     b: float
     gain: float
     label: str
+    #: fold the LayerNorm's mean into the weights (their sum moved onto ``one``) even in the paper
+    #: block; for units whose input amplifies a read error common to all rows (the count from the
+    #: position units: ``(max_len/2)·pos₀``), see :meth:`MLPBuilder.weights`
+    cancel_mean: bool = False
 
 
 @dataclass
@@ -105,15 +109,19 @@ class MLPBuilder:
         self.units: List[Tuple[Unit, int]] = []  # (unit, output row)
         self.b_out = np.zeros(width)
 
-    def add(self, dst: str, i: int, units: List[Unit], out_bias: float = 0.0) -> None:
-        """Add ``units`` (and ``out_bias``) to entry ``i`` of slot ``dst``."""
+    def add(self, dst: str, i: int, units: List[Unit], out_bias: float = 0.0, cancel_mean: bool = False) -> None:
+        """Add ``units`` (and ``out_bias``) to entry ``i`` of slot ``dst`` (``cancel_mean``: see :class:`Unit`)."""
         r = self.lay.row(dst, i)
+        if cancel_mean:
+            for u in units:
+                u.cancel_mean = True
         self.units += [(u, r) for u in units]
         self.b_out[r] += out_bias
 
-    def linear(self, dst: str, i: int, z: np.ndarray, label: str) -> None:
+    def linear(self, dst: str, i: int, z: np.ndarray, label: str, cancel_mean: bool = False) -> None:
         """Add ``z·h`` to entry ``i`` of ``dst`` (Lemma 5)."""
-        self.add(dst, i, *bypass_units(z, 0.0, self.bypass_scale, label))
+        units, out_bias = bypass_units(z, 0.0, self.bypass_scale, label)
+        self.add(dst, i, units, out_bias, cancel_mean=cancel_mean)
 
     def constant(self, dst: str, i: int, value: float) -> None:
         """Add the constant ``value`` to entry ``i`` of ``dst`` (the output bias: exact)."""
@@ -137,6 +145,13 @@ class MLPBuilder:
                 continue
             if self.pre_ln:  # div layer: the anchors are exactly 0, so this cancels the mean
                 w[self.lay.row("anchor")] -= w.sum()
+            elif not self.divide and u.cancel_mean:
+                # LayerNorm's mean is 0 only up to its round-off (≈ ε·K), an error common to every
+                # row; with the coefficient sum moved onto the constant row (exactly 1) and back
+                # through the bias, w sums to 0 and that error cancels (as fold_layernorm does)
+                colsum = math.fsum(w)
+                w[one] -= colsum
+                b = b + colsum
             elif not self.divide:  # the constant row is exactly 1: use the bias
                 b = b + w[one]
                 w[one] = 0.0

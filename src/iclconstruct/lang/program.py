@@ -317,6 +317,8 @@ class Program:
 
     def _add(self, op: Op) -> Op:
         self._mutable(op.kind)
+        if self._in_loop and not isinstance(op, Count):
+            self._check_loop_count_write(op)
         self.segments[-1].ops.append(op)
         self._written.add(op.writes())
         self._count_slots.discard(op.writes())
@@ -324,6 +326,23 @@ class Program:
             self._count_slots.add(op.dst)
         self.events.append(("op", op))
         return op
+
+    def _check_loop_count_write(self, op: Op) -> None:
+        """Refuse overwriting, inside a loop body, a count slot that an earlier ``sum(count=)`` of the
+        body reads before the body writes it: from the second iteration on, that sum would read
+        this op's value instead of the count (the model multiplies by the slot; the sum is exact)."""
+        dst = op.writes()
+        written_before = False
+        for prev in self.segments[-1].ops:
+            if isinstance(prev, Sum) and prev.count == dst and not written_before:
+                raise ICLConstructError(
+                    f"{op.kind}: {dst!r} is the count= of {prev.describe()} earlier in this loop body, which "
+                    f"reads it before the body writes it; from the second iteration on it would read this "
+                    f"{op.kind} instead of a count. Write {dst!r} with program.count() before the sum inside "
+                    f"the loop, or use another slot"
+                )
+            if prev.writes() == dst:
+                written_before = True
 
     def _checked(self, op: Op) -> Op:
         """``op`` re-validated against this program (as if it were written with the public API)."""

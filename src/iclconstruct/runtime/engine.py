@@ -18,11 +18,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..lang.ops import Mov
+from ..lang.ops import Mov, Read, Sum
 from .checks import RangeMonitor
 from .plan import CellPlan, read_sources
 
 __all__ = ["run_cells", "head_reads"]
+
+#: the head of a ``sum``: the mean over the ỹ columns (the compiler's ``Read('mean', 2)``)
+SUM_READ = Read("mean", 2)
 
 
 def head_reads(model, bi: int):
@@ -31,6 +34,8 @@ def head_reads(model, bi: int):
     for op in model.plans[bi].attn_ops:
         if isinstance(op, Mov) and not (op.read.kind == "offset" and op.read.k == 0) and op.read not in reads:
             reads.append(op.read)
+    if any(isinstance(op, Sum) for op in model.plans[bi].mlp_ops) and SUM_READ not in reads:
+        reads.append(SUM_READ)  # a sum's averaging read over the ỹ columns
     return reads
 
 

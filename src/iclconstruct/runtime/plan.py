@@ -37,7 +37,7 @@ import numpy as np
 
 from ..lang.embedding import system_rows
 from ..lang.layout import Layout
-from ..lang.ops import Aff, Div, Mov, Mul, Read
+from ..lang.ops import Aff, Div, Mov, Mul, Read, Sum
 from ..compiler.schedule import LayerPlan, Schedule
 
 __all__ = ["CellPlan", "plan_cells", "change_flags", "read_sources", "Effect"]
@@ -146,6 +146,11 @@ def _layer_effects(plan: LayerPlan, li: int, at: _Atoms) -> List[Effect]:
         out.append(Effect(A, at.of("pair"), (), zero=True))
     ln = own(["anchor", "pair"])  # Lemma 6 / 8: every MLP reads the column through LayerNorm
     for op in plan.mlp_ops:
+        if isinstance(op, Sum):  # the averaging read over the ỹ columns writes dst in the attention;
+            # the MLP multiplies it (own column) by the count
+            out.append(Effect(A, at.of(op.dst), ((at.of(op.src), Read("mean", 2)),), op))
+            out.append(Effect(M, at.of(op.dst), own([op.dst] + ([op.count] if op.count else [])) + ln, op))
+            continue
         out.append(Effect(M, at.of(op.dst), own(op.reads()) + ln, op))
     return out
 
@@ -249,7 +254,7 @@ def _zero_out(e: Effect, Z: Dict[int, np.ndarray], at: "_Atoms", T: int) -> np.n
     if isinstance(op, Div):
         z = _all(Z, at.of(op.src), T)
         return z & _all(Z, at.of(op.dst), T) if op.accumulate else z
-    return np.zeros(T, dtype=bool)  # pragma: no cover
+    return np.zeros(T, dtype=bool)  # count, sum: not known to be 0
 
 
 def _copy_of(e: Effect, Z, SRC, at: "_Atoms", T: int) -> np.ndarray:
