@@ -56,7 +56,7 @@ PRESETS = {
                             curriculum=dict(d_start=2, n_start=5, interval=1000, d_step=1, n_step=2))),
     # d = 4, deeper rather than wider (paper: >= 8 layers behave like OLS); curriculum d 2→4, n 5→9
     "ols-d4": dict(model=dict(d=4, n_layers=8, width=32, n_heads=2, max_points=9),
-                   train=dict(steps=30000, batch_size=64, lr=1e-3,
+                   train=dict(steps=40000, batch_size=64, lr=1e-3,
                               curriculum=dict(d_start=2, n_start=5, interval=500, d_step=1, n_step=2))),
     "probe": dict(model=dict(d=4, n_layers=6, width=64, n_heads=2, max_points=13),
                   train=dict(steps=15000, batch_size=64, lr=1e-3,
