@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..compiler.build import compile
+from ..numerics.aposteriori import ridge_spec
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..lang.program import Program
@@ -80,7 +81,10 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
               "bound_advice": bound_advice("ridge", {
                   "xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
                   "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
-                  "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]})}
+                  "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]}),
+              # the a-posteriori accuracy check (numerics.aposteriori): the readout is refused unless
+              # |pred − ridge| is proven ≤ accuracy·(1 + |ridge|) from the weights in slot wq
+              "aposteriori": ridge_spec(lam, "wq")}
     return p
 
 
