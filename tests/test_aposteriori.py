@@ -1,6 +1,5 @@
 """The ridge circuit's a-posteriori error bound (numerics/aposteriori.py): sound, useful, enforced everywhere."""
 import functools
-import json
 
 import numpy as np
 import pytest
@@ -76,19 +75,19 @@ CONFIGS = [(d, lam, dt) for d in (1, 2, 3) for lam in (0.3, 1.0) for dt in (torc
 
 
 # ---------------------------------------------------------------------- (a) soundness
-@settings(max_examples=30)
+@settings(max_examples=60)
 @given(st.sampled_from(CONFIGS), st.data())
 def test_bound_is_sound_on_random_tasks(cfg, data):
     d, lam, dt = cfg
-    X, y, xq = data.draw(regression_tasks(d=d, bound=6.0, max_n=6, max_batch=3))
+    X, y, xq = data.draw(regression_tasks(d=d, bound=6.0, max_n=12, max_batch=3))
     assert_sound(ridge_model(d, lam, dt), encode(X, y, xq), lam)
 
 
-@settings(max_examples=30)
+@settings(max_examples=60)
 @given(st.sampled_from(CONFIGS), st.data())
 def test_bound_is_sound_on_near_collinear_corner_inputs(cfg, data):
     d, lam, dt = cfg
-    X, y, xq = data.draw(collinear_tasks(max(d, 2) if d > 1 else 1))
+    X, y, xq = data.draw(collinear_tasks(d))
     assert_sound(ridge_model(d, lam, dt), encode(X, y, xq), lam)
 
 
@@ -217,28 +216,13 @@ def test_saved_and_loaded_model_refuses(tmp_path):
 
 
 def test_file_saved_without_the_spec_still_refuses(tmp_path):
-    """A ridge file written before the check existed (no meta['aposteriori']) is checked all the same."""
+    """A ridge model whose program meta lacks 'aposteriori' (a file written before the check existed) is
+    checked all the same: the spec is derived from meta['circuit'] == 'ridge' and meta['lam']."""
     m = ridge_model(2, 1.0, torch.float32)
     m.save(tmp_path / "r")
-    f = tmp_path / "r" / "circuit.json"
-    data = json.loads(f.read_text())
-
-    def drop(o):
-        if isinstance(o, dict):
-            o.pop("aposteriori", None)
-            for v in o.values():
-                drop(v)
-        elif isinstance(o, list):
-            for v in o:
-                drop(v)
-
-    drop(data)
-    f.write_text(json.dumps(data))
-    try:
-        m2 = ic.load(tmp_path / "r")
-    except E.CheckpointError:  # the file is integrity-checked: editing it is refused, which is fine too
-        pytest.skip("circuit files carry a checksum")
-    assert "aposteriori" not in m2.program.meta
+    m2 = ic.load(tmp_path / "r")
+    m2.program.meta = {k: v for k, v in m2.program.meta.items() if k != "aposteriori"}
+    assert spec_for(m2.program)["lam"] == 1.0
     with pytest.raises(E.PrecisionError):
         m2(ADVERSARIAL)
 
