@@ -126,8 +126,10 @@ def test_bound_formula_against_an_exact_solution():
     dw = 1e-4 * rng.standard_normal(w.shape)
     yh = np.einsum("bcd,bcd->bc", w + dw, tok[:, cols, 1:])
     b = ridge_bounds(tok, cols, w + dw, yh, 0.5)
+    b1 = ridge_bounds(tok, cols, w + dw, yh, 0.5, corrected=False)  # the residual bound (1) alone
     err = np.abs(yh - ref)
-    assert (err <= b).all() and (b <= 1e-12 + 1.01 * err + 1e-10).all()
+    assert (err <= b).all() and (b <= 1.01 * err + 1e-12).all()
+    assert (err <= b1).all() and (b <= b1).all()
 
 
 # ---------------------------------------------------------------------- (b) the documented silent answer

@@ -198,7 +198,7 @@ def _lam_min_lower(G: np.ndarray, P: np.ndarray, t: np.ndarray, lam: float) -> n
 
 
 def ridge_bounds(tokens: np.ndarray, columns: Sequence[int], w_hat: np.ndarray, y_hat: np.ndarray,
-                 lam: float) -> np.ndarray:
+                 lam: float, *, corrected: bool = True) -> np.ndarray:
     """Rigorous bounds on ``|ŷ − ridge(prefix)ᵀx̃|`` at x̃ ``columns`` (even indices).
 
     Args:
@@ -206,6 +206,7 @@ def ridge_bounds(tokens: np.ndarray, columns: Sequence[int], w_hat: np.ndarray, 
         columns: ``(C,)`` x̃ columns; column ``2k`` follows ``k`` examples.
         w_hat: ``(B, C, d)`` the model's weights at those columns; ``y_hat``: ``(B, C)`` its readout.
         lam: the ridge weight ``λ > 0``.
+        corrected: the minimum of bounds (1) and (2) (default), else the residual bound (1) alone.
     Returns ``(B, C)`` float64 (``inf`` where an input is not finite).
     """
     tok = np.asarray(tokens, dtype=np.float64)
@@ -244,6 +245,11 @@ def ridge_bounds(tokens: np.ndarray, columns: Sequence[int], w_hat: np.ndarray, 
     t1 = np.abs(yh - s) + _gamma(d + 2)[None] * (np.einsum("bci,bci->bc", aw, np.abs(xq)) + np.abs(yh))
     bound1 = t1 + nx * nr / lam_lo
 
+    N = 2 * (k + d) + 64
+    if not corrected:
+        out = bound1 * (1 + 2 * _gamma(N))[None] + _TINY
+        return np.where(np.isfinite(out), out, np.inf)
+
     # (2): one linear solve for z ≈ A⁻¹r̂, then the residual ρ of that solve: w* = ŵ + z + A⁻¹ρ
     A = G + lam * np.eye(d)
     try:
@@ -259,7 +265,6 @@ def ridge_bounds(tokens: np.ndarray, columns: Sequence[int], w_hat: np.ndarray, 
     t2 = np.abs(yh - s - s2) + _gamma(d + 4)[None] * (np.einsum("bci,bci->bc", aw + az, np.abs(xq)) + np.abs(yh))
     bound2 = t2 + nx * nrho / lam_lo
 
-    N = 2 * (k + d) + 64
     out = np.minimum(bound1, bound2) * (1 + 2 * _gamma(N))[None] + _TINY
     return np.where(np.isfinite(out), out, np.inf)
 
