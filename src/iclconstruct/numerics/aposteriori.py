@@ -277,14 +277,13 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
     if spec is None:
         return None
     cols = np.asarray(columns, dtype=np.int64)
-    if len(cols) and (cols % 2).any():
-        raise PrecisionError("ridge predictions are read at x̃ columns only (even token positions); "
-                             "build tokens with iclconstruct.tokens.encode(X, y, x_query)")
     w = program.layout.view(h_cols, spec["weights"])
     w = w.detach().to("cpu", torch.float64).numpy() if isinstance(w, torch.Tensor) else np.asarray(w, np.float64)
     yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
         np.asarray(y_hat, np.float64)
     yh = yh.reshape(w.shape[:2])
+    x_cols = cols % 2 == 0  # predictions live at x̃ columns; a ỹ column's readout (run_pruned's
+    cols, w, yh = cols[x_cols], w[:, x_cols], yh[:, x_cols]  # readout='last' on even T) is none
     bounds = ridge_bounds(tokens, cols, w, yh, spec["lam"])
     acc = accuracy_for(spec, dtype)
     with np.errstate(invalid="ignore"):
