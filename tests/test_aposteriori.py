@@ -256,3 +256,27 @@ def test_message_names_the_arguments_to_change():
     msg = str(exc.value)
     assert "lam" in msg and "dtype=torch.float64" in msg and "lam=1" in msg
     assert "1e-02" in msg or "0.01" in msg
+
+
+def test_patched_model_is_refused_with_a_hint_about_hooks():
+    """Activation patching makes the model compute something other than ridge: refused, and the message
+    says check=False is the opt-out for patching experiments."""
+    m = ic.circuits.ridge(2, 1.0, max_len=17)
+    rng = np.random.default_rng(0)
+    X, y, xq = rng.standard_normal((1, 3, 2)), rng.standard_normal((1, 3)), rng.standard_normal((1, 2))
+    tok = encode(X, y, xq)
+    rows = m.layout.rows("wq")
+    m(tok)  # served unpatched
+
+    def patch(h, name):
+        h = h.clone()
+        h[:, -1, rows] += 1.0
+        return h
+
+    m.add_hook(f"blocks.{len(m.unrolled(tok.shape[1])) - 1}.hook_resid_mid", patch)
+    try:
+        with pytest.raises(E.PrecisionError, match="hooks are installed.*check=False"):
+            m(tok)
+        m(tok, check=False)
+    finally:
+        m.reset_hooks()

@@ -329,7 +329,10 @@ class ConstructedTransformer(nn.Module):
 
         v = self._verification(tokens, h, out, columns)
         if v is not None:
-            refuse(self.program, v)
+            hint = ("; hooks are installed on this model (add_hook): a model whose activations a hook replaces "
+                    "computes something other than ridge — pass check=False for patching experiments"
+                    if self.hooks.active else "")
+            refuse(self.program, v, hint)
 
     def verify(self, tokens, *, check: bool = True):
         """Per-prediction a-posteriori error bounds of ``model(tokens)``, without refusing.

@@ -302,8 +302,9 @@ def enforce(program, dtype: torch.dtype, tokens: np.ndarray, columns: Sequence[i
     return v
 
 
-def refuse(program, v: Verification) -> None:
-    """Raise :class:`PrecisionError` for the first prediction of ``v`` not proven within the stated accuracy."""
+def refuse(program, v: Verification, hint: str = "") -> None:
+    """Raise :class:`PrecisionError` for the first prediction of ``v`` not proven within the stated accuracy
+    (``hint`` is appended to the message)."""
     dtype = v.dtype
     bad = ~v.ok
     if bad.any():
@@ -316,4 +317,4 @@ def refuse(program, v: Verification) -> None:
             f"{int(v.examples[c])} examples) is not provably within the stated {name} accuracy: its a-posteriori "
             f"error bound {v.bounds[b, c]:.3g} exceeds {v.accuracy:g}·(1 + |ridge|) ≈ {v.tolerance[b, c]:.3g} "
             f"(Sherman–Morrison's recursion lost accuracy on these inputs); {other}pass a larger lam (now "
-            f"lam={lam:g}), or better-conditioned inputs (examples less collinear); check=False skips this check")
+            f"lam={lam:g}), or better-conditioned inputs (examples less collinear); check=False skips this check{hint}")
