@@ -26,7 +26,8 @@ estimate, used for nothing else) and run floating-point Cholesky on ``M̂ = fl(�
 If it completes, ``R̂ᵀR̂ = M̂ + ΔM`` with ``|ΔM| ≤ γ_{d+1}|R̂ᵀ||R̂|`` (Demmel; Higham,
 *Accuracy and Stability of Numerical Algorithms*, Thm 10.3), and
 ``‖|R̂ᵀ||R̂|‖₂ ≤ ‖R̂‖_F² ≤ tr(M̂)/(1 − γ_{d+1})``; so
-``λ_min(M̂) ≥ −γ_{d+1}·tr(M̂)/(1 − γ_{d+1})``. With ``‖G − sI − M̂‖₂ ≤ γ_t‖P‖_F + 2u‖diag M̂‖₂``
+``λ_min(M̂) ≥ −γ_{d+1}·tr(M̂)/(1 − γ_{d+1})`` (the code uses ``γ_{2d+2}``, headroom for
+LAPACK's blocked evaluation order). With ``‖G − sI − M̂‖₂ ≤ γ_t‖P‖_F + 2u‖diag M̂‖₂``
 (``P = |X|ᵀ|X|``, the round-off of the prefix sums and of the shift), Weyl's inequality gives
 ``λ_min(A) ≥ λ + max(0, s − γ_{d+1}tr(M̂)/(1−γ_{d+1}) − γ_t‖P‖_F − 2u‖diag M̂‖₂)``. If
 Cholesky breaks down, ``λ`` is used.
@@ -186,7 +187,7 @@ def _lam_min_lower(G: np.ndarray, P: np.ndarray, t: np.ndarray, lam: float) -> n
         s = 0.99 * mu
         M = Gf[cand] - s[:, None, None] * np.eye(d)
         ok = _cholesky_ok(M)
-        g1 = _gamma(d + 1)
+        g1 = _gamma(2 * (d + 1))  # Demmel's γ_{d+1}, doubled: headroom for LAPACK's blocked ordering
         trM = np.trace(M, axis1=-2, axis2=-1)
         diagM = np.sqrt((np.diagonal(M, axis1=-2, axis2=-1) ** 2).sum(-1))
         PF = np.sqrt((Pf[cand] ** 2).sum((-2, -1)))
