@@ -329,10 +329,7 @@ class ConstructedTransformer(nn.Module):
 
         v = self._verification(tokens, h, out, columns)
         if v is not None:
-            hint = ("; hooks are installed on this model (add_hook): a model whose activations a hook replaces "
-                    "computes something other than ridge — pass check=False for patching experiments"
-                    if self.hooks.active else "")
-            refuse(self.program, v, hint)
+            refuse(self.program, v, hooked=self.hooks.active)
 
     def verify(self, tokens, *, check: bool = True):
         """Per-prediction a-posteriori error bounds of ``model(tokens)``, without refusing.

@@ -303,19 +303,26 @@ def enforce(program, dtype: torch.dtype, tokens: np.ndarray, columns: Sequence[i
     return v
 
 
-def refuse(program, v: Verification, hint: str = "") -> None:
-    """Raise :class:`PrecisionError` for the first prediction of ``v`` not proven within the stated accuracy
-    (``hint`` is appended to the message)."""
+def refuse(program, v: Verification, hooked: bool = False) -> None:
+    """Raise :class:`PrecisionError` if a prediction of ``v`` is not proven within the stated accuracy (naming the worst)
+    (``hooked``: the model has hooks installed, which the message then names as the likely cause)."""
     dtype = v.dtype
     bad = ~v.ok
     if bad.any():
-        b, c = (int(i) for i in np.argwhere(bad)[0])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(bad, np.nan_to_num(v.bounds / v.tolerance, nan=np.inf), -np.inf)
+        b, c = (int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))  # the worst one
+        more = int(bad.sum()) - 1
         lam = spec_for(program)["lam"]
         name = str(dtype).replace("torch.", "")
         other = "" if dtype == torch.float64 else "use dtype=torch.float64, "
+        cause = ("hooks are installed on this model (add_hook), and a model whose activations a hook replaces "
+                 "computes something other than ridge: pass check=False for patching experiments." if hooked else
+                 "Sherman–Morrison's recursion lost accuracy on these inputs.")
         raise PrecisionError(
             f"ridge prediction {v.predictions[b, c]:.6g} (batch {b}, x̃ column {int(v.columns[c])}, after "
             f"{int(v.examples[c])} examples) is not provably within the stated {name} accuracy: its a-posteriori "
-            f"error bound {v.bounds[b, c]:.3g} exceeds {v.accuracy:g}·(1 + |ridge|) ≈ {v.tolerance[b, c]:.3g} "
-            f"(Sherman–Morrison's recursion lost accuracy on these inputs); {other}pass a larger lam (now "
-            f"lam={lam:g}), or better-conditioned inputs (examples less collinear); check=False skips this check{hint}")
+            f"error bound {v.bounds[b, c]:.3g} exceeds {v.accuracy:g}·(1 + |ridge|) as far as it can be "
+            f"known, {v.accuracy:g}·(1 + max(0, |prediction| − bound)) = {v.tolerance[b, c]:.3g}. "
+            f"{f'({more} more predictions refused.) ' if more else ''}{cause} To get an answer: {other}pass a larger lam (now lam={lam:g}), or better-conditioned inputs "
+            f"(examples less collinear); check=False skips this check")
