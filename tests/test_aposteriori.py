@@ -258,25 +258,35 @@ def test_message_names_the_arguments_to_change():
     assert "1e-02" in msg or "0.01" in msg
 
 
-def test_patched_model_is_refused_with_a_hint_about_hooks():
-    """Activation patching makes the model compute something other than ridge: refused, and the message
-    says check=False is the opt-out for patching experiments."""
+def test_patched_pass_is_not_checked_but_read_only_hooks_are():
+    """Activation patching (a hook returns a replacement) makes the model compute what the patch says, not
+    ridge: that pass is not checked a posteriori. A hook that only reads leaves the check on."""
     m = ic.circuits.ridge(2, 1.0, max_len=17)
     rng = np.random.default_rng(0)
     X, y, xq = rng.standard_normal((1, 3, 2)), rng.standard_normal((1, 3)), rng.standard_normal((1, 2))
     tok = encode(X, y, xq)
     rows = m.layout.rows("wq")
-    m(tok)  # served unpatched
+    clean = m(tok)
 
     def patch(h, name):
         h = h.clone()
         h[:, -1, rows] += 1.0
         return h
 
-    m.add_hook(f"blocks.{len(m.unrolled(tok.shape[1])) - 1}.hook_resid_mid", patch)
+    name = f"blocks.{len(m.unrolled(tok.shape[1])) - 1}.hook_resid_mid"
+    m.add_hook(name, patch)
     try:
-        with pytest.raises(E.PrecisionError, match="hooks are installed.*check=False"):
-            m(tok)
-        m(tok, check=False)
+        patched = m(tok)  # served: the patched model is not the circuit
+        assert not m.verify(tok).ok[0, -1]  # ... and verify() says its answer is not ridge
+        assert abs(patched[0, -1] - clean[0, -1]) > 0.1
     finally:
         m.reset_hooks()
+    m32 = ridge_model(2, 1.0, torch.float32)
+    seen = []
+    m32.add_hook("blocks.0.hook_resid_pre", lambda h, n: seen.append(n))
+    try:
+        with pytest.raises(E.PrecisionError):
+            m32(ADVERSARIAL)
+        assert seen
+    finally:
+        m32.reset_hooks()

@@ -296,6 +296,7 @@ class ConstructedTransformer(nn.Module):
     def _run(self, t: torch.Tensor, check: bool) -> torch.Tensor:
         T = t.shape[1]
         hook = self.hooks
+        hook.reset_replaced()  # counts activations a hook replaces in this pass (a patched pass is not checked a posteriori)
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         mon = RangeMonitor(self) if check else None  # batched: one host sync per pass
         for l, bi in enumerate(self.unrolled(T)):
@@ -323,13 +324,18 @@ class ConstructedTransformer(nn.Module):
             cols = np.asarray(columns, dtype=np.int64)
         return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out)
 
-    def _check_predictions(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None) -> None:
-        """Refuse (:class:`~iclconstruct.errors.PrecisionError`) readouts the a-posteriori check cannot prove."""
+    def _check_predictions(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None, patched: bool = False) -> None:
+        """Refuse (:class:`~iclconstruct.errors.PrecisionError`) readouts the a-posteriori check cannot prove.
+
+        ``patched``: a hook replaced an activation in this pass (activation patching); the model then
+        computes what the patch makes it compute, not the circuit, and is not checked."""
         from ..numerics.aposteriori import refuse
 
+        if patched:
+            return
         v = self._verification(tokens, h, out, columns)
         if v is not None:
-            refuse(self.program, v, hooked=self.hooks.active)
+            refuse(self.program, v)
 
     def verify(self, tokens, *, check: bool = True):
         """Per-prediction a-posteriori error bounds of ``model(tokens)``, without refusing.
@@ -351,14 +357,16 @@ class ConstructedTransformer(nn.Module):
         With ``check=True`` (default) inputs, divisors and every written slot are checked
         against the ranges the approximation constants were designed for, and circuits that
         declare an a-posteriori check (ridge) refuse predictions whose rigorous error bound
-        exceeds their stated accuracy (:class:`~iclconstruct.errors.PrecisionError`).
+        exceeds their stated accuracy (:class:`~iclconstruct.errors.PrecisionError`) — except
+        in a pass where a hook replaced an activation (activation patching: the patched model
+        is not the circuit).
         """
         t, numpy_in = self._prepare(tokens)
         with torch.no_grad():
             h = self._run(t, check)
             out = self._readout(h)
         if check:
-            self._check_predictions(tokens, h, out)
+            self._check_predictions(tokens, h, out, patched=self.hooks.replaced > 0)
         return out.cpu().numpy() if numpy_in else out
 
     def run_with_cache(self, tokens, *, names_filter=None, check: bool = True):
@@ -373,7 +381,7 @@ class ConstructedTransformer(nn.Module):
             h = self._run(t, check)
             out = self._readout(h)
         if check:
-            self._check_predictions(tokens, h, out)
+            self._check_predictions(tokens, h, out, patched=self.hooks.replaced > 0)
         return (out.cpu().numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:

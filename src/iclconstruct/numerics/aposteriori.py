@@ -303,9 +303,8 @@ def enforce(program, dtype: torch.dtype, tokens: np.ndarray, columns: Sequence[i
     return v
 
 
-def refuse(program, v: Verification, hooked: bool = False) -> None:
-    """Raise :class:`PrecisionError` if a prediction of ``v`` is not proven within the stated accuracy (naming the worst)
-    (``hooked``: the model has hooks installed, which the message then names as the likely cause)."""
+def refuse(program, v: Verification) -> None:
+    """Raise :class:`PrecisionError` if a prediction of ``v`` is not proven within the stated accuracy (naming the worst)."""
     dtype = v.dtype
     bad = ~v.ok
     if bad.any():
@@ -316,9 +315,7 @@ def refuse(program, v: Verification, hooked: bool = False) -> None:
         lam = spec_for(program)["lam"]
         name = str(dtype).replace("torch.", "")
         other = "" if dtype == torch.float64 else "use dtype=torch.float64, "
-        cause = ("hooks are installed on this model (add_hook), and a model whose activations a hook replaces "
-                 "computes something other than ridge: pass check=False for patching experiments." if hooked else
-                 "Sherman–Morrison's recursion lost accuracy on these inputs.")
+        cause = "Sherman–Morrison's recursion lost accuracy on these inputs."
         raise PrecisionError(
             f"ridge prediction {v.predictions[b, c]:.6g} (batch {b}, x̃ column {int(v.columns[c])}, after "
             f"{int(v.examples[c])} examples) is not provably within the stated {name} accuracy: its a-posteriori "
