@@ -54,6 +54,11 @@ class DivisorTooSmallError(OutOfRangeError):
     """A ``div`` divisor is too close to zero for the configured constants."""
 
 
+class PrecisionError(OutOfRangeError):
+    """A prediction's a-posteriori error bound exceeds the model's stated accuracy
+    (:mod:`iclconstruct.numerics.aposteriori`): the model refuses instead of answering wrongly."""
+
+
 class ContextTooLongError(ICLConstructError, ValueError):
     """More tokens than the model's position units support."""
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..compiler.build import compile
+from ..numerics.aposteriori import ridge_spec
 from ..numerics.constants import Constants
 from ..errors import ICLConstructError, ShapeError
 from ..frontend import Algorithm, algorithm
@@ -88,7 +89,10 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     advice = dict(p.meta.get("bound_advice", {}))
     advice.update({k: v for k, v in bound_advice("ridge", _ADVICE).items() if k in p.layout})
     p.meta = {**p.meta, "circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
-              "bound_advice": advice}
+              "bound_advice": advice,
+              # the a-posteriori accuracy check (numerics.aposteriori): the readout is refused unless
+              # |pred − ridge| is proven ≤ accuracy·(1 + |ridge|) from the weights in slot wq
+              "aposteriori": ridge_spec(lam, "wq")}
     return p
 
 
@@ -123,7 +127,10 @@ def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None
     p.slot("wq", d, bound=wb)
     predict_from(p, "w", "wq", "pred")
     p.meta = {"circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
-              "bound_advice": bound_advice("ridge", _ADVICE)}
+              "bound_advice": bound_advice("ridge", _ADVICE),
+              # the a-posteriori accuracy check (numerics.aposteriori): the readout is refused unless
+              # |pred − ridge| is proven ≤ accuracy·(1 + |ridge|) from the weights in slot wq
+              "aposteriori": ridge_spec(lam, "wq")}
     return p
 
 

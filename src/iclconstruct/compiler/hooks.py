@@ -128,8 +128,18 @@ class HookManager:
             if match(name):
                 y = fn(x, name)
                 if y is not None:
+                    if y is not x:
+                        self._local.replaced = self.replaced + 1
                     x = y
         return x
+
+    @property
+    def replaced(self) -> int:
+        """Activations a hook replaced (returned a new tensor for) in this thread since :meth:`reset_replaced`."""
+        return getattr(self._local, "replaced", 0)
+
+    def reset_replaced(self) -> None:
+        self._local.replaced = 0
 
 
 class ActivationCache:

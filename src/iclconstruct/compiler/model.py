@@ -301,6 +301,7 @@ class ConstructedTransformer(nn.Module):
     def _run(self, t: torch.Tensor, check: bool) -> torch.Tensor:
         T = t.shape[1]
         hook = self.hooks
+        hook.reset_replaced()  # counts activations a hook replaces in this pass (a patched pass is not checked a posteriori)
         h = hook("hook_embed", t @ self.W_E) + hook("hook_pos_embed", self.W_pos[:T].expand(t.shape[0], T, -1))
         mon = RangeMonitor(self) if check else None  # batched: one host sync per pass
         for l, bi in enumerate(self.unrolled(T)):
@@ -312,15 +313,65 @@ class ConstructedTransformer(nn.Module):
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
         return readout(self.program, h)
 
+    def _verification(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None):
+        """A-posteriori bounds of the readout ``out`` (``None`` if the program declares no
+        a-posteriori check; see :mod:`iclconstruct.numerics.aposteriori`). ``h``: the final
+        residual stream ``(B, T, D)``, read at the x̃ columns; or, with ``columns``, the states
+        ``(B, C, D)`` at those token columns."""
+        from ..numerics.aposteriori import host_tokens, spec_for, verify_columns
+
+        if spec_for(self.program) is None:
+            return None
+        if columns is None:
+            cols = np.arange(0, h.shape[1], 2)
+            h = h[:, 0::2]
+        else:
+            cols = np.asarray(columns, dtype=np.int64)
+        return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out)
+
+    def _check_predictions(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None, patched: bool = False) -> None:
+        """Refuse (:class:`~iclconstruct.errors.PrecisionError`) readouts the a-posteriori check cannot prove.
+
+        ``patched``: a hook replaced an activation in this pass (activation patching); the model then
+        computes what the patch makes it compute, not the circuit, and is not checked."""
+        from ..numerics.aposteriori import refuse
+
+        if patched:
+            return
+        v = self._verification(tokens, h, out, columns)
+        if v is not None:
+            refuse(self.program, v)
+
+    def verify(self, tokens, *, check: bool = True):
+        """Per-prediction a-posteriori error bounds of ``model(tokens)``, without refusing.
+
+        Returns a :class:`~iclconstruct.numerics.aposteriori.Verification` (``predictions``,
+        ``bounds`` — rigorous bounds on ``|prediction − exact ridge|`` — ``tolerance``, ``ok``)
+        for circuits that declare an a-posteriori check (ridge), ``None`` for the others.
+        ``check``: the run-time range checks (they still raise).
+        """
+        t, _ = self._prepare(tokens)
+        with torch.no_grad():
+            h = self._run(t, check)
+            out = self._readout(h)
+        return self._verification(tokens, h, out)
+
     def forward(self, tokens, *, check: bool = True):
         """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).
 
         With ``check=True`` (default) inputs, divisors and every written slot are checked
-        against the ranges the approximation constants were designed for.
+        against the ranges the approximation constants were designed for, and circuits that
+        declare an a-posteriori check (ridge) refuse predictions whose rigorous error bound
+        exceeds their stated accuracy (:class:`~iclconstruct.errors.PrecisionError`) — except
+        in a pass where a hook replaced an activation (activation patching: the patched model
+        is not the circuit).
         """
         t, numpy_in = self._prepare(tokens)
         with torch.no_grad():
-            out = self._readout(self._run(t, check))
+            h = self._run(t, check)
+            out = self._readout(h)
+        if check:
+            self._check_predictions(tokens, h, out, patched=self.hooks.replaced > 0)
         return out.cpu().numpy() if numpy_in else out
 
     def run_with_cache(self, tokens, *, names_filter=None, check: bool = True):
@@ -332,7 +383,10 @@ class ConstructedTransformer(nn.Module):
             store[name] = x.detach()
 
         with self.hooks.temporary(names_filter, save), torch.no_grad():  # this thread only
-            out = self._readout(self._run(t, check))
+            h = self._run(t, check)
+            out = self._readout(h)
+        if check:
+            self._check_predictions(tokens, h, out, patched=self.hooks.replaced > 0)
         return (out.cpu().numpy() if numpy_in else out), ActivationCache(store, self)
 
     def add_hook(self, names_filter, fn) -> None:
@@ -343,11 +397,13 @@ class ConstructedTransformer(nn.Module):
         self.hooks.clear()
 
     # ------------------------------------------------------------------ convenience
-    def predict(self, X, y, x_query):
+    def predict(self, X, y, x_query, *, check: bool = True):
         """Prediction for ``x_query`` after all ``n`` examples.
 
         ``X`` ``(n, d)`` or ``(B, n, d)``, ``y`` ``(n,)`` or ``(B, n)``, ``x_query`` ``(d,)`` or
         ``(B, d)``; returns shape ``()`` or ``(B,)``; numpy in, numpy out; torch in, torch out.
+        ``check``: the run-time checks of :meth:`forward` (range checks, and the a-posteriori
+        accuracy check of the ridge circuit).
         """
         if x_query is None:
             raise ArgumentError(
@@ -362,7 +418,7 @@ class ConstructedTransformer(nn.Module):
         if Xa.shape[-2] == 0:
             raise ShapeError("X has no examples (n = 0); pass at least one (x, y) pair")
         tok = encode(X if not numpy_in else Xa, y, x_query, dtype=self.dtype if not numpy_in else None)
-        out = self.forward(tok)[:, -1]
+        out = self.forward(tok, check=check)[:, -1]
         if Xa.ndim == 2:
             out = out[0]
         return out

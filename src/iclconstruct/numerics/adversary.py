@@ -26,7 +26,9 @@ __all__ = ["worst_error", "Found"]
 
 @dataclass
 class Found:
-    """Result of :func:`worst_error`: the largest admissible error found and the tokens that give it."""
+    """Result of :func:`worst_error`: the largest admissible error found and the tokens that give it
+    (``None`` when every candidate was refused); ``refused``: candidates among the worst the model
+    refused although the exact program runs (range checks, or ridge's a-posteriori check)."""
 
     error: float
     tokens: np.ndarray
@@ -84,7 +86,8 @@ def _valid_error(model, tok1: np.ndarray) -> Optional[float]:
         with torch.no_grad():
             out = model(torch.as_tensor(tok1, dtype=model.dtype)).double().numpy()
     except ICLConstructError:
-        return -1.0  # the exact run is fine but the model refuses: a spurious refusal, not an error
+        return -1.0  # the exact run is fine but the model refuses (a range check: spurious; or the
+        # a-posteriori accuracy check of ridge: a correct refusal of an inaccurate answer) — not an error
     return float(np.abs(out - exact).max())
 
 

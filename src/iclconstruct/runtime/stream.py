@@ -95,6 +95,8 @@ def run_pruned(model, tokens, *, readout: str = "x", check: bool = True):
         h = _embed(model, t, torch.arange(T, device=t.device))
         h = run_cells(model, h, plan, check=check)
         out = model.layout.view(h[:, plan.readout], model.program.readout_slot)[..., 0]
+    if check:  # the a-posteriori accuracy check (ridge), on the states at the readout columns
+        model._check_predictions(tokens, h[:, plan.readout], out, columns=plan.readout)
     return out.detach().cpu().numpy() if numpy_in else out
 
 
@@ -121,6 +123,7 @@ class Stream:
         self.B: Optional[int] = None
         self.torch_io = False
         self.tokens: List[torch.Tensor] = []  # (B, d+1) per column
+        self.host: List[np.ndarray] = []  # the same columns as the caller passed them, float64 (a-posteriori check)
         self.hist: List[Tuple[List[int], List[torch.Tensor]]] = []  # per column: layers run, state after each
         self.sets: List[np.ndarray] = []  # columns run at each memo-able layer so far
         self.rebuilds = 0
@@ -136,7 +139,7 @@ class Stream:
         m = self.model
         is_t = isinstance(a, torch.Tensor)
         t = a if is_t else torch.as_tensor(np.asarray(a, dtype=np.float64))
-        t = t.to(device=m.W_E.device, dtype=m.dtype)
+        t = t.to(device=m.W_E.device, dtype=torch.float64)  # the model's dtype once checked (_columns)
         if width == 0:
             t = t.reshape(-1) if t.dim() <= 1 else t
             if t.dim() != 1:
@@ -153,7 +156,8 @@ class Stream:
             raise ShapeError(f"{name} has batch {B} but this stream was started with batch {self.B}")
         return t
 
-    def _columns(self, x, y=None) -> torch.Tensor:
+    def _columns(self, x, y=None) -> Tuple[torch.Tensor, np.ndarray]:
+        """The new columns in the model's dtype, and as passed (float64, on the host)."""
         d = self.model.d
         xt = self._rows(x, "x_query" if y is None else "x", d)
         cols = [torch.cat([torch.zeros_like(xt[:, :1]), xt], dim=1)]
@@ -167,7 +171,7 @@ class Stream:
                 f"{T} tokens exceed max_len={self.model.max_len} of the position units; "
                 f"compile with max_len >= {T} or start a new stream")
         self.model._prepare(tok)  # range, finiteness and the circuit's own input checks
-        return tok
+        return tok.to(self.model.dtype), tok.detach().to("cpu", torch.float64).numpy()
 
     # ------------------------------------------------------------------ cells
     def _state(self, hist, j: int, l: int) -> torch.Tensor:
@@ -234,13 +238,14 @@ class Stream:
     # ------------------------------------------------------------------ public
     def add(self, x, y) -> "Stream":
         """Append example ``(x, y)`` and run the cells its two columns need."""
-        tok = self._columns(x, y)
+        tok, host = self._columns(x, y)
         m = self.model
         mon = RangeMonitor(m) if self.check else None
         with torch.no_grad():
             T0 = len(self.tokens)
             hist = list(self.hist) + self._new_hist(tok, T0)
             self.tokens += [tok[:, 0], tok[:, 1]]
+            self.host += [host[:, 0], host[:, 1]]
             T = len(self.tokens)
             self._sync(T + 1, T, hist, mon, T0)  # planned as the next prediction will be
             self.hist = hist[:T]
@@ -250,7 +255,7 @@ class Stream:
 
     def predict(self, x_query):
         """The full pass's prediction at the query column after the examples added so far."""
-        tok = self._columns(x_query)
+        tok, host = self._columns(x_query)
         m = self.model
         mon = RangeMonitor(m) if self.check else None
         with torch.no_grad():
@@ -276,5 +281,8 @@ class Stream:
                     del a[k:], b[k:]
         if mon is not None:
             mon.verify()
+        if self.check:  # the a-posteriori accuracy check (ridge) at the query column
+            toks = np.stack(self.host + [host[:, 0]], axis=1)
+            m._check_predictions(toks, h[:, None], out[:, None], columns=[T - 1])
         out = out if self.torch_io else out.detach().cpu().numpy()
         return out[0] if self.B == 1 and not self.torch_io and np.ndim(x_query) == 1 else out
