@@ -220,6 +220,17 @@ def _zero_iteration_divisor():
     return p
 
 
+def _loop_overwrites_count():
+    p = ic.Program(1)
+    p.slot("c", 1, bound=10.0)
+    p.slot("s", 1, bound=100.0)
+    p.count("c")
+    with p.loop(2):
+        p.sum("y", "s", count="c")
+        p.aff("c", bias=3.0)   # from the second iteration on the sum would multiply by 3, not the count
+    return p
+
+
 def _pos_tokens():
     return ic.tokens.encode(np.ones((3, 1)), np.ones(3), np.ones(1))
 
@@ -241,6 +252,7 @@ C2 = [
     Case(2, "divisor written only in a loop that runs zero times",
          lambda: ic.compile(_zero_iteration_divisor())(ic.tokens.encode(np.zeros((0, 1)), np.zeros(0), np.ones(1))),
          ("div_min", "'c'")),
+    Case(2, "a loop body overwrites the count= slot its sum reads", _loop_overwrites_count, ("count=",)),
     Case(2, "same program in the interpreter",
          lambda: ic.interpret(_zero_iteration_divisor(), ic.tokens.encode(np.zeros((0, 1)), np.zeros(0), np.ones(1))),
          ("div_min", "'c'")),
@@ -258,7 +270,30 @@ def _big_column_program():
     return p
 
 
+# float32 ridge(2, 1.0): four nearly collinear corner examples on which every range check passes and
+# the prediction is 4.19 where ridge gives −25.2 (docs/reliability.md); the a-posteriori check refuses it
+_RIDGE_CORNERS = np.array([[0.0, 5.906475939749397, -5.3532997706965375], [22.332515146815037, 0.0, 0.0],
+                           [0.0, -6.0, 6.0], [24.114288928163692, 0.0, 0.0],
+                           [0.0, 5.462084271256766, -5.427346634171256], [22.312837747005165, 0.0, 0.0],
+                           [0.0, -5.673322575478093, 5.907565764250306], [-20.09142416923802, 0.0, 0.0],
+                           [0.0, -5.530210700334848, -6.0]])[None]
+
+
+def _gdpp_shifted():
+    """GD++ d=8 on a shifted 58-example task (tests/data): served 4.3e-6 off, a known silent case."""
+    f = np.load(Path(__file__).parent / "data" / "gdpp_d8_shifted.npz")
+    X, y, xq = f["X"], f["y"], f["xq"]
+    m = ic.circuits.gd_plus_plus_algorithm(8, 0.001, 0.001, steps=2).compile()
+    ref = np.array([ic.reference.gd_plus_plus(X[:k], y[:k], 0.001, 0.001, steps=2) @ (xq if k == len(X) else X[k])
+                    for k in range(len(X) + 1)])   # the prediction at every x̃ column
+    return m(ic.tokens.encode(X, y, xq))[0], ref
+
+
 C3 = [
+    Case(3, "float32 ridge at adversarial corners (every range check passes)",
+         lambda: ic.circuits.ridge(2, 1.0, dtype=torch.float32)(_RIDGE_CORNERS), ("dtype", "lam")),
+    Case(3, "gd_plus_plus d=8 on a shifted task: known silent 4.3e-6 (docs/reliability.md)", _gdpp_shifted,
+         check=lambda v: bool(np.all(np.abs(v[0] - v[1]) <= 1e-6 * (1 + np.abs(v[1]))))),
     Case(3, "a large value elsewhere in the column (LayerNorm's shared scale)",
          lambda: ic.compile(_big_column_program())(_tok()), ("ln_anchor", "'big'")),
     Case(3, "x·x inside a moderate column is right", lambda: square_model()(_tok())[0, 0], check=_close(25.0)),
@@ -481,7 +516,13 @@ C9 = [
 CASES = C1 + C2 + C3 + C4 + C5 + C6 + C7 + C8 + C9
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c.cls}-{c.name}" for c in CASES])
+KNOWN_SILENT = ("gd_plus_plus d=8 on a shifted task",)  # listed in docs/reliability.md, counted in its table
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
+                                                                        reason="known silent case"))
+                                  if c.name.startswith(KNOWN_SILENT) else c for c in CASES],
+                         ids=[f"{c.cls}-{c.name}" for c in CASES])
 def test_case(case):
     kind, detail = outcome(case)
     assert kind in ("clear", "right"), f"class {case.cls}, {case.name}: {kind}: {detail}"
