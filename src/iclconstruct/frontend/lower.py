@@ -29,7 +29,7 @@ import numpy as np
 
 from ..lang.program import Program
 from .expr import EXAMPLE, PREFIX, STATE, Expr, FrontendError
-from .semantics import apply
+from .semantics import apply, at_empty_example
 
 __all__ = ["lower", "MAX_BOUND"]
 
@@ -616,26 +616,7 @@ def _linear_terms(node: Expr):
 
 def _vanishes_at_zero(e: Expr, states) -> bool:
     """Is ``e`` zero at ``x = 0, y = 0`` (the x̃ columns' example) for two random loop states?"""
-    rng = np.random.default_rng(0)
-    for _ in range(2):
-        vals = {s.id: rng.standard_normal(s.shape)[None] for s in states}
-
-        def ev(n):
-            if n.id in vals:
-                return vals[n.id]
-            if n.op == "const":
-                return np.asarray(n.param)[None]
-            if n.op == "x":
-                return np.zeros((1,) + n.shape)
-            if n.op == "y":
-                return np.zeros((1,))
-            v = apply(n, [ev(a) for a in n.args])
-            vals[n.id] = v
-            return v
-
-        if np.any(ev(e) != 0.0):
-            return False
-    return True
+    return all(not np.any(v != 0.0) for v, _ in at_empty_example(e, states, seed=0))
 
 
 def _advice(slot: str, arg: Optional[str], where: str) -> str:

@@ -107,3 +107,27 @@ def evaluate(out: Expr, X: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np
 
     res = ev(out, None, None, None)
     return res.reshape(res.shape[1:]) if res.shape[0] == 1 else res
+
+
+def at_empty_example(e: Expr, states, seed: int, draws: int = 2):
+    """Yield ``(value of e, values of every node)`` at ``x = 0, y = 0`` — what a loop body sees at
+    the x̃ columns — with the loop ``states`` drawn at random (``draws`` times, seeded)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        vals = {s.id: rng.standard_normal(s.shape)[None] for s in states}
+
+        def ev(n):
+            if n.id in vals:
+                return vals[n.id]
+            if n.op == "const":
+                v = np.asarray(n.param)[None]
+            elif n.op == "x":
+                v = np.zeros((1,) + n.shape)
+            elif n.op == "y":
+                v = np.zeros((1,))
+            else:
+                v = apply(n, [ev(a) for a in n.args])
+            vals[n.id] = v
+            return v
+
+        yield ev(e), vals

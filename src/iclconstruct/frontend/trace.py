@@ -426,25 +426,6 @@ def _apply_claim(e: Expr, lo: float, hi: float) -> None:
 
 def _identity_at_zero(ctx: Context, upd: Expr, states, i: int) -> bool:
     """Does the update leave the state unchanged at ``x = 0, y = 0`` (checked on two random states)?"""
-    from .semantics import apply as _apply
+    from .semantics import at_empty_example
 
-    rng = np.random.default_rng(i)
-    for _ in range(2):
-        vals = {s.id: rng.standard_normal(s.shape)[None] for s in states}
-
-        def ev(n):
-            if n.id in vals:
-                return vals[n.id]
-            if n.op == "const":
-                return np.asarray(n.param)[None]
-            if n.op == "x":
-                return np.zeros((1,) + n.shape)
-            if n.op == "y":
-                return np.zeros((1,))
-            v = _apply(n, [ev(a) for a in n.args])
-            vals[n.id] = v
-            return v
-
-        if not np.array_equal(ev(upd), vals[states[i].id]):
-            return False
-    return True
+    return all(np.array_equal(v, vals[states[i].id]) for v, vals in at_empty_example(upd, states, seed=i))
