@@ -5,7 +5,11 @@ With ``A₀⁻¹ = I/lam`` and ``w₀ = 0``, each example ``(x, y)`` updates (re
     u = A⁻¹x,   c = 1 + xᵀu,   A⁻¹ ← A⁻¹ − u uᵀ / c,   w ← w + u·(y − xᵀw) / c
 
 which after ``n`` examples gives ``w = (XᵀX + lam·I)⁻¹ Xᵀy`` exactly (``A⁻¹x`` after the
-update is ``u/c``). Written with the front end (:func:`ridge_algorithm`, docs/frontend.md):
+update is ``u/c``). The circuit carries the rescaled state ``σ·A⁻¹`` with ``σ = max(1, lam)``
+(:func:`state_scale`; ``u = σA⁻¹x``, ``c = σ + xᵀu``, the updates unchanged): for ``lam > 1`` the
+column then holds values of order one instead of ``1/lam`` (float32 ``lam = 10``: ``≤ 2.3e-4``
+instead of ``2.8e-3``); for ``lam ≤ 1`` it is ``A⁻¹`` itself (docs/circuit_ridge.md says why a
+smaller ``σ`` is not used). Written with the front end (:func:`ridge_algorithm`, docs/frontend.md):
 the divisor ``c`` is declared ``≥ 1`` with a one-sided ``ctx.bound``, and ``A⁻¹``, ``w`` are
 updated in place (``state + a/c`` is a ``div`` accumulating into the state slot). The
 paper's trace takes 14 primitives (≈14 layers) and ≈3d²+5d+3 rows. Packed (Lemma 7) the
@@ -15,11 +19,11 @@ block is **3 layers** and ``2d² + 5d + 2`` user rows:
       attention                                   MLP
 ====  ==========================================  ===============================================
 L0    ``A⁻¹ ← A⁻¹(t−2)``, ``w ← w(t−2)``           ``u ← A⁻¹·xe``; ``r ← y − wᵀxe``
-L1    —                                           ``c ← 1 + xeᵀu``; ``O ← u uᵀ``; ``v ← u·r``
+L1    —                                           ``c ← σ + xeᵀu``; ``O ← u uᵀ``; ``v ← u·r``
 L2    div set-up (``pair ← ±M·c``)                ``A⁻¹ += −O/|c|``; ``w += v/|c|`` (Lemma 8)
 ====  ==========================================  ===============================================
 
-``c ≥ 1`` always (``A⁻¹`` is positive definite), so the division is well conditioned.
+``c ≥ σ ≥ 1`` always (``A⁻¹`` is positive definite), so the division is well conditioned.
 The hand-written program of the same layout is kept as :func:`ridge_program_by_hand`.
 """
 from __future__ import annotations
