@@ -7,7 +7,7 @@ With ``A₀⁻¹ = I/lam`` and ``w₀ = 0``, each example ``(x, y)`` updates (re
 which after ``n`` examples gives ``w = (XᵀX + lam·I)⁻¹ Xᵀy`` exactly (``A⁻¹x`` after the
 update is ``u/c``). The circuit carries the rescaled state ``σ·A⁻¹`` with ``σ = max(1, lam)``
 (:func:`state_scale`; ``u = σA⁻¹x``, ``c = σ + xᵀu``, the updates unchanged): for ``lam > 1`` the
-column then holds values of order one instead of ``1/lam`` (float32 ``lam = 10``: ``≤ 2.3e-4``
+column then holds values of order one instead of ``1/lam`` (float32 ``lam = 10``: ``≤ 2.4e-4``
 instead of ``2.8e-3``); for ``lam ≤ 1`` it is ``A⁻¹`` itself (docs/circuit_ridge.md says why a
 smaller ``σ`` is not used). Written with the front end (:func:`ridge_algorithm`, docs/frontend.md):
 the divisor ``c`` is declared ``≥ 1`` with a one-sided ``ctx.bound``, and ``A⁻¹``, ``w`` are
