@@ -82,6 +82,11 @@ def section_errors(quick):
                      err_or_refusal(err_ridge, d, n, B, rng, dtype=torch.float32)))
         rows.append(("ridge (λ=1)", d, n, "float32", "Constants.float32()",
                      err_or_refusal(err_ridge, d, n, B, rng, dtype=torch.float32, lam=1.0)))
+        rows.append(("ridge (λ=10)", d, n, "float32", "Constants.float32()",
+                     err_or_refusal(err_ridge, d, n, B, rng, dtype=torch.float32, lam=10.0)))
+    # bfloat16: no admissible constants (the best product errs by ≈0.14, above 1e-3): refused at compile time
+    rows.append(("sgd", 4, 8, "bfloat16", "—", err_or_refusal(err_sgd, 4, 8, B, rng, dtype=torch.bfloat16)))
+    rows.append(("ridge (λ=1)", 4, 8, "bfloat16", "—", err_or_refusal(err_ridge, 4, 8, B, rng, dtype=torch.bfloat16, lam=1.0)))
     t1 = table(["circuit", "d", "n", "dtype", "constants", "max err/(1+|ref|)"], rows)
     # precision constants (float64, d = 8, n = 16, ridge λ = 0.1 and sgd)
     rows = []

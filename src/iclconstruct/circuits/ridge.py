@@ -5,7 +5,11 @@ With ``A₀⁻¹ = I/lam`` and ``w₀ = 0``, each example ``(x, y)`` updates (re
     u = A⁻¹x,   c = 1 + xᵀu,   A⁻¹ ← A⁻¹ − u uᵀ / c,   w ← w + u·(y − xᵀw) / c
 
 which after ``n`` examples gives ``w = (XᵀX + lam·I)⁻¹ Xᵀy`` exactly (``A⁻¹x`` after the
-update is ``u/c``). Written with the front end (:func:`ridge_algorithm`, docs/frontend.md):
+update is ``u/c``). The circuit carries the rescaled state ``σ·A⁻¹`` with ``σ = max(1, lam)``
+(:func:`state_scale`; ``u = σA⁻¹x``, ``c = σ + xᵀu``, the updates unchanged): for ``lam > 1`` the
+column then holds values of order one instead of ``1/lam`` (float32 ``lam = 10``: ``≤ 2.4e-4``
+instead of ``2.8e-3``); for ``lam ≤ 1`` it is ``A⁻¹`` itself (docs/circuit_ridge.md says why a
+smaller ``σ`` is not used). Written with the front end (:func:`ridge_algorithm`, docs/frontend.md):
 the divisor ``c`` is declared ``≥ 1`` with a one-sided ``ctx.bound``, and ``A⁻¹``, ``w`` are
 updated in place (``state + a/c`` is a ``div`` accumulating into the state slot). The
 paper's trace takes 14 primitives (≈14 layers) and ≈3d²+5d+3 rows. Packed (Lemma 7) the
@@ -15,11 +19,11 @@ block is **3 layers** and ``2d² + 5d + 2`` user rows:
       attention                                   MLP
 ====  ==========================================  ===============================================
 L0    ``A⁻¹ ← A⁻¹(t−2)``, ``w ← w(t−2)``           ``u ← A⁻¹·xe``; ``r ← y − wᵀxe``
-L1    —                                           ``c ← 1 + xeᵀu``; ``O ← u uᵀ``; ``v ← u·r``
+L1    —                                           ``c ← σ + xeᵀu``; ``O ← u uᵀ``; ``v ← u·r``
 L2    div set-up (``pair ← ±M·c``)                ``A⁻¹ += −O/|c|``; ``w += v/|c|`` (Lemma 8)
 ====  ==========================================  ===============================================
 
-``c ≥ 1`` always (``A⁻¹`` is positive definite), so the division is well conditioned.
+``c ≥ σ ≥ 1`` always (``A⁻¹`` is positive definite), so the division is well conditioned.
 The hand-written program of the same layout is kept as :func:`ridge_program_by_hand`.
 """
 from __future__ import annotations
@@ -39,11 +43,22 @@ from ..lang.program import Program
 from ..lang.validate import as_float
 from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
-__all__ = ["ridge", "ridge_program", "ridge_algorithm", "ridge_program_by_hand"]
+__all__ = ["ridge", "ridge_program", "ridge_algorithm", "ridge_program_by_hand", "state_scale"]
 
 _ADVICE = {"xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
            "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
            "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]}
+
+
+def state_scale(lam: float) -> float:
+    """``σ = max(1, lam)``: the state slot ``Ainv`` carries ``σ·A⁻¹`` (eigenvalues in ``(0, σ/lam]``).
+
+    For ``lam ≥ 1`` the column then holds values of order one whatever ``lam`` (``A⁻¹`` itself
+    would shrink as ``1/lam``, below the absolute round-off of the LayerNorm bypass, ``≈ ε·K``);
+    for ``lam < 1`` it is ``A⁻¹`` itself (a smaller ``σ`` would make the divisor ``σ + xᵀu``
+    smaller than 1, and every quotient's error grows as ``1/c``).
+    """
+    return max(1.0, lam)
 
 
 def _args(d, lam, x_bound, y_bound, w_bound):
@@ -52,29 +67,34 @@ def _args(d, lam, x_bound, y_bound, w_bound):
     lam = as_float(lam, "lam", positive=True)
     xb, yb = default_bounds(d, x_bound, y_bound)
     wb = 4.0 + 2.0 * math.sqrt(d) if w_bound is None else as_float(w_bound, "w_bound", positive=True)
-    # eigenvalues of A⁻¹ lie in (0, 1/lam], and A⁻¹₀ = I/lam sits exactly on that bound: 2% headroom
-    # keeps the model's own error (float32: ≈1e-3 relative) from tripping the range check spuriously
-    ab = 1.02 / lam
-    ub = math.sqrt(d) * xb / lam         # ‖A⁻¹x‖ ≤ ‖x‖/lam
+    # the state is B = σ·A⁻¹, σ = max(1, lam) (state_scale): eigenvalues in (0, σ/lam], and B₀ = (σ/lam)·I
+    # sits on that bound: 2% headroom keeps the model's own error (float32: ≈1e-4 relative) from
+    # tripping the range check spuriously
+    sig = state_scale(lam)
+    ab = 1.02 * sig / lam
+    ub = math.sqrt(d) * xb * sig / lam   # ‖Bx‖ ≤ (σ/lam)‖x‖
     rb = yb + math.sqrt(d) * wb * xb     # |y − wᵀx|
-    cb = 1.0 + d * xb * xb / lam         # 1 + xᵀA⁻¹x
-    return d, lam, xb, yb, wb, ab, ub, rb, cb
+    cl = sig                             # c = σ + xᵀBx = σ·(1 + xᵀA⁻¹x) ≥ σ ≥ 1
+    cb = sig * (1.0 + d * xb * xb / lam)
+    return d, lam, xb, yb, wb, ab, ub, rb, cl, cb
 
 
 def ridge_algorithm(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
                     w_bound: Optional[float] = None, max_n: int = 512) -> Algorithm:
     """Theorem 2 written with the front end (``.program()``, ``.interpret()``, ``.compile()``); see :func:`ridge`."""
-    d, lam, xb, yb, wb, ab, ub, rb, cb = _args(d, lam, x_bound, y_bound, w_bound)
+    d, lam, xb, yb, wb, ab, ub, rb, cl, cb = _args(d, lam, x_bound, y_bound, w_bound)
 
     # the bounds grow as 1/lam by construction (the caller chooses lam): no max_bound
+    sig = state_scale(lam)
+    # for lam < 1 the bounds grow as 1/lam by construction (the caller chooses lam): no max_bound
     @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, max_bound=math.inf, name=f"ridge(d={d}, lam={lam:g})")
     def ridge(ctx):
-        A, w = ctx.const(np.eye(d) / lam), ctx.zeros(d)
+        A, w = ctx.const(np.eye(d) * (sig / lam)), ctx.zeros(d)   # slot Ainv holds σ·A⁻¹, σ = max(1, lam)
         for x, y in ctx.examples():                  # one weight-tied block (3 layers) per example
             x = ctx.name(x, "xe")
-            u = ctx.name(ctx.bound(A @ x, ub, arg="lam"), "u")
+            u = ctx.name(ctx.bound(A @ x, ub, arg="lam"), "u")                # σ·A⁻¹x
             r = ctx.name(ctx.bound(y - x @ w, rb, arg="w_bound"), "r")
-            c = ctx.name(ctx.bound(1 + x @ u, (1.0, cb), arg="lam"), "c")   # A⁻¹ ≻ 0: c ≥ 1
+            c = ctx.name(ctx.bound(sig + x @ u, (cl, cb), arg="lam"), "c")   # σ·(1 + xᵀA⁻¹x) ≥ σ ≥ 1
             A = ctx.name(ctx.bound(A - ctx.name(u.outer(u), "O") / c, ab, arg="lam"), "Ainv")
             w = ctx.name(ctx.bound(w + ctx.name(u * r, "v") / c, wb, arg="w_bound"), "w")
         return ctx.name(ctx.name(w, "wq") @ ctx.query, "pred")   # x̃ column i: x_iᵀ w_{i−1}
@@ -99,7 +119,9 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
 def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
                           w_bound: Optional[float] = None) -> Program:
     """The hand-written Sherman–Morrison ridge program (slots and ops placed by hand; kept for tests)."""
-    d, lam, xb, yb, wb, ab, ub, rb, cb = _args(d, lam, x_bound, y_bound, w_bound)
+    d, lam, xb, yb, wb, _, _, rb, _, _ = _args(d, lam, x_bound, y_bound, w_bound)
+    # this layout carries A⁻¹ itself (the paper's state; its slots grow as 1/lam)
+    ab, ub, cb = 1.02 / lam, math.sqrt(d) * xb / lam, 1.0 + d * xb * xb / lam
     p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
     p.slot("xe", d, bound=xb)
     p.slot("Ainv", d * d, bound=ab)

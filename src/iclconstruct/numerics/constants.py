@@ -165,6 +165,15 @@ class Constants:
             return cls.float64(**overrides)
         if dtype == torch.float32:
             return cls.float32(**overrides)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            # no constants exist: the best product (Richardson, Lemma 4) errs by min_N 0.35/N⁴ + 7.5·ε·N
+            eps = float(torch.finfo(dtype).eps)
+            n = (1.4 / (7.5 * eps)) ** 0.2
+            best = 0.35 / n ** 4 + 7.5 * eps * n
+            raise ICLConstructError(
+                f"dtype must be torch.float64 or torch.float32; got {dtype}: with its unit round-off ε = {eps:.3g} "
+                f"even the best product (Richardson at N = {n:.2g}) errs by {best:.2g} relative (0.35/N⁴ + 7.5·ε·N), "
+                f"above the 1e-3 a float32 model promises; compute in float32 and cast the outputs")
         raise ICLConstructError(f"dtype must be torch.float64 or torch.float32; got {dtype}")
 
     def to_dict(self) -> dict:
