@@ -105,8 +105,9 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
     ``b`` into slots bounded by at least ``max_n·b``, sometimes with a ``scale`` of magnitude
     ≤ 1); ``program.meta['max_n']`` records it and :func:`tokens_for` keeps to it. Divisors
     are written by ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0; a slot
-    counts as a divisor only once it is written by code that surely runs (not only inside a loop that may run zero times). Guards never
-    refuse an in-range input (their limit exceeds the largest ``‖x‖²`` the bounds allow).
+    counts as a divisor only once it is written by code that surely runs (not only inside a
+    loop that may run zero times). Guards never refuse an in-range input (their limit exceeds
+    the largest ``‖x‖²`` the bounds allow).
     """
     d = draw(st.integers(1, max_d)) if d is None else d
     xb, yb = draw(st.sampled_from([(10.0, 10.0), (10.0, 10.0), (3.0, 10.0), (10.0, 2.0)]))
