@@ -188,3 +188,15 @@ def test_gd_plus_plus_d8_shifted_task_found_by_hypothesis():
     ref = prefix_refs(ZOO["gd_plus_plus"][1], X, y, xq)
     out = model(tok)[0]
     assert np.all(np.abs(out - ref) <= 1e-6 * (1.0 + np.abs(ref))), np.max(np.abs(out - ref))
+
+
+def test_preconditioned_gd_d3_shifted_task_found_by_hypothesis():
+    """Another task hypothesis found (tests/data/pgd_d3_shifted.npz, 59 examples shifted by about
+    (−2.5, 2.3, −1.7)): with the raw sums XᵀX, Xᵀy in the column, preconditioned GD erred 6.3e-6
+    (4.2e-6·(1+|ref|)), the same Lemma 6 mechanism as GD++; with sums in units of 1/max_n, 1.3e-8."""
+    f = np.load(Path(__file__).parent / "data" / "pgd_d3_shifted.npz")
+    X, y, xq = f["X"], f["y"], f["xq"]
+    alg, model = built("preconditioned_gd", 3)
+    ref = prefix_refs(ZOO["preconditioned_gd"][1], X, y, xq)
+    out = model(ic.tokens.encode(X, y, xq))[0]
+    assert np.all(np.abs(out - ref) <= 1e-6 * (1.0 + np.abs(ref))), np.max(np.abs(out - ref))
