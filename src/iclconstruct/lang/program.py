@@ -500,15 +500,16 @@ class Program:
         return Count(dst)
 
     def sum(self, src: str, dst: str, *, count: Optional[str] = None, scale: float = 1.0) -> Op:
-        """``dst ← Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
+        """``dst ← scale·Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
 
         The RAW averaging read over the ỹ columns (Definition C.2) times the example count
         (Lemma 4): one attention and the MLP of the same layer. ``src`` is summed where the
         examples are (ỹ columns); ``dst``'s bound must cover the largest sum. ``count``: a
         slot last written by :meth:`count` to multiply with (more accurate than the default,
-        which forms the count from the position units inside the MLP). ``scale``: a constant
-        factor, ``dst ← scale·Σ src`` (the product's coefficient; the unscaled sum is never
-        written), to carry a sum that grows with ``n`` in small units (e.g. ``1/max_n``).
+        which forms the count from the position units inside the MLP). ``scale`` (default 1):
+        a constant factor, the coefficient of that product, so the unscaled sum is never
+        written; carry a sum that grows with ``n`` in small units (e.g. ``1/max_n``) to keep
+        the column, and LayerNorm's read error (Lemma 6), small.
         """
         return self._add(self._build_sum(src, dst, count=count, scale=scale))
 
