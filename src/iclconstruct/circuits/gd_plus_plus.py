@@ -9,7 +9,7 @@ Their trained linear-attention layers do a GD step on ``w`` *and* move every inp
     S_{k+1} = H_k S_k H_k,   b_{k+1} = H_k b_k,   q_{k+1} = H_k q_k
 
 for ``k = 0 .. steps−1``, prediction ``wᵀ q_steps``. All of it is products of ``d×d``
-matrices read from two prefix sums: depth independent of ``n``.
+matrices read from two prefix sums: depth independent of ``n`` (two layers per step).
 
 The sums are carried in units of ``1/max_n`` — ``S̃ = S/max_n``, ``b̃ = b/max_n`` (entries
 within ``x_bound²`` and ``x_bound·y_bound`` whatever ``n``), formed by ``ctx.sum(..., scale=1/max_n)``
