@@ -159,6 +159,31 @@ def test_bounds_come_from_interval_analysis():
     assert (np.eye(3) @ x).shape == (3,) and (np.float64(2.0) * x).bound == pytest.approx(4.0)  # numpy on the left
 
 
+def test_scaled_sum():
+    """``ctx.sum(e, scale=c)`` is ``c·Σ e``: bounds scale, a different scale is a different node, and the
+    program's sum op carries the scale (the raw sum is never written)."""
+    ctx = ic.frontend.Context(3, 2.0, 5.0, 10)
+    s = ctx.sum(ctx.y * ctx.x, scale=0.1)
+    assert s.bound == pytest.approx(10.0) and ctx.sum(ctx.y * ctx.x, scale=-0.5).lo[0] == pytest.approx(-50.0)
+    assert s is ctx.sum(ctx.y * ctx.x, scale=0.1) and s is not ctx.sum(ctx.y * ctx.x)
+    with pytest.raises(ICLConstructError, match="scale"):
+        ctx.sum(ctx.x, scale=float("nan"))
+
+    @ic.algorithm(d=2, x_bound=3.0, y_bound=3.0, max_n=16)
+    def scaled(ctx):
+        S = ctx.sum(ctx.x.outer(ctx.x), scale=1 / 16)
+        return (S @ ctx.query) @ ctx.sum(ctx.y * ctx.x, scale=1 / 16)
+
+    assert sorted(op.scale for op in scaled.program().ops if op.kind == "sum") == [1 / 16, 1 / 16]
+    rng = np.random.default_rng(2)
+    X, y, xq = rng.uniform(-3, 3, (7, 2)), rng.uniform(-3, 3, 7), rng.uniform(-3, 3, 2)
+    want = (X.T @ X / 16 @ xq) @ (X.T @ y / 16)
+    tok = ic.tokens.encode(X, y, xq)
+    assert scaled.interpret(tok)[0, -1] == pytest.approx(want, rel=1e-12)
+    assert scaled.evaluate(X, y, xq) == pytest.approx(want, rel=1e-12)
+    assert_matches_interpreter(scaled.compile(), tok, **TOL)
+
+
 # ---------------------------------------------------------------------- errors name expression and line
 def _raises(exc, fn, match):
     with pytest.raises(exc) as info:

@@ -153,3 +153,62 @@ def test_count_from_position_units_is_accurate_at_the_default_max_len(block):
     m = ic.compile(p, block=block)  # max_len = 1025
     assert any(op.kind == "count" for plan in m.plans for op in plan.mlp_ops)
     assert_matches_interpreter(m, tok, rtol=1e-7, atol=1e-7)
+
+
+def scaled_sum_program(d, with_count, scale, n_max=8):
+    p = ic.Program(d)
+    p.slot("xe", d, bound=10.0)
+    p.slot("n", 1, bound=n_max)
+    p.slot("s", d, bound=10.0 * n_max * abs(scale))
+    p.slot("out", 1, bound=10.0 * n_max * abs(scale))
+    p.mov("x", "xe", offset=1)
+    p.mul("xe", "is_y", "xe", shape=(d, 1, 1))
+    p.count("n")
+    p.sum("xe", "s", count="n" if with_count else None, scale=scale)
+    p.aff("out", {"s": np.eye(d)[:1]})
+    p.readout("out", columns="all")
+    return p
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3), st.booleans(), st.sampled_from([1.0 / 8, -0.5, 3.0]), st.data())
+def test_scaled_sum_is_scale_times_the_sum(d, with_count, scale, data):
+    """``sum(..., scale=c)`` is ``c·Σ`` in the interpreter (exact) and in the model (the product's coefficient)."""
+    X, y, xq = data.draw(regression_tasks(d=d, max_n=8))
+    tok = ic.tokens.encode(X, y, xq)
+    p = scaled_sum_program(d, with_count, scale)
+    tr = ic.interpret(p, tok)
+    counts = (np.arange(tok.shape[1]) + 1) // 2
+    for t, k in enumerate(counts):
+        np.testing.assert_allclose(tr.output[:, t], scale * X[:, :k, 0].sum(1), rtol=1e-13, atol=1e-12)
+    assert_matches_interpreter(ic.compile(p, max_len=17), tok, **TOL)
+
+
+def test_scaled_sum_save_load_and_old_files(tmp_path):
+    import json
+    m = ic.compile(scaled_sum_program(2, True, 0.125), max_len=17)
+    m.save(tmp_path / "m")
+    sums = [o for o in json.dumps(json.loads((tmp_path / "m" / "circuit.json").read_text())).split('"op": ')
+            if o.startswith('"sum"')]
+    assert len(sums) == 1 and '"scale": 0.125' in sums[0]
+    m2 = ic.load(tmp_path / "m")
+    assert [op.scale for op in m2.program.ops if op.kind == "sum"] == [0.125]
+    tok = ic.tokens.encode(np.ones((3, 2)), np.arange(3.0), np.ones(2))
+    np.testing.assert_array_equal(m2(tok), m(tok))
+    # an unscaled sum is written without the field, as files from before it existed: they load with scale 1
+    ic.compile(sum_program(2, True), max_len=17).save(tmp_path / "old")
+    assert '"scale"' not in (tmp_path / "old" / "circuit.json").read_text()
+    assert [op.scale for op in ic.load(tmp_path / "old").program.ops if op.kind == "sum"] == [1.0, 1.0]
+    # a malformed scale is refused by the file check, naming the field
+    f = tmp_path / "m" / "circuit.json"
+    f.write_text(f.read_text().replace('"scale": 0.125', '"scale": "big"'))
+    with pytest.raises(ic.errors.CheckpointError, match="scale"):
+        ic.load(tmp_path / "m")
+
+
+def test_sum_scale_is_validated():
+    p = ic.Program(1)
+    p.slot("s", 1, bound=10.0)
+    for bad in (float("nan"), float("inf"), None, "2", True):
+        with pytest.raises(ic.errors.ArgumentError, match="scale"):
+            p.sum("y", "s", scale=bad)

@@ -296,6 +296,8 @@ def _check_op(o, where, sizes):
             _str(o[k], f"{where}.{k}", max_len=200)
     if kind == "sum" and o.get("count") is not None:
         _str(o["count"], f"{where}.count", max_len=200)
+    if kind == "sum" and "scale" in o:  # optional: files written before it existed lack it (scale 1)
+        _num(o["scale"], f"{where}.scale")
     dst = sizes.get(o["dst"])
     if kind == "mov":
         r = _dict(o["read"], f"{where}.read", ["kind", "k"])

@@ -102,11 +102,12 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
     never leave the range the approximation constants support. ``count`` and ``sum`` grow
     with the number of examples: they are drawn for inputs of at most ``max_n`` examples
     (``count`` into slots whose bound is at least ``max_n``, ``sum`` of a slot bounded by
-    ``b`` into slots bounded by at least ``max_n·b``); ``program.meta['max_n']`` records it
-    and :func:`tokens_for` keeps to it. Divisors are written by ``aff`` ops with a dominant
-    bias, so ``|c|`` stays away from 0; a slot counts as a divisor only once it is written
-    by code that surely runs (not only inside a loop that may run zero times). Guards never
-    refuse an in-range input (their limit exceeds the largest ``‖x‖²`` the bounds allow).
+    ``b`` into slots bounded by at least ``max_n·b``, sometimes with a ``scale`` of magnitude
+    ≤ 1); ``program.meta['max_n']`` records it and :func:`tokens_for` keeps to it. Divisors
+    are written by ``aff`` ops with a dominant bias, so ``|c|`` stays away from 0; a slot
+    counts as a divisor only once it is written by code that surely runs (not only inside a
+    loop that may run zero times). Guards never refuse an in-range input (their limit exceeds
+    the largest ``‖x‖²`` the bounds allow).
     """
     d = draw(st.integers(1, max_d)) if d is None else d
     xb, yb = draw(st.sampled_from([(10.0, 10.0), (10.0, 10.0), (3.0, 10.0), (10.0, 2.0)]))
@@ -238,7 +239,9 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                         cnt = draw(st.sampled_from(fresh))
                         p.count(cnt)
                         wrote(cnt, count=True)
-                p.sum(src, dst, count=cnt)
+                # sometimes a scaled sum (|scale| ≤ 1 keeps max_n·bound(src) ≤ bound(dst) sufficient)
+                scale = draw(st.sampled_from([1.0, 1.0, 1.0 / max_n, -0.5]))
+                p.sum(src, dst, count=cnt, scale=scale)
                 if in_loop() and cnt is not None and cnt not in body_written:
                     body_counts.add(cnt)
                 wrote(dst)
@@ -485,7 +488,8 @@ def random_algorithm(d: int, seed: int, n_steps: int, use_loop: bool, max_n: int
             k = rng.integers(9)
             if k == 0 or not agg:
                 e = pick(ex)
-                agg.append(tame(ctx.sum(e) if rng.random() < 0.5 else ctx.mean(e)))
+                r = rng.random()  # a sum, a sum in units of 1/max_n (scale=), or a mean
+                agg.append(tame(ctx.sum(e) if r < 0.35 else ctx.sum(e, scale=1.0 / max_n) if r < 0.5 else ctx.mean(e)))
             elif k == 1:
                 a = pick(ex)
                 b = pick(ex, a.shape)

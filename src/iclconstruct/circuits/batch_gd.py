@@ -5,6 +5,11 @@ sums ``S = XᵀX`` and ``b = Xᵀy`` are exact prefix reads (``ctx.sum``), then 
 ``w ← w − 2·lr·(S w − b + lam·w)`` is one matrix–vector product in one MLP, so ``k`` steps
 cost ``k`` layers whatever the number of examples. Sum-of-squares convention (factor
 ``2·lr``, no ``1/n``), as :func:`iclconstruct.reference.batch_gd`.
+
+The sums are carried in units of ``1/max_n`` (``ctx.sum(..., scale=1/max_n)``: entries within
+``x_bound²`` and ``x_bound·y_bound`` whatever ``n``; the raw sums are never written) and the
+step reads ``w ← w − 2·lr·max_n·(S̃ w − b̃ + (lam/max_n)·w)`` — the same update, with a small
+residual column, hence a small LayerNorm read error (Lemma 6; see :mod:`.gd_plus_plus`).
 """
 from __future__ import annotations
 
@@ -38,11 +43,11 @@ def batch_gd_algorithm(d: int, lr: float, steps: int = 1, lam: float = 0.0, w0=N
 
     @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, name=f"batch_gd(d={d}, lr={lr:g}, steps={steps})")
     def batch_gd(ctx):
-        S = ctx.sum(ctx.x.outer(ctx.x))              # XᵀX over the examples seen so far
-        b = ctx.sum(ctx.y * ctx.x)                   # Xᵀy
+        S = ctx.sum(ctx.x.outer(ctx.x), scale=1.0 / max_n)   # XᵀX/max_n over the examples seen so far
+        b = ctx.sum(ctx.y * ctx.x, scale=1.0 / max_n)        # Xᵀy/max_n
         w = ctx.const(w0v)
         for _ in range(int(steps)):                  # one MLP per step, independent of n
-            w = ctx.bound(w - 2 * lr * (S @ w - b + lam * w), wb, arg="w_bound")
+            w = ctx.bound(w - (2 * lr * max_n) * (S @ w - b + (lam / max_n) * w), wb, arg="w_bound")
         return w
     return batch_gd
 

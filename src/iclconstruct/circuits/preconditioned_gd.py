@@ -6,6 +6,9 @@ with a preconditioner fitted to ``Σ`` (close to ``Σ⁻¹``), and that deeper t
 run several such steps. A fixed ``P`` is therefore the natural explanation of a trained
 learner when the input covariance is known; ``P = I`` is plain :func:`batch_gd`.
 ``P·S`` is a constant linear map of the sum ``S``: folded once, then one layer per step.
+The sums are carried in units of ``1/max_n`` (``ctx.sum(..., scale=1/max_n)``; the step reads
+``w ← w − 2·lr·max_n·P(S̃ w − b̃)``), which keeps the residual column, and with it LayerNorm's
+read error (Lemma 6), small (see :mod:`.gd_plus_plus`).
 """
 from __future__ import annotations
 
@@ -38,12 +41,12 @@ def preconditioned_gd_algorithm(d: int, lr: float, steps: int = 1, P=None, *, x_
 
     @algorithm(d=d, x_bound=xb, y_bound=yb, max_n=max_n, name=f"preconditioned_gd(d={d}, steps={steps})")
     def preconditioned_gd(ctx):
-        S = ctx.sum(ctx.x.outer(ctx.x))
-        b = ctx.sum(ctx.y * ctx.x)
+        S = ctx.sum(ctx.x.outer(ctx.x), scale=1.0 / max_n)   # XᵀX/max_n
+        b = ctx.sum(ctx.y * ctx.x, scale=1.0 / max_n)        # Xᵀy/max_n
         P_ = ctx.const(Pm)
         w = ctx.zeros(d)
         for _ in range(int(steps)):
-            w = ctx.bound(w - 2 * lr * (P_ @ (S @ w - b)), wb, arg="w_bound")
+            w = ctx.bound(w - (2 * lr * max_n) * (P_ @ (S @ w - b)), wb, arg="w_bound")
         return w
     return preconditioned_gd
 

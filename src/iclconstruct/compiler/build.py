@@ -119,7 +119,8 @@ def _products(mb: MLPBuilder, op: Mul, lay: Layout, D: int, c: Constants, scales
 
 
 def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: int, order: int = 2) -> None:
-    """``dst ← mean·count``: the attention left the mean over the ỹ columns in ``dst`` (Lemma 4 product)."""
+    """``dst ← scale·mean·count``: the attention left the mean over the ỹ columns in ``dst`` (Lemma 4
+    product; ``scale`` is its coefficient, so the unscaled sum is never written)."""
     if op.count is None:
         cnt, s_y = lay.coeffs(count_terms(max_len), size=1, width=D)[0], 0.5 * max_len
     else:
@@ -128,7 +129,8 @@ def _sum_units(mb: MLPBuilder, op: Sum, lay: Layout, D: int, N: float, max_len: 
     for i in range(lay[op.dst].size):
         x = lay.unit(op.dst, i, D)
         mb.linear(op.dst, i, -x, f"{op.dst}[{i}] clear mean")
-        mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, 1.0, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count",
+        mb.add(op.dst, i, product_units(x, cnt, s_x, s_y, op.scale, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count"
+                                        + ("" if op.scale == 1.0 else f"*{op.scale:g}"),
                                         order=order), cancel_mean=op.count is None)
 
 

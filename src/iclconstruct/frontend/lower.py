@@ -250,7 +250,7 @@ class _Lowering:
             src = self.materialize(node.args[0])
             cnt = self.leaf(self.ctx.count())
             s = self.new_slot("sum", node, node.size, node.bound)
-            self.emit("pre", "sum", src, s, cnt)
+            self.emit("pre", "sum", src, s, cnt, node.param)
         elif op == "mean":
             src = self.materialize(node.args[0])
             s = self.new_slot("mean", node, node.size, node.bound)
@@ -585,7 +585,7 @@ def _emit(p: Program, ins) -> None:
     elif k == "mov":
         p.mov(ins[1], ins[2], **ins[3])
     elif k == "sum":
-        p.sum(ins[1], ins[2], count=ins[3])
+        p.sum(ins[1], ins[2], count=ins[3], scale=ins[4])
     elif k == "div":
         p.div(ins[1], ins[2], ins[3], coef=ins[4], accumulate=ins[5])
     elif k == "count":

@@ -82,7 +82,7 @@ def evaluate(out: Expr, X: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np
                 v = (0.0 * arg if op == "sum" else arg)[:1]
             else:
                 arg = np.broadcast_to(ev(node.args[0], X, y, state), (X.shape[0],) + node.shape)
-                v = (arg.sum(0) if op == "sum" else arg.mean(0))[None]
+                v = ((1.0 if node.param is None else node.param) * arg.sum(0) if op == "sum" else arg.mean(0))[None]
         elif op == "state":
             v = state[node.param]
         elif op == "loop_out":

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import CausalityError, OutOfRangeError, ShapeError
+from ..lang.validate import as_float
 from .expr import (CONST, EXAMPLE, PREFIX, STATE, Expr, FrontendError, _is_number, check_level_mix, interval_of,
                    product_shape)
 from .semantics import apply
@@ -152,7 +153,7 @@ class Context:
         return self._node("query", (), (self.d,), -b, b, PREFIX, True, key="query", where="ctx.query")
 
     # ------------------------------------------------------------------ reductions
-    def _reduce(self, op: str, e) -> Expr:
+    def _reduce(self, op: str, e, scale: float = 1.0) -> Expr:
         where = _where()
         e = self.const(e) if not isinstance(e, Expr) else e
         if self._in_body:
@@ -166,14 +167,24 @@ class Context:
         if op == "sum":
             n = self.max_n
             lo, hi = np.minimum(0.0, n * e.lo), np.maximum(0.0, n * e.hi)
-        else:
-            self.uses_mean = True
-            lo, hi = e.lo, e.hi
-        return self._node(op, (e,), e.shape, lo, hi, PREFIX, False, key=op, where=where, symmetric=e.symmetric)
+            if scale < 0:
+                lo, hi = scale * hi, scale * lo
+            else:
+                lo, hi = scale * lo, scale * hi
+            return self._node(op, (e,), e.shape, lo, hi, PREFIX, False, param=scale, key=(op, scale), where=where,
+                              symmetric=e.symmetric)
+        self.uses_mean = True
+        return self._node(op, (e,), e.shape, e.lo, e.hi, PREFIX, False, key=op, where=where, symmetric=e.symmetric)
 
-    def sum(self, e) -> Expr:
-        """``Σ_i e(x_i, y_i)`` over the examples seen so far (exact; 0 before the first)."""
-        return self._reduce("sum", e)
+    def sum(self, e, *, scale: float = 1.0) -> Expr:
+        """``scale·Σ_i e(x_i, y_i)`` over the examples seen so far (exact; 0 before the first).
+
+        ``scale`` (a constant, default 1) is folded into the product that forms the sum, so the
+        unscaled sum is never written: carry a sum that grows with ``n`` in units of, e.g.,
+        ``1/ctx.max_n`` to keep the residual column small (LayerNorm reads every MLP input with
+        a relative error that grows with the column's squared norm, Lemma 6).
+        """
+        return self._reduce("sum", e, as_float(scale, "ctx.sum: scale"))
 
     def mean(self, e) -> Expr:
         """``(1/k) Σ_{i ≤ k} e(x_i, y_i)`` over the ``k`` examples seen so far (``e(0, 0)`` while ``k = 0``)."""

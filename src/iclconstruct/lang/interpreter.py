@@ -142,7 +142,7 @@ def apply_op(op: Op, H: np.ndarray, lay: Layout) -> None:
         lay.view(H, op.dst)[...] = ((np.arange(T) + 1) // 2).astype(np.float64)[None, :, None]
     elif isinstance(op, Sum):
         is_y = (np.arange(H.shape[1]) % 2 == 1).astype(np.float64)[None, :, None]
-        lay.view(H, op.dst)[...] = np.cumsum(lay.view(H, op.src) * is_y, axis=1)
+        lay.view(H, op.dst)[...] = op.scale * np.cumsum(lay.view(H, op.src) * is_y, axis=1)
     else:  # pragma: no cover
         raise TypeError(f"unknown op {op!r}")
 

@@ -18,7 +18,7 @@ op          meaning, per column ``t`` (writes overwrite)           realised by
 ``Aff``     ``dst ← Σ W·h[s] + b``                                 attention self-head or MLP (Lemma 5)
 ``Count``   ``dst ← #{examples seen at or before t}``              self head: affine in the
                                                                    position units (exact)
-``Sum``     ``dst ← Σ src[j]`` over the ỹ columns ``j ≤ t``         averaging read (RAW) times the
+``Sum``     ``dst ← scale·Σ src[j]`` over the ỹ columns ``j ≤ t``   averaging read (RAW) times the
                                                                    count: attention + MLP (Lemma 4)
 ==========  ====================================================  =================
 
@@ -181,11 +181,16 @@ class Sum(Op):
     the example count (one GeLU product in the MLP, Lemma 4). ``0`` before the first example.
     ``count`` names a slot written by :class:`Count` (more accurate: the count then comes
     from a row of magnitude ``n`` instead of the position unit scaled by ``max_len/2``).
+    ``scale`` multiplies the sum (the coefficient of the product): ``scale·Σ src`` is formed
+    without the raw sum ever sitting in the residual stream, so a sum that grows with ``n``
+    can be carried in units of, e.g., ``1/max_n`` and keep the column's norm (hence
+    LayerNorm's read error, Lemma 6) small.
     """
 
     src: str
     dst: str
     count: Optional[str] = None
+    scale: float = 1.0
 
     def reads(self):
         return (self.src,) + ((self.count,) if self.count else ())
@@ -199,4 +204,5 @@ class Sum(Op):
 
     def describe(self) -> str:
         by = f" x {self.count}" if self.count else ""
-        return f"sum({self.src}[ỹ ≤t]{by} -> {self.dst})"
+        sc = "" if self.scale == 1.0 else f"{self.scale:g}·"
+        return f"sum({sc}{self.src}[ỹ ≤t]{by} -> {self.dst})"

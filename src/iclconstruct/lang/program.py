@@ -22,7 +22,7 @@ from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ArgumentError, CausalityError, ICLConstructError, LayoutError, ShapeError, UnwrittenSlotError
-from .validate import as_int
+from .validate import as_float, as_int
 from .guards import InputGuard
 from .layout import INPUT_SLOTS, SYSTEM_SLOTS, Layout
 from .ops import Aff, Count, Div, Mov, Mul, Op, Read, Sum
@@ -360,7 +360,7 @@ class Program:
         if isinstance(op, Count):
             return self._build_count(op.dst)
         if isinstance(op, Sum):
-            return self._build_sum(op.src, op.dst, count=op.count)
+            return self._build_sum(op.src, op.dst, count=op.count, scale=op.scale)
         raise ICLConstructError(f"unknown op {op!r}; expected Mov, Mul, Div, Aff, Count or Sum")
 
     # ------------------------------------------------------------------ the four primitives
@@ -499,18 +499,21 @@ class Program:
             raise ShapeError(f"count: dst {dst!r} must have 1 row; it has {D.size}")
         return Count(dst)
 
-    def sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
-        """``dst ← Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
+    def sum(self, src: str, dst: str, *, count: Optional[str] = None, scale: float = 1.0) -> Op:
+        """``dst ← scale·Σ src`` over the ỹ columns ``j ≤ t``: the exact sum over the examples seen so far.
 
         The RAW averaging read over the ỹ columns (Definition C.2) times the example count
         (Lemma 4): one attention and the MLP of the same layer. ``src`` is summed where the
         examples are (ỹ columns); ``dst``'s bound must cover the largest sum. ``count``: a
         slot last written by :meth:`count` to multiply with (more accurate than the default,
-        which forms the count from the position units inside the MLP).
+        which forms the count from the position units inside the MLP). ``scale`` (default 1):
+        a constant factor, the coefficient of that product, so the unscaled sum is never
+        written; carry a sum that grows with ``n`` in small units (e.g. ``1/max_n``) to keep
+        the column, and LayerNorm's read error (Lemma 6), small.
         """
-        return self._add(self._build_sum(src, dst, count=count))
+        return self._add(self._build_sum(src, dst, count=count, scale=scale))
 
-    def _build_sum(self, src: str, dst: str, *, count: Optional[str] = None) -> Op:
+    def _build_sum(self, src: str, dst: str, *, count: Optional[str] = None, scale: float = 1.0) -> Op:
         S = self._readable(src, "sum")
         D = self._writable(dst, "sum")
         if count is not None:
@@ -521,7 +524,8 @@ class Program:
             raise ShapeError(f"sum: {src!r} has {S.size} rows but {dst!r} has {D.size}; sizes must match")
         if set(self.layout.rows(src)) & set(self.layout.rows(dst)):
             raise LayoutError(f"sum: dst {dst!r} overlaps src {src!r}; sum into a separate slot")
-        return Sum(src, dst, count)
+        scale = as_float(scale, "sum: scale")
+        return Sum(src, dst, count, scale)
 
     # ------------------------------------------------------------------ helpers
     def check_complete(self) -> None:

@@ -69,7 +69,10 @@ def _op_to_dict(op: Op) -> dict:
     if isinstance(op, Count):
         return {"op": "count", "dst": op.dst}
     if isinstance(op, Sum):
-        return {"op": "sum", "src": op.src, "dst": op.dst, "count": op.count}
+        d = {"op": "sum", "src": op.src, "dst": op.dst, "count": op.count}
+        if op.scale != 1.0:  # files without it (older, or unscaled sums) read as scale 1
+            d["scale"] = num(op.scale)
+        return d
     raise CheckpointError(f"cannot save op {op!r}: only mov, mul, div, aff, count and sum ops are serialisable")
 
 
@@ -91,7 +94,7 @@ def _op_from_dict(o: dict) -> Op:
     if kind == "count":
         return Count(o["dst"])
     if kind == "sum":
-        return Sum(o["src"], o["dst"], o.get("count"))
+        return Sum(o["src"], o["dst"], o.get("count"), unnum(o.get("scale", 1.0)))
     raise CheckpointError(f"circuit.json: unknown op {kind!r}; expected mov, mul, div, aff, count or sum")
 
 
