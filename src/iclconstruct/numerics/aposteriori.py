@@ -68,7 +68,7 @@ import torch
 from ..errors import PrecisionError
 
 __all__ = ["FLOAT64_RIDGE_ACCURACY", "FLOAT32_RIDGE_ACCURACY", "Verification", "ridge_bounds", "spec_for",
-           "ridge_spec", "accuracy_for", "verify_columns", "enforce", "refuse", "host_tokens"]
+           "ridge_spec", "accuracy_for", "verify_columns", "refuse", "host_tokens"]
 
 #: the ridge circuit's stated accuracy in float64: ``|ŷ − ridge| ≤ 1e-6·(1 + |ridge|)``
 FLOAT64_RIDGE_ACCURACY = 1e-6
@@ -292,15 +292,6 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
     tol = np.where(np.isfinite(tol), tol, acc)
     return Verification(predictions=yh, bounds=bounds, tolerance=tol, columns=cols, examples=cols // 2,
                         accuracy=acc, dtype=dtype)
-
-
-def enforce(program, dtype: torch.dtype, tokens: np.ndarray, columns: Sequence[int], h_cols: torch.Tensor,
-            y_hat) -> Optional[Verification]:
-    """:func:`verify_columns`, raising :class:`PrecisionError` for the first prediction it cannot prove."""
-    v = verify_columns(program, dtype, tokens, columns, h_cols, y_hat)
-    if v is not None:
-        refuse(program, v)
-    return v
 
 
 def refuse(program, v: Verification) -> None:
