@@ -182,8 +182,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
-        Constants.for_dtype(dtype)  # raises, with the error the dtype's round-off forces (bfloat16, float16)
-        raise ICLConstructError(f"dtype must be torch.float64 or torch.float32; got {dtype}")
+        Constants.for_dtype(dtype)  # always raises here: names dtype (and the error bfloat16/float16 round-off forces)
     if int(max_len) != max_len or max_len < 2:
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
