@@ -35,3 +35,32 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, capsys):
 def test_sweep_rejects_width_not_divisible_by_heads(tmp_path):
     with pytest.raises(OutOfRangeError, match="n_heads"):
         run_sweep(tmp_path, [1], [6], d=2, n_heads=4, steps=2, n_tasks=4)
+
+
+def test_reevaluate_adds_predictors_without_retraining(tmp_path):
+    """`sweep --reevaluate` re-measures saved cells against a new predictor list: the weights and
+    training fields stay, the SPD columns follow the new list, and the numbers of a predictor in
+    both lists are unchanged (same held-out tasks)."""
+    import json
+
+    from iclconstruct.errors import OutOfRangeError as OOR
+
+    base = ["sweep", "--out", str(tmp_path), "--layers", "1", "--widths", "8", "--d", "2", "--steps", "4",
+            "--n-tasks", "16", "--device", "cpu"]
+    assert run(base) == 0
+    cell = tmp_path / "cells" / "L1_W8"
+    before = json.loads((cell / "result.json").read_text())
+    weights = (cell / "model.safetensors").read_bytes()
+    assert run(base + ["--reevaluate", "--gd-lrs", "0.05", "0.01", "--lams", "0.1"]) == 0
+    after = json.loads((cell / "result.json").read_text())
+    assert (cell / "model.safetensors").read_bytes() == weights
+    assert {k for k in after if k.startswith("spd/")} == {"spd/GD(lr=0.05)", "spd/GD(lr=0.01)", "spd/Ridge(0.1)",
+                                                          "spd/OLS"}
+    for k in ("spd/GD(lr=0.05)", "spd/Ridge(0.1)", "spd/OLS", "err_per_d", "train_seconds", "params"):
+        assert after[k] == before[k]
+    spds = {k[4:]: v for k, v in after.items() if k.startswith("spd/")}
+    assert after["closest"] == min(spds, key=spds.get)
+    assert "GD(lr=0.01)" in (tmp_path / "sweep.md").read_text()
+    with pytest.raises(OOR, match="run the sweep first"):
+        from iclconstruct.icl.sweep import reevaluate_sweep
+        reevaluate_sweep(tmp_path / "empty")

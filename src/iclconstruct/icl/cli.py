@@ -102,6 +102,9 @@ def add_subcommands(subparsers) -> None:
     w.add_argument("--lams", nargs="+", type=_num, default=[0.1, 0.5, 1.0], help="ridge λ compared")
     w.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     w.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    w.add_argument("--reevaluate", action="store_true",
+                   help="train nothing: re-measure every finished cell under --out against --gd-lrs/--lams from its "
+                        "saved weights (e.g. after adding reference predictors), then redraw the outputs")
     w.set_defaults(func=run_sweep_cmd)
 
     r = subparsers.add_parser("probe", help="probe hidden states for XᵀY and w_OLS (paper §5)",
@@ -370,9 +373,15 @@ def _sweep_curriculum(args) -> dict:
 def run_sweep_cmd(args) -> int:
     import torch
 
-    from .sweep import reference_predictors, run_sweep, write_outputs
+    from .sweep import reevaluate_sweep, reference_predictors, run_sweep, write_outputs
 
     _threads(args.threads)
+    if args.reevaluate:
+        rows = reevaluate_sweep(args.out, reference_predictors(args.gd_lrs, args.lams), n_tasks=args.n_tasks,
+                                noise_var=args.noise_var)
+        files = write_outputs(args.out)
+        print(f"{len(rows)} cells re-evaluated; wrote " + ", ".join(str(f) for f in files))
+        return 0
     _maybe_init_distributed()
     rows = run_sweep(args.out, args.layers, args.widths, d=args.d, n_heads=args.heads, max_points=args.max_points,
                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, noise_var=args.noise_var,

@@ -34,7 +34,7 @@ from .model import ICLTransformer
 from .predictors import name_of, predict_prefixes
 from .training import train
 
-__all__ = ["reference_predictors", "run_sweep", "read_sweep", "plot_sweep"]
+__all__ = ["reference_predictors", "run_sweep", "reevaluate_sweep", "evaluate_cell", "read_sweep", "plot_sweep"]
 
 
 def reference_predictors(gd_lrs: Sequence[float] = (0.05, 0.1), lams: Sequence[float] = (0.1, 0.5, 1.0)) -> List:
@@ -78,7 +78,6 @@ def run_sweep(out, layers: Sequence[int] = (1, 2, 4, 8), widths: Sequence[int] =
     rank = _dist()
     tasks = sample_tasks(n_tasks, max_points, d, noise_var=noise_var, seed=eval_seed)
     ref_preds = {name_of(p): predict_prefixes(p, tasks.X, tasks.y) for p in refs}
-    ks = list(range(1, max_points))
     for L in layers:
         for W in widths:
             cell = out / "cells" / f"L{L}_W{W}"
@@ -95,20 +94,55 @@ def run_sweep(out, layers: Sequence[int] = (1, 2, 4, 8), widths: Sequence[int] =
                         log_every=max(1, min(100, steps)))
             if rank == 0:
                 model = res.model.float().eval()
-                Lp = model.predict_prefixes(tasks.X, tasks.y)
                 row: Dict = dict(layers=L, width=W, heads=n_heads, d=d, steps=steps, params=sum(
                     q.numel() for q in model.parameters()), train_seconds=round(res.seconds, 1),
                     final_loss_per_d=res.history[-1]["loss_per_d"] if res.history else float("nan"))
-                spds = {name: float(np.mean((Lp[:, ks] - pp[:, ks]) ** 2) / d) for name, pp in ref_preds.items()}
-                row.update({f"spd/{k}": v for k, v in spds.items()})
-                row["closest"] = min(spds, key=spds.get)
-                row["err_per_d"] = float(np.mean((Lp[:, ks] - tasks.y[:, ks]) ** 2) / d)
+                row.update(evaluate_cell(model, tasks, ref_preds))
                 (cell / "result.json").write_text(json.dumps(row, indent=2) + "\n")
-                log(f"sweep: L={L} W={W}: closest {row['closest']} (SPD/d {spds[row['closest']]:.4g}), "
+                log(f"sweep: L={L} W={W}: closest {row['closest']} (SPD/d {row['spd/' + row['closest']]:.4g}), "
                     f"{time.time() - t0:.0f} s")
                 (cell / _LOCK).unlink(missing_ok=True)
                 write_outputs(out, figure=False)
             _barrier()
+    return read_sweep(out)
+
+
+def evaluate_cell(model, tasks, ref_preds: Dict[str, np.ndarray]) -> Dict:
+    """SPD ÷ d of ``model`` to each reference prediction (averaged over prefixes ``1 … n−1``), the
+    closest reference, and the model's own squared error ÷ d, on the held-out ``tasks``."""
+    d = tasks.X.shape[-1]
+    ks = list(range(1, tasks.X.shape[1]))
+    Lp = model.predict_prefixes(tasks.X, tasks.y)
+    spds = {name: float(np.mean((Lp[:, ks] - pp[:, ks]) ** 2) / d) for name, pp in ref_preds.items()}
+    row: Dict = {f"spd/{k}": v for k, v in spds.items()}
+    row["closest"] = min(spds, key=spds.get)
+    row["err_per_d"] = float(np.mean((Lp[:, ks] - tasks.y[:, ks]) ** 2) / d)
+    return row
+
+
+def reevaluate_sweep(out, predictors=None, *, n_tasks: int = 1000, eval_seed: int = 1234, noise_var: float = 0.0,
+                     log=print) -> List[dict]:
+    """Re-measure every finished cell of ``out`` against ``predictors`` (default
+    :func:`reference_predictors`) from its saved weights, without retraining: the training fields of
+    each ``result.json`` are kept, the SPD columns, ``closest`` and ``err_per_d`` are replaced."""
+    from .checkpoint import load
+
+    out = Path(out)
+    refs = list(predictors if predictors is not None else reference_predictors())
+    rows = read_sweep(out)
+    if not rows:
+        raise OutOfRangeError(f"no finished cell under {out}/cells: run the sweep first (same --out)")
+    tasks = None
+    for r in rows:
+        cell = out / "cells" / f"L{r['layers']}_W{r['width']}"
+        if tasks is None or tasks.X.shape[-1] != r["d"]:
+            mp = load(cell).config.max_points
+            tasks = sample_tasks(n_tasks, mp, r["d"], noise_var=noise_var, seed=eval_seed)
+            ref_preds = {name_of(p): predict_prefixes(p, tasks.X, tasks.y) for p in refs}
+        keep = {k: v for k, v in r.items() if not k.startswith("spd/") and k not in ("closest", "err_per_d")}
+        row = dict(keep, **evaluate_cell(load(cell).float().eval(), tasks, ref_preds))
+        (cell / "result.json").write_text(json.dumps(row, indent=2) + "\n")
+        log(f"sweep: L={r['layers']} W={r['width']}: closest {row['closest']} (SPD/d {row['spd/' + row['closest']]:.4g})")
     return read_sweep(out)
 
 
