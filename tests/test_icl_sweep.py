@@ -24,7 +24,7 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, capsys):
         assert r["closest"] in names and r["steps"] == "6"
         spds = {k[4:]: float(v) for k, v in r.items() if k.startswith("spd/")}
         assert set(spds) == names and min(spds, key=spds.get) == r["closest"]
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| layers |" in (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "sweep_lines.png").stat().st_size > 0 and "| layers |" in (tmp_path / "sweep.md").read_text()
     stamp = (tmp_path / "cells" / "L2_W16" / "result.json").stat().st_mtime_ns
     capsys.readouterr()
     assert run(argv) == 0  # resumed: every cell skipped, nothing retrained

@@ -34,7 +34,7 @@ from .model import ICLTransformer
 from .predictors import name_of, predict_prefixes
 from .training import train
 
-__all__ = ["reference_predictors", "run_sweep", "reevaluate_sweep", "evaluate_cell", "read_sweep", "plot_sweep"]
+__all__ = ["reference_predictors", "run_sweep", "reevaluate_sweep", "evaluate_cell", "read_sweep", "plot_sweep", "plot_sweep_lines"]
 
 
 def reference_predictors(gd_lrs: Sequence[float] = (0.05, 0.1), lams: Sequence[float] = (0.1, 0.5, 1.0)) -> List:
@@ -209,7 +209,37 @@ def write_outputs(out, figure: bool = True) -> List[Path]:
                   + f" | {r['err_per_d']:.3g} |")
     (out / "sweep.md").write_text("\n".join(md) + "\n")
     files = [out / "sweep.csv", out / "sweep.md"]
-    return files + ([plot_sweep(rows, out / "sweep.png")] if figure else [])
+    return files + ([plot_sweep(rows, out / "sweep.png"), plot_sweep_lines(rows, out / "sweep_lines.png")]
+                    if figure else [])
+
+
+def plot_sweep_lines(rows: List[dict], path, title: Optional[str] = None) -> Path:
+    """The paper's Fig. 3 view: SPD ÷ d to each reference predictor against the number of layers,
+    one panel per width (log scale; a lower line is a closer predictor)."""
+    from .plots import _plt, _save
+
+    plt = _plt()
+    Ws = sorted({r["width"] for r in rows})
+    names = [k[4:] for k in rows[0] if k.startswith("spd/")]
+    fig, axes = plt.subplots(1, len(Ws), figsize=(3.6 * len(Ws) + 1.8, 3.4), sharey=True, squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax, W in zip(axes[0], Ws):
+        rs = sorted((r for r in rows if r["width"] == W), key=lambda r: r["layers"])
+        Ls = [r["layers"] for r in rs]
+        for k, n in enumerate(names):
+            ax.plot(Ls, [r["spd/" + n] for r in rs], marker="o", color=colors[k % 10], label=n)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(Ls, [str(L) for L in Ls])
+        ax.set_xlabel("layers")
+        ax.set_title(f"width {W}")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("SPD/d to the predictor")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    r0 = rows[0]
+    fig.suptitle(title or f"Capacity sweep, d = {r0['d']}: SPD/d against depth ({r0['steps']} steps per model)",
+                 fontsize=10)
+    return _save(fig, path)
 
 
 def plot_sweep(rows: List[dict], path, title: Optional[str] = None) -> Path:
