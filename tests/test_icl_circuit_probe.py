@@ -88,3 +88,23 @@ def test_newton_circuit_slot_when_the_zoo_has_it():
     w = ic.reference.newton(X, y, 3, alpha="trace")
     first, last = fit_linear_readout(H[0], w), fit_linear_readout(H[-1], w)
     assert last.test_rel_err < 0.05 < 0.5 < first.test_rel_err
+
+
+def test_cli_probe_pipeline_recovers_the_newton_circuit_slot(tmp_path):
+    """`iclconstruct probe` on the Newton circuit with its own ground truth (`w_newton:K`): the last
+    layer decodes it, the first does not; a malformed K is refused with the target named."""
+    import csv
+
+    import pytest
+
+    from iclconstruct.cli import main
+    from iclconstruct.errors import OutOfRangeError
+    from iclconstruct.icl.probes import probe_target
+
+    assert main(["probe", "--model", "circuit:newton:2", "--d", "2", "--n-points", "4", "--n-tasks", "120",
+                 "--targets", "w_newton:2", "--methods", "readout", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "probes.csv").open()))
+    err = {int(r["layer"]): float(r["test_rel_err"]) for r in rows}
+    assert err[max(err)] < 1e-3 and err[0] > 0.5
+    with pytest.raises(OutOfRangeError, match="w_newton:K"):
+        probe_target(np.zeros((1, 2, 2)), np.zeros((1, 2)), "w_newton:x")

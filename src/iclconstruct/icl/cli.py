@@ -118,7 +118,7 @@ def add_subcommands(subparsers) -> None:
                    help="context examples (default: 2d or the model's context if shorter; more is an error)")
     r.add_argument("--targets", nargs="+", default=["xty", "w_ols", "y_query"],
                    help="xty, w_ols (paper §5), y_query = wᵀx_q (positive control: what the model outputs), "
-                        "w_ridge:LAM (the ridge circuit's slot)")
+                        "w_ridge:LAM (the ridge circuit's slot), w_newton:K (the Newton circuit's)")
     r.add_argument("--methods", nargs="+", default=["linear", "mlp", "readout"])
     r.add_argument("--steps", type=int, default=200, help="Adam steps per position probe")
     r.add_argument("--control", action="store_true", help="also probe an untrained model of the same architecture")

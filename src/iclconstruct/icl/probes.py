@@ -29,7 +29,7 @@ from ..errors import OutOfRangeError, ShapeError
 __all__ = ["ProbeResult", "PositionProbe", "probe_target", "fit_position_probe", "fit_linear_readout",
            "probe_layers", "model_hidden_states", "circuit_hidden_states", "TARGETS"]
 
-TARGETS = ("xty", "w_ols", "y_query", "w_ridge:LAM")
+TARGETS = ("xty", "w_ols", "y_query", "w_ridge:LAM", "w_newton:K")
 
 
 def probe_target(X, y, kind: str, x_query=None, w=None) -> np.ndarray:
@@ -37,7 +37,9 @@ def probe_target(X, y, kind: str, x_query=None, w=None) -> np.ndarray:
 
     ``"y_query"`` = ``wᵀx_q`` (B, 1), the quantity the model must output — a positive control
     (needs ``x_query`` and the true ``w``). ``"w_ridge:LAM"`` = ridge weights ``(XᵀX + LAM·I)⁻¹Xᵀy``
-    (what the ridge circuit holds in a slot: the probe's ground truth).
+    (what the ridge circuit holds in a slot: the probe's ground truth). ``"w_newton:K"`` = ``K``
+    steps of iterative Newton from the in-context start ``alpha = 1/(n + tr XᵀX)²``
+    (:func:`iclconstruct.reference.newton` with ``alpha="trace"``: what ``ic.circuits.newton(d, K)`` holds).
     """
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64)
@@ -57,6 +59,11 @@ def probe_target(X, y, kind: str, x_query=None, w=None) -> np.ndarray:
         except (ValueError, ZeroDivisionError):
             raise OutOfRangeError(f"probe target {kind!r}: write w_ridge:LAM with a number LAM > 0") from None
         return ref.ridge(X, y, lam)
+    if isinstance(kind, str) and kind.startswith("w_newton:"):
+        k = kind.split(":", 1)[1]
+        if not k.isdigit() or int(k) < 1:
+            raise OutOfRangeError(f"probe target {kind!r}: write w_newton:K with a whole number of steps K >= 1")
+        return ref.newton(X, y, int(k), alpha="trace")
     raise OutOfRangeError(f"probe target must be one of {TARGETS}; got {kind!r}")
 
 
