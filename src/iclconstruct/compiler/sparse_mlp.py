@@ -1,0 +1,261 @@
+"""MLP units as sparse arrays (Lemmas 4 and 5 without dense width-``D`` rows).
+
+The sparse twin of :class:`~iclconstruct.compiler.mlp.MLPBuilder`: units are kept in
+*chunks* of arrays — coefficients as ``(unit, row, value)`` entries, one bias, gain and
+output row per unit — and the products of one ``mul`` op are generated in one vectorised
+chunk (:meth:`SparseMLPBuilder.products`, Lemma 4) instead of one Python object per scalar
+product. :meth:`SparseMLPBuilder.parts` folds the LayerNorm in front of the MLP (Lemma 6, or
+the division of Lemma 8) exactly as :meth:`MLPBuilder.weights` does and balances the outputs
+(:func:`~iclconstruct.compiler.layernorm.balance`), so the non-zero weights are bit-identical
+to the dense build. Labels are made only when read (:class:`LazyLabels`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from ..lang.layout import Layout
+from .mlp import PRODUCT_GAIN, Unit
+from .sparse_coeffs import Coo
+
+__all__ = ["UnitChunk", "SparseMLPBuilder", "SparseMLPParts", "LazyLabels"]
+
+
+@dataclass
+class UnitChunk:
+    """``m`` units: entries ``(u, c, v)`` of their input weights (``u`` local to the chunk),
+    bias ``b``, ``gain``, output ``row`` and ``cancel`` (see :attr:`Unit.cancel_mean`) per unit."""
+
+    m: int
+    u: np.ndarray
+    c: np.ndarray
+    v: np.ndarray
+    b: np.ndarray
+    gain: np.ndarray
+    row: np.ndarray
+    cancel: np.ndarray
+    labels: Callable[[], List[str]]
+
+
+class LazyLabels(Sequence):
+    """The unit labels of one MLP (``d_mlp`` of them, padding ``""``), each chunk's made on first read."""
+
+    def __init__(self, chunks: List[UnitChunk], d_mlp: int):
+        self._chunks = [(ch.m, ch.labels) for ch in chunks]
+        self._starts = np.cumsum([0] + [m for m, _ in self._chunks])
+        self._made = {}
+        self._n = d_mlp
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _chunk(self, j: int) -> List[str]:
+        if j not in self._made:
+            self._made[j] = self._chunks[j][1]()
+        return self._made[j]
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self._n))]
+        k = int(k)
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError(k)
+        if k >= self._starts[-1]:
+            return ""
+        j = int(np.searchsorted(self._starts, k, side="right")) - 1
+        return self._chunk(j)[k - self._starts[j]]
+
+    def __iter__(self):
+        for j in range(len(self._chunks)):
+            yield from self._chunk(j)
+        yield from [""] * (self._n - int(self._starts[-1]))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+@dataclass
+class SparseMLPParts:
+    """The MLP of one layer on its kept units: ``W_in`` entries (unit, row, value), ``b_in``,
+    ``W_out`` entries (row, unit, value), ``b_out`` (dense ``(D,)``), the kept units' indices."""
+
+    w_in: Coo
+    b_in: np.ndarray
+    w_out: Coo
+    b_out: np.ndarray
+    units: np.ndarray
+    labels: LazyLabels
+
+
+class SparseMLPBuilder:
+    """Hidden units of one MLP sublayer as sparse chunks (arguments as :class:`MLPBuilder`; paper block only)."""
+
+    def __init__(self, layout: Layout, width: int, unscale: float, bypass_scale: Optional[float] = None,
+                 divide: bool = False):
+        self.lay = layout
+        self.D = width
+        self.unscale = unscale
+        self.bypass_scale = bypass_scale
+        self.divide = divide
+        self.chunks: List[UnitChunk] = []
+        self.bias_adds: List[tuple] = []  # (row, value) added to b_out, in order
+        self._m = 0
+
+    def __len__(self) -> int:
+        return self._m
+
+    def _push(self, ch: UnitChunk) -> None:
+        if ch.m:
+            self.chunks.append(ch)
+            self._m += ch.m
+
+    def linear(self, dst: str, entries: np.ndarray, z: Coo, labels: Callable[[], List[str]],
+               cancel_mean: bool = False) -> None:
+        """Lemma 5 for each ``entries[q]`` of ``dst``: ``z`` row ``q`` (entries ``(q, row, value)``)
+        read through :func:`~iclconstruct.compiler.mlp.bypass_units`, unit order as the dense builder."""
+        entries = np.asarray(entries, dtype=np.int64)
+        n = len(entries)
+        rows = self.lay[dst].start + entries
+        if self.bypass_scale is None:
+            u = np.concatenate([2 * z.r, 2 * z.r + 1])
+            c = np.concatenate([z.c, z.c])
+            v = np.concatenate([z.v, -z.v])
+            b = np.tile([0.0, -0.0], n)
+            gain = np.tile([1.0, -1.0], n)
+            out = np.repeat(rows, 2)
+            suffix = (" (+)", " (-)")
+        else:
+            u, c, v = z.r, z.c, z.v
+            b = np.full(n, 0.0 + self.bypass_scale)
+            gain = np.ones(n)
+            out = rows
+            suffix = (" (bypass)",)
+            self.bias_adds += [(int(r), -self.bypass_scale) for r in rows]
+        o = np.argsort(u, kind="stable")
+        self._push(UnitChunk(len(out), u[o], c[o], v[o], b, gain, out, np.full(len(out), cancel_mean),
+                             lambda: [lab + s for lab in labels() for s in suffix]))
+
+    def units(self, dst: str, i: int, units: List[Unit], cols: np.ndarray, out_bias: float = 0.0,
+              cancel_mean: bool = False) -> None:
+        """Generic units whose ``w`` are given on the residual rows ``cols`` only (few units)."""
+        us, cs, vs = [], [], []
+        for k, unit in enumerate(units):
+            nz = np.flatnonzero(unit.w)
+            us.append(np.full(len(nz), k, np.int64))
+            cs.append(np.asarray(cols, np.int64)[nz])
+            vs.append(np.asarray(unit.w, np.float64)[nz])
+        r = self.lay.row(dst, i)
+        m = len(units)
+        self._push(UnitChunk(m, np.concatenate(us), np.concatenate(cs), np.concatenate(vs),
+                             np.array([u.b for u in units], np.float64), np.array([u.gain for u in units], np.float64),
+                             np.full(m, r, np.int64), np.array([cancel_mean or u.cancel_mean for u in units]),
+                             lambda: [u.label for u in units]))
+        if out_bias:
+            self.bias_adds.append((r, out_bias))
+
+    def products(self, dst: str, out: np.ndarray, xr: np.ndarray, yr: np.ndarray, s_x: float, s_y: float,
+                 coef: float, N: float, order: int, labels: Callable[[], List[str]]) -> None:
+        """Lemma 4 for products ``p``: ``coef·h[xr[p]]·h[yr[p]]`` added to entry ``out[p]`` of ``dst``.
+
+        The units of :func:`~iclconstruct.compiler.mlp.product_units` on unit vectors, product by
+        product (three units each, or six for ``order=4``), with the same floating-point operations.
+        """
+        P = len(out)
+        stages = ([(coef * 4.0 / 3.0, 2.0 * N, " [2N]"), (-coef / 3.0, N, " [N]")] if order == 4
+                  else [(coef, N, "")])
+        k = 3 * len(stages)  # units per product
+        us, cs, vs, gains = [], [], [], np.empty((P, k))
+        base = np.arange(P, dtype=np.int64) * k
+        for s, (cf, n, _) in enumerate(stages):
+            a = np.ones(1) / (s_x * n)
+            bb = np.ones(1) / (s_y * n)
+            a, bb = float(a[0]), float(bb[0])
+            g = cf * s_x * s_y * PRODUCT_GAIN * n * n
+            same = xr == yr
+            u0 = base + 3 * s
+            # (x + y): a at x's row, b at y's row (a + b when they coincide)
+            us += [u0[~same], u0[~same], u0[same], u0 + 1, u0 + 2]
+            cs += [xr[~same], yr[~same], xr[same], xr, yr]
+            vs += [np.full(int((~same).sum()), a), np.full(int((~same).sum()), bb), np.full(int(same.sum()), a + bb),
+                   np.full(P, a), np.full(P, bb)]
+            gains[:, 3 * s:3 * s + 3] = (g, -g, -g)
+        u = np.concatenate(us)
+        o = np.lexsort((np.concatenate(cs), u))
+        rows = self.lay[dst].start + np.asarray(out, np.int64)
+
+        def make_labels():
+            names = [t for _, _, t in stages]
+            return [lab + t + part for lab in labels() for t in names for part in (" (x+y)", " (x)", " (y)")]
+
+        self._push(UnitChunk(P * k, u[o], np.concatenate(cs)[o], np.concatenate(vs)[o], np.zeros(P * k),
+                             gains.ravel(), np.repeat(rows, k), np.zeros(P * k, bool), make_labels))
+
+    def constant(self, dst: str, i: int, value: float) -> None:
+        self.bias_adds.append((self.lay.row(dst, i), value))
+
+    def parts(self, d_mlp: int) -> SparseMLPParts:
+        """The weights acting on ``LayerNorm(h)``, as :meth:`MLPBuilder.weights` computes them (kept units only)."""
+        one, bal = self.lay.row("one"), self.lay.row("bal")
+        offs = np.cumsum([0] + [ch.m for ch in self.chunks])
+        cat = lambda f, dt: np.concatenate([f(ch) for ch in self.chunks]).astype(dt) if self.chunks else np.zeros(0, dt)
+        u = np.concatenate([ch.u + o for ch, o in zip(self.chunks, offs)]) if self.chunks else np.zeros(0, np.int64)
+        c = cat(lambda ch: ch.c, np.int64)
+        v = cat(lambda ch: ch.v, np.float64)
+        b = cat(lambda ch: ch.b, np.float64)
+        gain = cat(lambda ch: ch.gain, np.float64)
+        row = cat(lambda ch: ch.row, np.int64)
+        cancel = cat(lambda ch: ch.cancel, bool)
+        m = len(b)
+        if not self.divide:
+            at_one = c == one
+            w_one = np.zeros(m)
+            w_one[u[at_one]] = v[at_one]
+            plain = ~cancel
+            b = np.where(plain, b + w_one, b)  # the constant row is exactly 1: use the bias
+            drop = at_one & plain[u]
+            u, c, v = u[~drop], c[~drop], v[~drop]
+            if cancel.any():  # move the coefficient sum onto the constant row (exactly rounded)
+                starts = np.searchsorted(u, np.arange(m + 1))
+                new_u, new_c, new_v = [], [], []
+                for k in np.flatnonzero(cancel):
+                    sl = slice(starts[k], starts[k + 1])
+                    colsum = math.fsum(v[sl])
+                    hit = np.flatnonzero(c[sl] == one)
+                    if len(hit):
+                        v[starts[k] + hit[0]] = v[starts[k] + hit[0]] - colsum
+                    else:
+                        new_u.append(k), new_c.append(one), new_v.append(0.0 - colsum)
+                    b[k] = b[k] + colsum
+                if new_u:
+                    u = np.concatenate([u, np.array(new_u, np.int64)])
+                    c = np.concatenate([c, np.array(new_c, np.int64)])
+                    v = np.concatenate([v, np.array(new_v)])
+        v = self.unscale * v
+        nz = v != 0
+        u, c, v = u[nz], c[nz], v[nz]
+        live = np.zeros(m, bool)
+        live[u] = True
+        live |= (b != 0) | (gain != 0)
+        units = np.flatnonzero(live)
+        new = np.full(m, -1, np.int64)
+        new[units] = np.arange(len(units))
+        o = np.lexsort((c, u))
+        w_in = Coo(new[u[o]], c[o], v[o])
+        g = gain[units]
+        hit = g != 0
+        k = np.arange(len(units), dtype=np.int64)[hit]
+        w_out = Coo(np.concatenate([row[units][hit], np.full(len(k), bal, np.int64)]), np.concatenate([k, k]),
+                    np.concatenate([g[hit], -g[hit]]))
+        o = np.lexsort((w_out.c, w_out.r))
+        w_out = Coo(w_out.r[o], w_out.c[o], w_out.v[o])
+        b_out = np.zeros(self.D)
+        for r, val in self.bias_adds:
+            b_out[r] += val
+        b_out[bal] = 0.0
+        b_out[bal] = -math.fsum(b_out)
+        return SparseMLPParts(w_in, b[units], w_out, b_out, units, LazyLabels(self.chunks, d_mlp))
