@@ -18,7 +18,7 @@ import torch
 
 from ..numerics.constants import Constants
 from ..numerics.ranges import operand_scales
-from ..errors import ICLConstructError, WidthOverflowError
+from ..errors import ArgumentError, ICLConstructError, WidthOverflowError
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
 from ..lang.embedding import DEFAULT_MAX_LEN, count_terms, system_rows
@@ -200,12 +200,16 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             any weight is built. In the paper block the sparse model is built sparse from the
             start (:mod:`iclconstruct.compiler.sparse_build`: no dense ``(D × d_mlp)`` or
             ``(D × d_head)`` matrix is ever formed, so e.g. ridge at d = 64 fits in a few GB);
-            ``block='pre_ln'`` builds densely and converts (``model.to_sparse()``).
+            Sparse blocks run the paper block only: ``block='pre_ln'`` with ``sparse=True``
+            raises :class:`~iclconstruct.errors.ArgumentError` and with ``'auto'`` stays dense.
             ``model.to_dense()`` gives the dense model back, equal to ``sparse=False``'s
             (``torch.equal``; exact zeros may lose their sign).
     """
     if sparse not in (True, False, "auto"):
         raise ICLConstructError(f"sparse must be True, False or 'auto'; got {sparse!r}")
+    if sparse is True and block == "pre_ln":
+        raise ArgumentError("sparse=True: sparse blocks run the paper block (Eq. 4) only, not block='pre_ln' "
+                            "(no LayerNorm in front of attention, no attention biases); use block='paper' or sparse=False")
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -273,6 +277,4 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         block=block, act_fn=constants.activation, ln_eps=constants.ln_eps, dtype=dtype)
     model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers(),
                                    W_E=W_E, W_pos=W_pos, operand_scales=scales)
-    if sparse is True or (sparse == "auto" and model.n_params() > SPARSE_AUTO_PARAMS):  # pre_ln
-        model = model.to_sparse()
     return model if device is None else model.to(device)

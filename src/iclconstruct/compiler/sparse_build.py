@@ -8,7 +8,7 @@ The same passes as :mod:`iclconstruct.compiler.build` (the lemma functions of
 :class:`~iclconstruct.runtime.sparse.SparseBlock` made from those entries
 (:meth:`SparseBlock.from_parts`). No ``(D × d_mlp)`` or ``(D × d_head)`` array and no dense
 width-``D`` unit row is formed; ``model.to_dense()`` equals the dense build (``torch.equal``).
-Paper block (Eq. 4) only: ``block='pre_ln'`` takes the dense route.
+Paper block (Eq. 4) only, as :class:`SparseBlock` itself (``block='pre_ln'`` with ``sparse=True`` is refused).
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def _sum_units(mb: SparseMLPBuilder, op: Sum, lay: Layout, N: float, max_len: in
     for i in range(n):
         x_row = lay.row(op.dst, i)
         mb.linear(op.dst, np.array([i], np.int64), Coo(np.zeros(1, np.int64), np.array([x_row], np.int64), -np.ones(1)),
-                  lambda op=op, i=i: [f"{op.dst}[{i}] clear mean"])
+                  lambda op=op, i=i: [f"{op.dst}[{i}] clear mean"], neg=True)
         cols = np.union1d(cnt_rows, [x_row]).astype(np.int64)
         x = (cols == x_row).astype(np.float64)
         cnt = np.zeros(len(cols))

@@ -38,6 +38,8 @@ class UnitChunk:
     row: np.ndarray
     cancel: np.ndarray
     labels: Callable[[], List[str]]
+    #: per unit: the zeros of its dense ``w`` are ``−0.0`` (a negated row, ``−z``), not ``+0.0``
+    negfill: Optional[np.ndarray] = None
 
 
 class LazyLabels(Sequence):
@@ -82,7 +84,13 @@ class LazyLabels(Sequence):
 @dataclass
 class SparseMLPParts:
     """The MLP of one layer on its kept units: ``W_in`` entries (unit, row, value), ``b_in``,
-    ``W_out`` entries (row, unit, value), ``b_out`` (dense ``(D,)``), the kept units' indices."""
+    ``W_out`` entries (row, unit, value), ``b_out`` (dense ``(D,)``), the kept units' indices.
+
+    The signs of the dense build's exact zeros (for a bit-for-bit ``to_dense()``): ``neg_fill``
+    units have ``−0.0`` wherever their ``W_in`` column is zero, except on the row ``one`` for
+    the units in ``one_pos``; ``one_neg`` units have ``−0.0`` there; ``W_out`` has ``−0.0`` at
+    ``out_neg`` ``(unit, row)`` and on ``bal`` for every unit from ``m`` (the padding) on;
+    ``b_in`` has ``−0.0`` at the (dropped) units ``b_in_neg``."""
 
     w_in: Coo
     b_in: np.ndarray
@@ -90,6 +98,14 @@ class SparseMLPParts:
     b_out: np.ndarray
     units: np.ndarray
     labels: LazyLabels
+    m: int = 0
+    one: int = 0
+    bal: Optional[int] = None
+    neg_fill: np.ndarray = None
+    one_pos: np.ndarray = None
+    one_neg: np.ndarray = None
+    out_neg: np.ndarray = None
+    b_in_neg: np.ndarray = None
 
 
 class SparseMLPBuilder:
@@ -115,9 +131,10 @@ class SparseMLPBuilder:
             self._m += ch.m
 
     def linear(self, dst: str, entries: np.ndarray, z: Coo, labels: Callable[[], List[str]],
-               cancel_mean: bool = False) -> None:
+               cancel_mean: bool = False, neg: bool = False) -> None:
         """Lemma 5 for each ``entries[q]`` of ``dst``: ``z`` row ``q`` (entries ``(q, row, value)``)
-        read through :func:`~iclconstruct.compiler.mlp.bypass_units`, unit order as the dense builder."""
+        read through :func:`~iclconstruct.compiler.mlp.bypass_units`, unit order as the dense builder
+        (``neg``: the dense ``z`` is a negated vector, its zeros ``−0.0``)."""
         entries = np.asarray(entries, dtype=np.int64)
         n = len(entries)
         rows = self.lay[dst].start + entries
@@ -128,17 +145,19 @@ class SparseMLPBuilder:
             b = np.tile([0.0, -0.0], n)
             gain = np.tile([1.0, -1.0], n)
             out = np.repeat(rows, 2)
+            fill = np.tile([neg, not neg], n)
             suffix = (" (+)", " (-)")
         else:
             u, c, v = z.r, z.c, z.v
             b = np.full(n, 0.0 + self.bypass_scale)
             gain = np.ones(n)
             out = rows
+            fill = np.full(n, neg)
             suffix = (" (bypass)",)
             self.bias_adds += [(int(r), -self.bypass_scale) for r in rows]
         o = np.argsort(u, kind="stable")
         self._push(UnitChunk(len(out), u[o], c[o], v[o], b, gain, out, np.full(len(out), cancel_mean),
-                             lambda: [lab + s for lab in labels() for s in suffix]))
+                             lambda: [lab + s for lab in labels() for s in suffix], fill))
 
     def units(self, dst: str, i: int, units: List[Unit], cols: np.ndarray, out_bias: float = 0.0,
               cancel_mean: bool = False) -> None:
@@ -210,15 +229,19 @@ class SparseMLPBuilder:
         gain = cat(lambda ch: ch.gain, np.float64)
         row = cat(lambda ch: ch.row, np.int64)
         cancel = cat(lambda ch: ch.cancel, bool)
+        negfill = cat(lambda ch: np.zeros(ch.m, bool) if ch.negfill is None else ch.negfill, bool)
         m = len(b)
+        one_pos, one_neg = np.zeros(0, np.int64), []
         if not self.divide:
             at_one = c == one
-            w_one = np.zeros(m)
+            w_one = np.where(negfill, -0.0, 0.0)  # the dense w[one], a signed zero where absent
             w_one[u[at_one]] = v[at_one]
             plain = ~cancel
             b = np.where(plain, b + w_one, b)  # the constant row is exactly 1: use the bias
             drop = at_one & plain[u]
+            one_pos = np.flatnonzero(plain & negfill)  # w[one] = 0.0
             u, c, v = u[~drop], c[~drop], v[~drop]
+            one_pos_c = []
             if cancel.any():  # move the coefficient sum onto the constant row (exactly rounded)
                 starts = np.searchsorted(u, np.arange(m + 1))
                 new_u, new_c, new_v = [], [], []
@@ -226,11 +249,16 @@ class SparseMLPBuilder:
                     sl = slice(starts[k], starts[k + 1])
                     colsum = math.fsum(v[sl])
                     hit = np.flatnonzero(c[sl] == one)
+                    fill = -0.0 if negfill[k] else 0.0
+                    res = (v[starts[k] + hit[0]] if len(hit) else fill) - colsum
                     if len(hit):
-                        v[starts[k] + hit[0]] = v[starts[k] + hit[0]] - colsum
+                        v[starts[k] + hit[0]] = res
                     else:
-                        new_u.append(k), new_c.append(one), new_v.append(0.0 - colsum)
+                        new_u.append(k), new_c.append(one), new_v.append(res)
+                    if res == 0 and bool(np.signbit(res)) != bool(negfill[k]):
+                        (one_neg if np.signbit(res) else one_pos_c).append(k)
                     b[k] = b[k] + colsum
+                one_pos = np.union1d(one_pos, np.array(one_pos_c, np.int64)).astype(np.int64)
                 if new_u:
                     u = np.concatenate([u, np.array(new_u, np.int64)])
                     c = np.concatenate([c, np.array(new_c, np.int64)])
@@ -258,4 +286,10 @@ class SparseMLPBuilder:
             b_out[r] += val
         b_out[bal] = 0.0
         b_out[bal] = -math.fsum(b_out)
-        return SparseMLPParts(w_in, b[units], w_out, b_out, units, LazyLabels(self.chunks, d_mlp))
+        dropped = np.flatnonzero(~live)
+        out_neg = np.concatenate([np.stack([np.flatnonzero(gain == 0), np.full(int((gain == 0).sum()), bal)], 1),
+                                  np.stack([k_ := np.flatnonzero((gain == 0) & np.signbit(gain)), row[k_]], 1)])
+        return SparseMLPParts(w_in, b[units], w_out, b_out, units, LazyLabels(self.chunks, d_mlp), m=m, one=one, bal=bal,
+                              neg_fill=np.flatnonzero(negfill), one_pos=np.asarray(one_pos, np.int64),
+                              one_neg=np.array(one_neg, np.int64), out_neg=out_neg.astype(np.int64),
+                              b_in_neg=dropped[np.signbit(b[dropped])])

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ArgumentError
+
 __all__ = ["SparseBlock", "sparse_model", "dense_model", "density"]
 
 
@@ -166,7 +168,17 @@ class SparseBlock(nn.Module):
                       torch.as_tensor(mlp.b_in).to(dt), torch.as_tensor(mlp.b_out).to(dt),
                       [torch.as_tensor(c, dtype=torch.int64) for c in qk],
                       [torch.as_tensor(c, dtype=torch.int64) for c in vo], torch.as_tensor(mlp.units, dtype=torch.int64))
+        pads = [(h, i) for h, cols in enumerate(vo[: len(heads)]) for i in sorted(set(range(E)) - set(cols.tolist()))]
         self.neg_zero = {}
+        if pads and mlp.bal is not None:
+            self.neg_zero["attn.W_O"] = torch.tensor([(h, i, mlp.bal) for h, i in pads], dtype=torch.int64)
+        out_neg = list(map(tuple, mlp.out_neg.tolist())) + [(k, mlp.bal) for k in range(mlp.m, m)]
+        if out_neg:
+            self.neg_zero["mlp.W_out"] = torch.tensor(out_neg, dtype=torch.int64)
+        if len(mlp.b_in_neg):
+            self.neg_zero["mlp.b_in"] = torch.as_tensor(mlp.b_in_neg, dtype=torch.int64)[:, None]
+        self.neg_fill = (torch.as_tensor(mlp.neg_fill, dtype=torch.int64), torch.as_tensor(mlp.one_pos, dtype=torch.int64),
+                         torch.as_tensor(mlp.one_neg, dtype=torch.int64), mlp.one)
         return self
 
     def forward(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
@@ -214,6 +226,17 @@ class SparseBlock(nn.Module):
             blk.mlp.b_in[self.units] = self.b_in
             blk.mlp.b_out.copy_(self.b_out)
             params = dict(blk.named_parameters())
+            fill = getattr(self, "neg_fill", None)
+            if fill is not None and len(fill[0]):  # built sparse: whole W_in columns of −0.0 (negated rows)
+                cols, one_pos, one_neg, one = fill
+                W = blk.mlp.W_in
+                sub = W[:, cols]
+                W[:, cols] = torch.where(sub == 0, torch.full_like(sub, -0.0), sub)
+                W[one, one_pos] = torch.where(W[one, one_pos] == 0, torch.zeros_like(W[one, one_pos]), W[one, one_pos])
+            if fill is not None and len(fill[2]):
+                cols, one = fill[2], fill[3]
+                W = blk.mlp.W_in
+                W[one, cols] = torch.where(W[one, cols] == 0, torch.full_like(W[one, cols], -0.0), W[one, cols])
             for name, idx in self.neg_zero.items():
                 if len(idx):
                     params[name][tuple(idx.t())] = -0.0
@@ -231,7 +254,14 @@ def _with_blocks(model, blocks):
 
 
 def sparse_model(model):
-    """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched)."""
+    """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched).
+
+    Paper block only: :class:`SparseBlock` has no LayerNorm in front of attention and no attention
+    biases, so a ``block='pre_ln'`` model raises :class:`~iclconstruct.errors.ArgumentError`.
+    """
+    if model.cfg.block != "paper":
+        raise ArgumentError(f"to_sparse(): sparse blocks run the paper block (Eq. 4) only; this model has "
+                            f"block={model.cfg.block!r} (compile with block='paper' to run sparse)")
     return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b, model.cfg) for b in model.blocks])
 
 
