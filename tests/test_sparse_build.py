@@ -138,3 +138,14 @@ def test_random_programs_sparse_build(prog, data):
     dense, built = assert_same_weights(prog)
     tok = data.draw(tokens_for(prog))
     within(built(tok), dense(tok))
+
+
+def test_save_refuses_a_too_large_sparse_model(tmp_path):
+    m = ic.compile(C.ridge_program(2, 1.0), sparse=True)
+    with pytest.raises(E.CheckpointError, match="max_dense_bytes"):
+        m.save(tmp_path / "c", max_dense_bytes=1000)
+    with pytest.raises(E.CheckpointError, match="max_dense_bytes"):
+        ic.io.save(m, tmp_path / "c", max_dense_bytes=1000)
+    assert not (tmp_path / "c").exists()
+    ic.io.save(m, tmp_path / "d")  # the module-level save densifies too (it used to fail on CSR buffers)
+    assert not ic.io.load(tmp_path / "d").is_sparse

@@ -476,9 +476,10 @@ class ConstructedTransformer(nn.Module):
 
         return to_hf(self, n_examples)
 
-    def save(self, path) -> None:
-        """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        save(self.to_dense() if self.is_sparse else self, path)
+    def save(self, path, **kw) -> None:
+        """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`
+        (a sparse model is saved dense; ``max_dense_bytes=`` bounds that)."""
+        save(self, path, **kw)
 
     def certify(self, n_examples: int):
         """A rigorous bound on ``|readout − exact program readout|`` for contexts of up to ``n_examples`` examples.
