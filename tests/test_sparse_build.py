@@ -149,3 +149,18 @@ def test_save_refuses_a_too_large_sparse_model(tmp_path):
     assert not (tmp_path / "c").exists()
     ic.io.save(m, tmp_path / "d")  # the module-level save densifies too (it used to fail on CSR buffers)
     assert not ic.io.load(tmp_path / "d").is_sparse
+
+
+def test_sparse_build_width_and_gelu_new():
+    """``width=`` pads the residual stream; ``activation='gelu_new'`` runs GPT-2's GeLU in the sparse
+    blocks too (they used to run the exact GeLU whatever the config said)."""
+    p = C.sgd_program(3, 0.05)
+    assert_same_weights(p, width=40)
+    dense, built = assert_same_weights(p, activation="gelu_new")
+    X, y, xq = task(3, 6)
+    within(built.predict(X, y, xq), dense.predict(X, y, xq))
+    within(dense.to_sparse().predict(X, y, xq), dense.predict(X, y, xq))
+    h = torch.randn(1, 3, dense.d_model, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 30
+    for a, b in zip(dense.blocks, built.blocks):  # off the program's range the two GeLUs differ visibly
+        got, want = b.mlp_sublayer(h, dense._null_hooks, 0), a.mlp_sublayer(h, dense._null_hooks, 0)
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)

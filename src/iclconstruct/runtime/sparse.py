@@ -205,7 +205,13 @@ class SparseBlock(nn.Module):
     def mlp_sublayer(self, mid: torch.Tensor, hook, l: int) -> torch.Tensor:
         """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half) on CSR weights."""
         x = F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps)
-        post = F.gelu(_spmm(self.Wint, x) + self.b_in)
+        pre = _spmm(self.Wint, x) + self.b_in
+        if self.config.act_fn == "gelu_new":
+            from ..compiler.model import gelu_new
+
+            post = gelu_new(pre)
+        else:
+            post = F.gelu(pre)
         m = hook.block(l, "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
         return hook.block(l, "hook_resid_post", mid + m)
 
