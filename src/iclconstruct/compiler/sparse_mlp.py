@@ -217,55 +217,64 @@ class SparseMLPBuilder:
     def constant(self, dst: str, i: int, value: float) -> None:
         self.bias_adds.append((self.lay.row(dst, i), value))
 
-    def parts(self, d_mlp: int) -> SparseMLPParts:
-        """The weights acting on ``LayerNorm(h)``, as :meth:`MLPBuilder.weights` computes them (kept units only)."""
-        one, bal = self.lay.row("one"), self.lay.row("bal")
+    def _gather(self):
+        """Every chunk's arrays concatenated; unit indices global (entries sorted by unit)."""
         offs = np.cumsum([0] + [ch.m for ch in self.chunks])
         cat = lambda f, dt: np.concatenate([f(ch) for ch in self.chunks]).astype(dt) if self.chunks else np.zeros(0, dt)
         u = np.concatenate([ch.u + o for ch, o in zip(self.chunks, offs)]) if self.chunks else np.zeros(0, np.int64)
-        c = cat(lambda ch: ch.c, np.int64)
-        v = cat(lambda ch: ch.v, np.float64)
-        b = cat(lambda ch: ch.b, np.float64)
-        gain = cat(lambda ch: ch.gain, np.float64)
-        row = cat(lambda ch: ch.row, np.int64)
-        cancel = cat(lambda ch: ch.cancel, bool)
-        negfill = cat(lambda ch: np.zeros(ch.m, bool) if ch.negfill is None else ch.negfill, bool)
+        return (u, cat(lambda ch: ch.c, np.int64), cat(lambda ch: ch.v, np.float64), cat(lambda ch: ch.b, np.float64),
+                cat(lambda ch: ch.gain, np.float64), cat(lambda ch: ch.row, np.int64), cat(lambda ch: ch.cancel, bool),
+                cat(lambda ch: np.zeros(ch.m, bool) if ch.negfill is None else ch.negfill, bool))
+
+    def _fold_constant_row(self, u, c, v, b, cancel, negfill):
+        """Lemma 6's bookkeeping of :meth:`MLPBuilder.weights` (not in a div layer, whose constant row is
+        not exactly 1): a unit's coefficient on ``one`` goes to its bias, or — ``cancel`` units — the
+        exactly rounded sum of its coefficients moves onto ``one`` and into the bias.
+
+        Returns the new ``(u, c, v, b)`` and the units whose ``one`` entry, when zero, is ``+0.0``
+        despite a ``−0.0`` fill (``one_pos``) or ``−0.0`` despite a ``+0.0`` fill (``one_neg``).
+        """
+        one, m = self.lay.row("one"), len(b)
+        at_one = c == one
+        w_one = np.where(negfill, -0.0, 0.0)  # the dense w[one], a signed zero where absent
+        w_one[u[at_one]] = v[at_one]
+        plain = ~cancel
+        b = np.where(plain, b + w_one, b)  # the constant row is exactly 1: use the bias
+        drop = at_one & plain[u]
+        u, c, v = u[~drop], c[~drop], v[~drop]
+        one_pos, one_neg = list(np.flatnonzero(plain & negfill)), []  # w[one] = 0.0
+        starts = np.searchsorted(u, np.arange(m + 1))
+        new_u, new_v = [], []
+        for k in np.flatnonzero(cancel):  # few units (counts and sums): one by one
+            sl = slice(starts[k], starts[k + 1])
+            colsum = math.fsum(v[sl])
+            hit = np.flatnonzero(c[sl] == one)
+            res = (v[starts[k] + hit[0]] if len(hit) else (-0.0 if negfill[k] else 0.0)) - colsum
+            if len(hit):
+                v[starts[k] + hit[0]] = res
+            else:
+                new_u.append(k), new_v.append(res)
+            if res == 0 and bool(np.signbit(res)) != bool(negfill[k]):
+                (one_neg if np.signbit(res) else one_pos).append(k)
+            b[k] = b[k] + colsum
+        if new_u:
+            u = np.concatenate([u, np.array(new_u, np.int64)])
+            c = np.concatenate([c, np.full(len(new_u), one, np.int64)])
+            v = np.concatenate([v, np.array(new_v)])
+        return u, c, v, b, np.array(sorted(one_pos), np.int64), np.array(sorted(one_neg), np.int64)
+
+    def parts(self, d_mlp: int) -> SparseMLPParts:
+        """The weights acting on ``LayerNorm(h)``, as :meth:`MLPBuilder.weights` computes them (kept units only)."""
+        bal = self.lay.row("bal")
+        u, c, v, b, gain, row, cancel, negfill = self._gather()
         m = len(b)
-        one_pos, one_neg = np.zeros(0, np.int64), []
+        one_pos = one_neg = np.zeros(0, np.int64)
         if not self.divide:
-            at_one = c == one
-            w_one = np.where(negfill, -0.0, 0.0)  # the dense w[one], a signed zero where absent
-            w_one[u[at_one]] = v[at_one]
-            plain = ~cancel
-            b = np.where(plain, b + w_one, b)  # the constant row is exactly 1: use the bias
-            drop = at_one & plain[u]
-            one_pos = np.flatnonzero(plain & negfill)  # w[one] = 0.0
-            u, c, v = u[~drop], c[~drop], v[~drop]
-            one_pos_c = []
-            if cancel.any():  # move the coefficient sum onto the constant row (exactly rounded)
-                starts = np.searchsorted(u, np.arange(m + 1))
-                new_u, new_c, new_v = [], [], []
-                for k in np.flatnonzero(cancel):
-                    sl = slice(starts[k], starts[k + 1])
-                    colsum = math.fsum(v[sl])
-                    hit = np.flatnonzero(c[sl] == one)
-                    fill = -0.0 if negfill[k] else 0.0
-                    res = (v[starts[k] + hit[0]] if len(hit) else fill) - colsum
-                    if len(hit):
-                        v[starts[k] + hit[0]] = res
-                    else:
-                        new_u.append(k), new_c.append(one), new_v.append(res)
-                    if res == 0 and bool(np.signbit(res)) != bool(negfill[k]):
-                        (one_neg if np.signbit(res) else one_pos_c).append(k)
-                    b[k] = b[k] + colsum
-                one_pos = np.union1d(one_pos, np.array(one_pos_c, np.int64)).astype(np.int64)
-                if new_u:
-                    u = np.concatenate([u, np.array(new_u, np.int64)])
-                    c = np.concatenate([c, np.array(new_c, np.int64)])
-                    v = np.concatenate([v, np.array(new_v)])
+            u, c, v, b, one_pos, one_neg = self._fold_constant_row(u, c, v, b, cancel, negfill)
         v = self.unscale * v
         nz = v != 0
         u, c, v = u[nz], c[nz], v[nz]
+        # kept units: as SparseBlock(dense block) keeps them (any non-zero input, bias or output)
         live = np.zeros(m, bool)
         live[u] = True
         live |= (b != 0) | (gain != 0)
@@ -274,22 +283,24 @@ class SparseMLPBuilder:
         new[units] = np.arange(len(units))
         o = np.lexsort((c, u))
         w_in = Coo(new[u[o]], c[o], v[o])
+        # W_out: the gain on the output row, balanced (−gain on bal: −fsum of a single entry)
         g = gain[units]
         hit = g != 0
         k = np.arange(len(units), dtype=np.int64)[hit]
-        w_out = Coo(np.concatenate([row[units][hit], np.full(len(k), bal, np.int64)]), np.concatenate([k, k]),
-                    np.concatenate([g[hit], -g[hit]]))
-        o = np.lexsort((w_out.c, w_out.r))
-        w_out = Coo(w_out.r[o], w_out.c[o], w_out.v[o])
+        r_out = np.concatenate([row[units][hit], np.full(len(k), bal, np.int64)])
+        c_out, v_out = np.concatenate([k, k]), np.concatenate([g[hit], -g[hit]])
+        o = np.lexsort((c_out, r_out))
         b_out = np.zeros(self.D)
         for r, val in self.bias_adds:
             b_out[r] += val
         b_out[bal] = 0.0
         b_out[bal] = -math.fsum(b_out)
+        # signed zeros of the dense build: −fsum of an all-zero W_out row is −0.0; a gain of −0.0
+        zero_gain, neg_gain = np.flatnonzero(gain == 0), np.flatnonzero((gain == 0) & np.signbit(gain))
+        out_neg = np.concatenate([np.stack([zero_gain, np.full(len(zero_gain), bal)], 1),
+                                  np.stack([neg_gain, row[neg_gain]], 1)]).astype(np.int64)
         dropped = np.flatnonzero(~live)
-        out_neg = np.concatenate([np.stack([np.flatnonzero(gain == 0), np.full(int((gain == 0).sum()), bal)], 1),
-                                  np.stack([k_ := np.flatnonzero((gain == 0) & np.signbit(gain)), row[k_]], 1)])
-        return SparseMLPParts(w_in, b[units], w_out, b_out, units, LazyLabels(self.chunks, d_mlp), m=m, one=one, bal=bal,
-                              neg_fill=np.flatnonzero(negfill), one_pos=np.asarray(one_pos, np.int64),
-                              one_neg=np.array(one_neg, np.int64), out_neg=out_neg.astype(np.int64),
+        return SparseMLPParts(w_in, b[units], Coo(r_out[o], c_out[o], v_out[o]), b_out, units,
+                              LazyLabels(self.chunks, d_mlp), m=m, one=self.lay.row("one"), bal=bal,
+                              neg_fill=np.flatnonzero(negfill), one_pos=one_pos, one_neg=one_neg, out_neg=out_neg,
                               b_in_neg=dropped[np.signbit(b[dropped])])
