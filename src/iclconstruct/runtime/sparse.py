@@ -11,7 +11,10 @@ it was made from —
 — with queries and keys cut to the columns that are non-zero, the value/output maps and
 both MLP matrices stored as CSR tensors, and MLP units that are all zero (padding) dropped.
 Only the order in which non-zero terms are summed differs from the dense layer (round-off).
-:func:`to_dense` gives back the dense block, entry for entry.
+:func:`to_dense` gives back the dense block, entry for entry. A block is made from a dense
+block (``SparseBlock(block, config)``, what ``model.to_sparse()`` does) or, without any dense
+matrix, from sparse entries (:meth:`SparseBlock.from_parts`, what ``compile(..., sparse=True)``
+does); both give the same buffers. Paper block (Eq. 4) only.
 """
 from __future__ import annotations
 
