@@ -63,12 +63,15 @@ def test_sparse_build_has_the_dense_weights(name):
     assert_same_weights(PROGRAMS[name]())
 
 
-@pytest.mark.parametrize("name", ["sgd", "ridge"])
-def test_sparse_build_float32_and_bypass_variants(name):
+@pytest.mark.parametrize("name", ["sgd", "ridge", "batch_gd"])
+def test_sparse_build_float32_and_constant_variants(name):
+    """float32; Richardson products (``product_order=4``, six units); the paper's one-unit bypass (``bypass_scale``)."""
+    from dataclasses import replace
+
     assert_same_weights(PROGRAMS[name](), dtype=torch.float32)
     c = ic.numerics.constants.Constants.for_dtype(torch.float64)
-    from dataclasses import replace
     assert_same_weights(PROGRAMS[name](), constants=replace(c, product_order=4))
+    assert_same_weights(PROGRAMS[name](), constants=replace(c, bypass_scale=20.0))
 
 
 @pytest.mark.parametrize("make", [lambda: C.ridge_program(4, 0.5), lambda: C.sgd_program(4, 0.01, lam=0.1)])

@@ -23,7 +23,7 @@ from ..lang.layout import Layout
 from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
 from ..numerics.constants import Constants
 from .layernorm import division_setup, layernorm_bypass, restore_anchors
-from .mlp import product_units
+from .mlp import bypass_units, product_units
 from .schedule import LayerPlan
 from .sparse_coeffs import Coo, Eye, slot_coeffs
 from .sparse_heads import SparseAttentionBuilder
@@ -118,17 +118,24 @@ def _sum_units(mb: SparseMLPBuilder, op: Sum, lay: Layout, N: float, max_len: in
         cnt_rows, cnt_vals, s_y = np.array([lay.row(op.count, 0)], np.int64), np.ones(1), lay[op.count].bound
     s_x = lay[op.src].bound
     n = lay[op.dst].size
-    for i in range(n):
-        x_row = lay.row(op.dst, i)
-        mb.linear(op.dst, np.array([i], np.int64), Coo(np.zeros(1, np.int64), np.array([x_row], np.int64), -np.ones(1)),
-                  lambda op=op, i=i: [f"{op.dst}[{i}] clear mean"], neg=True)
-        cols = np.union1d(cnt_rows, [x_row]).astype(np.int64)
-        x = (cols == x_row).astype(np.float64)
-        cnt = np.zeros(len(cols))
-        cnt[np.searchsorted(cols, cnt_rows)] = cnt_vals
-        units = product_units(x, cnt, s_x, s_y, op.scale, N, f"{op.dst}[{i}] = mean({op.src}[{i}])*count"
-                              + ("" if op.scale == 1.0 else f"*{op.scale:g}"), order=order)
-        mb.units(op.dst, i, units, cols, cancel_mean=op.count is None)
+    label = lambda i: f"{op.dst}[{i}] = mean({op.src}[{i}])*count" + ("" if op.scale == 1.0 else f"*{op.scale:g}")
+    # one template on the count's rows plus a stand-in for the entry's row, repeated for every entry
+    # (dst is live next to the count slot and the system rows, so its rows are never among them)
+    cols = np.append(cnt_rows, -1).astype(np.int64)
+    x = np.zeros(len(cols))
+    x[-1] = 1.0
+    cnt = np.append(cnt_vals, 0.0)
+    clear, out_bias = bypass_units(-x, 0.0, mb.bypass_scale, "")
+    prods = product_units(x, cnt, s_x, s_y, op.scale, N, "", order=order)
+    for u in prods:
+        u.cancel_mean = op.count is None
+    units = clear + prods
+    negfill = [True, False][: len(clear)] + [False] * len(prods)  # −x has −0.0 zeros, −(−x) +0.0
+
+    def labels(i):
+        return ([f"{op.dst}[{i}] clear mean{u.label}" for u in clear] + [label(i) + u.label for u in prods])
+
+    mb.tiled(op.dst, np.arange(n, dtype=np.int64), units, cols, len(cols) - 1, negfill, labels, out_bias)
 
 
 def sparse_builders(plans: List[LayerPlan], lay: Layout, D: int, c: Constants, max_len: int,

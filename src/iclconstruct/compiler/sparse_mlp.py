@@ -177,6 +177,36 @@ class SparseMLPBuilder:
         if out_bias:
             self.bias_adds.append((r, out_bias))
 
+    def tiled(self, dst: str, entries: np.ndarray, units: List[Unit], cols: np.ndarray, x_pos: int,
+              negfill: Sequence[bool], labels: Callable[[int], List[str]], out_bias: float = 0.0) -> None:
+        """The same units for every ``entries[q]`` of ``dst``: ``units`` are given on the residual rows
+        ``cols`` except position ``x_pos``, which stands for the row of entry ``entries[q]``.
+
+        Each entry gets ``units`` in order (their ``cancel_mean`` kept), ``out_bias`` on its row, and
+        ``labels(i)`` (one per unit) when labels are read; ``negfill``: see :class:`UnitChunk`.
+        """
+        entries = np.asarray(entries, dtype=np.int64)
+        n, J = len(entries), len(units)
+        rows = self.lay[dst].start + entries
+        ju, jp, jv = [], [], []
+        for j, unit in enumerate(units):
+            nz = np.flatnonzero(unit.w)
+            ju += [j] * len(nz)
+            jp += nz.tolist()
+            jv += np.asarray(unit.w, np.float64)[nz].tolist()
+        ju, jp, jv = np.array(ju, np.int64), np.array(jp, np.int64), np.array(jv)
+        q = np.repeat(np.arange(n, dtype=np.int64), len(ju))
+        u = q * J + np.tile(ju, n)
+        pos = np.tile(jp, n)
+        c = np.where(pos == x_pos, rows[q], np.asarray(cols, np.int64)[np.minimum(pos, len(cols) - 1)])
+        tile = lambda xs, dt: np.tile(np.array(xs, dt), n)
+        self._push(UnitChunk(n * J, u, c, np.tile(jv, n), tile([x.b for x in units], np.float64),
+                             tile([x.gain for x in units], np.float64), np.repeat(rows, J),
+                             tile([x.cancel_mean for x in units], bool), lambda: [l for i in entries.tolist() for l in labels(i)],
+                             tile(list(negfill), bool)))
+        if out_bias:
+            self.bias_adds += [(int(r), out_bias) for r in rows]
+
     def products(self, dst: str, out: np.ndarray, xr: np.ndarray, yr: np.ndarray, s_x: float, s_y: float,
                  coef: float, N: float, order: int, labels: Callable[[], List[str]]) -> None:
         """Lemma 4 for products ``p``: ``coef·h[xr[p]]·h[yr[p]]`` added to entry ``out[p]`` of ``dst``.
