@@ -167,3 +167,25 @@ def test_sparse_build_width_and_gelu_new():
     for a, b in zip(dense.blocks, built.blocks):  # off the program's range the two GeLUs differ visibly
         got, want = b.mlp_sublayer(h, dense._null_hooks, 0), a.mlp_sublayer(h, dense._null_hooks, 0)
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_balance_sums_exactly_as_a_full_row_fsum():
+    """``balance`` sums only the non-zero entries; the result is that of ``math.fsum`` over the whole
+    vector, signed zeros included (cancelling pairs, ±K next to small entries, all-zero rows)."""
+    import math
+
+    from iclconstruct.compiler.layernorm import balance
+
+    lay = C.ridge_program(2, 1.0).layout
+    bal = lay.row("bal")
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        W = rng.standard_normal((7, lay.size)) * (rng.random((7, lay.size)) < 0.2)
+        W[rng.random((7, lay.size)) < 0.3] = -0.0
+        W[0], W[1] = 0.0, -0.0
+        W[2, :3], W[3, :3], W[4, :2] = [2.0 ** 55, 1e-3, -2.0 ** 55], [1.0, -1.0, -0.0], [-1e-300, 1e-300]
+        want = np.array(W)
+        want[:, bal] = 0.0
+        want[:, bal] = [-math.fsum(v) for v in want]
+        got = balance(W, lay)
+        assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
