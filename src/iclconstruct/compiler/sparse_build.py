@@ -23,7 +23,9 @@ from ..lang.layout import Layout
 from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
 from ..numerics.constants import Constants
 from .layernorm import division_setup, layernorm_bypass, restore_anchors
+from ..runtime.sparse import SparseBlock
 from .mlp import bypass_units, product_units
+from .model import Block
 from .schedule import LayerPlan
 from .sparse_coeffs import Coo, Eye, slot_coeffs
 from .sparse_heads import SparseAttentionBuilder
@@ -100,8 +102,8 @@ def _products(mb: SparseMLPBuilder, op: Mul, lay: Layout, c: Constants, scales) 
     s_x, s_y = scales.get(id(op), (lay[op.lhs].bound, lay[op.rhs].bound))
     i, j, k = (g.ravel() for g in np.meshgrid(np.arange(a), np.arange(cc), np.arange(b), indexing="ij"))
     lhs, rhs, out = i * b + k, k * cc + j, i * cc + j
-    xr = lay[op.lhs].start + lhs.astype(np.int64)
-    yr = lay[op.rhs].start + rhs.astype(np.int64)
+    xr = lay.rows_array(op.lhs, lhs)
+    yr = lay.rows_array(op.rhs, rhs)
 
     def labels(op=op, lhs=lhs, rhs=rhs, out=out):
         return [f"{op.dst}[{o}] += {op.lhs}[{p}]*{op.rhs}[{q}]" for o, p, q in zip(out.tolist(), lhs.tolist(), rhs.tolist())]
@@ -163,7 +165,5 @@ def dense_param_count(n_layers: int, D: int, n_heads: int, d_head: int, d_mlp: i
 
 def sparse_block(ab: SparseAttentionBuilder, mb: SparseMLPBuilder, cfg):
     """The :class:`~iclconstruct.runtime.sparse.SparseBlock` of one layer, from its sparse builders."""
-    from ..runtime.sparse import SparseBlock
-
     heads = ab.heads(cfg.d_head)
-    return SparseBlock.from_parts(cfg, heads, mb.parts(cfg.d_mlp))
+    return SparseBlock.from_parts(cfg, heads, mb.parts(cfg.d_mlp), Block)

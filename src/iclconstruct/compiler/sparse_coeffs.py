@@ -91,20 +91,17 @@ def slot_coeffs(lay: Layout, terms=(), bias=None, *, size: int) -> Coo:
     blocks = []
     items = terms.items() if hasattr(terms, "items") else terms
     for name, W in items:
-        s = lay[name]
+        rows = lay.rows_array(name)
         if isinstance(W, Eye):
-            n = min(size, s.size)
+            n = min(size, len(rows))
             i = np.arange(n, dtype=np.int64)
-            blocks.append(Coo(i, s.start + i, np.full(n, 1.0 * W.value)))
+            blocks.append(Coo(i, rows[:n], np.full(n, 1.0 * W.value)))
             continue
-        W = np.broadcast_to(np.asarray(W, dtype=np.float64), (size, s.size))
-        blocks.append(_shift(dense_rows(W), s.start))
+        m = dense_rows(np.broadcast_to(np.asarray(W, dtype=np.float64), (size, len(rows))))
+        blocks.append(Coo(m.r, rows[m.c], m.v))
     if bias is not None:
         b = np.broadcast_to(np.asarray(bias, dtype=np.float64), (size,))
         i = np.flatnonzero(b)
         blocks.append(Coo(i.astype(np.int64), np.full(len(i), lay.row("one"), np.int64), b[i].copy()))
     return coo_sum(blocks)
 
-
-def _shift(m: Coo, c0: int) -> Coo:
-    return Coo(m.r, m.c + c0, m.v)

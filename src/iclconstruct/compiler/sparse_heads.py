@@ -48,9 +48,9 @@ class SparseAttentionBuilder:
     def self_write(self, dst: str, coeffs) -> None:
         """Add ``coeffs @ h`` (a ``Coo`` with rows ``0..size-1``, or a dense ``(size, D)`` array) to ``dst``."""
         m = coeffs if isinstance(coeffs, Coo) else dense_rows(coeffs)
-        s = self.lay[dst]
-        self._self.append(Coo(m.r + s.start, m.c, m.v))
-        self.self_rows = np.union1d(self.self_rows, np.arange(s.start, s.stop))
+        rows = self.lay.rows_array(dst)
+        self._self.append(Coo(rows[m.r], m.c, m.v))
+        self.self_rows = np.union1d(self.self_rows, rows)
 
     def overwrite(self, dst: str, coeffs=None) -> None:
         """Slot ``dst`` becomes ``coeffs @ h`` (or 0): the new value minus the old."""
@@ -101,9 +101,8 @@ class SparseAttentionBuilder:
             out.append(SparseHead(WQ, WK, Coo(np.searchsorted(rows, m.r), m.c, m.v), self._out(rows), "self"))
         for read, pairs in self.moves.items():
             WQ, WK = self._qk(read, d_head)
-            src = np.concatenate([np.arange(self.lay[s].start, self.lay[s].stop) for s, _ in pairs]).astype(np.int64)
-            dst = np.concatenate([np.arange(self.lay[d].start, self.lay[d].start + self.lay[s].size)
-                                  for s, d in pairs]).astype(np.int64)
+            src = np.concatenate([self.lay.rows_array(s) for s, _ in pairs])
+            dst = np.concatenate([self.lay.rows_array(d, np.arange(self.lay[s].size)) for s, d in pairs])
             i = np.arange(len(src), dtype=np.int64)
             out.append(SparseHead(WQ, WK, Coo(i, src, np.ones(len(i))), self._out(dst), f"mov {read.describe()}"))
         return out

@@ -137,7 +137,7 @@ class SparseMLPBuilder:
         (``neg``: the dense ``z`` is a negated vector, its zeros ``−0.0``)."""
         entries = np.asarray(entries, dtype=np.int64)
         n = len(entries)
-        rows = self.lay[dst].start + entries
+        rows = self.lay.rows_array(dst, entries)
         if self.bypass_scale is None:
             u = np.concatenate([2 * z.r, 2 * z.r + 1])
             c = np.concatenate([z.c, z.c])
@@ -187,7 +187,7 @@ class SparseMLPBuilder:
         """
         entries = np.asarray(entries, dtype=np.int64)
         n, J = len(entries), len(units)
-        rows = self.lay[dst].start + entries
+        rows = self.lay.rows_array(dst, entries)
         ju, jp, jv = [], [], []
         for j, unit in enumerate(units):
             nz = np.flatnonzero(unit.w)
@@ -235,7 +235,7 @@ class SparseMLPBuilder:
             gains[:, 3 * s:3 * s + 3] = (g, -g, -g)
         u = np.concatenate(us)
         o = np.lexsort((np.concatenate(cs), u))
-        rows = self.lay[dst].start + np.asarray(out, np.int64)
+        rows = self.lay.rows_array(dst, out)
 
         def make_labels():
             names = [t for _, _, t in stages]

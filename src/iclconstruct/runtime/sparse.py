@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError
+from .activations import activation
 
 __all__ = ["SparseBlock", "sparse_model", "dense_model", "density"]
 
@@ -125,7 +126,7 @@ class SparseBlock(nn.Module):
             i += len(c)
 
     @classmethod
-    def from_parts(cls, config, heads, mlp) -> "SparseBlock":
+    def from_parts(cls, config, heads, mlp, dense_cls) -> "SparseBlock":
         """The block of one layer built sparse from the start (:mod:`iclconstruct.compiler.sparse_build`).
 
         ``heads``: per head its ``(D, 2)`` query and key maps and the entries of its value map
@@ -134,12 +135,10 @@ class SparseBlock(nn.Module):
         of ``SparseBlock(dense block)``; exact zeros are not stored, so ``to_dense()`` has ``+0.0``
         where the dense build has ``−0.0``. Unit labels stay lazy.
         """
-        from ..compiler.model import Block
-
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         self.config = config
-        self._dense_cls = Block
+        self._dense_cls = dense_cls  # what to_dense() makes (compiler.model.Block)
         H, D, E, m = config.n_heads, config.d_model, config.d_head, config.d_mlp
         dt = config.dtype
         self.shape = (H, D, E, m)
@@ -208,13 +207,7 @@ class SparseBlock(nn.Module):
     def mlp_sublayer(self, mid: torch.Tensor, hook, l: int) -> torch.Tensor:
         """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half) on CSR weights."""
         x = F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps)
-        pre = _spmm(self.Wint, x) + self.b_in
-        if self.config.act_fn == "gelu_new":
-            from ..compiler.model import gelu_new
-
-            post = gelu_new(pre)
-        else:
-            post = F.gelu(pre)
+        post = activation(self.config.act_fn)(_spmm(self.Wint, x) + self.b_in)
         m = hook.block(l, "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
         return hook.block(l, "hook_resid_post", mid + m)
 
