@@ -12,7 +12,7 @@ from iclconstruct.compiler.model import Block
 from iclconstruct.runtime.sparse import SparseBlock
 from iclconstruct.testing import programs, tokens_for
 
-from test_sparse import TOL, task, within
+from test_sparse import task, within
 
 C = ic.circuits
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import List, Tuple
 
 import numpy as np
-import torch
 
 from ..errors import ICLConstructError
 from ..lang.embedding import count_terms

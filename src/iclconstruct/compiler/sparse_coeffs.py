@@ -9,7 +9,7 @@ adds the same non-zero terms in the same order, so every non-zero value is bit-i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -9,7 +9,7 @@ entries of its value and (balanced, Lemma 6) output maps. Same values as the den
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
