@@ -189,3 +189,13 @@ def test_balance_sums_exactly_as_a_full_row_fsum():
         want[:, bal] = [-math.fsum(v) for v in want]
         got = balance(W, lay)
         assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_sparse_built_model_refuses_what_the_dense_refuses():
+    """The a-posteriori check (float32 ridge corner input) on every path of a sparse-built model."""
+    from test_aposteriori import _refused_everywhere, ridge_model
+
+    dense = ridge_model(2, 1.0, torch.float32)
+    built = ic.compile(dense.program, dtype=torch.float32, sparse=True)
+    assert built.is_sparse
+    _refused_everywhere(built)
