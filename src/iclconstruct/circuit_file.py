@@ -41,6 +41,8 @@ WEIGHTS_FILE = "model.safetensors"
 CIRCUIT_FILE = "circuit.json"
 #: key of the weights file's metadata holding the SHA-256 of ``circuit.json``
 CIRCUIT_SHA_KEY = "circuit_sha256"
+#: ``save`` writes dense weights; a sparse model whose dense weights exceed this many bytes is refused
+MAX_DENSE_BYTES = 4 << 30
 
 
 def folder_of(path) -> Path:
@@ -79,17 +81,40 @@ def to_json(model) -> dict:
     }
 
 
-def save(model, path) -> Path:
+def dense_bytes(model) -> int:
+    """Bytes of ``model``'s dense weights (what :func:`save` writes), from its shapes (nothing is built)."""
+    c = model.cfg
+    per_block = 4 * c.n_heads * c.d_model * c.d_head + 2 * c.d_model * c.d_mlp + c.d_mlp + c.d_model
+    if c.block == "pre_ln":
+        per_block += 2 * c.n_heads * c.d_head + c.d_model
+    n = model.W_E.numel() + model.W_pos.numel() + len(model.blocks) * per_block
+    return n * model.W_E.element_size()
+
+
+def save(model, path, *, max_dense_bytes: int = MAX_DENSE_BYTES) -> Path:
     """Save ``model`` (a :class:`~iclconstruct.compiler.model.ConstructedTransformer`) into the folder ``path``.
 
     Writes ``path/model.safetensors`` (the weights) and then ``path/circuit.json`` (program,
     layout, constants, compile arguments, meta), each atomically; ``circuit.json`` is
     written last, so a folder with both files is complete. Returns the folder. Raises
     :class:`~iclconstruct.errors.CheckpointError` if ``program.meta`` is not JSON-serialisable.
+
+    A sparse model (``compile(..., sparse=True)``) is saved as its dense weights (``to_dense()``,
+    bit for bit); above ``max_dense_bytes`` of dense weights it raises
+    :class:`~iclconstruct.errors.CheckpointError` (naming ``max_dense_bytes``) before allocating them.
     """
     folder = folder_of(path)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} exists and is not a folder; save a circuit into a folder path")
+    if model.is_sparse:  # the file holds the dense weights (load recompiles densely and compares)
+        need = dense_bytes(model)
+        if need > max_dense_bytes:
+            raise CheckpointError(
+                f"save: this sparse model's dense weights take {need / 2**30:.1f} GiB, more than "
+                f"max_dense_bytes={max_dense_bytes} ({max_dense_bytes / 2**30:.1f} GiB); a saved circuit stores "
+                f"dense weights, so pass a larger max_dense_bytes if this machine has the memory, or keep the "
+                f"program (iclconstruct.io.program_to_dict) and compile it again with sparse=True")
+        model = model.to_dense()
     doc = to_json(model)  # fails early (meta) before anything is written
     text = json.dumps(doc, indent=1, allow_nan=False)
     folder.mkdir(parents=True, exist_ok=True)

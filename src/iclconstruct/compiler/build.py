@@ -18,7 +18,7 @@ import torch
 
 from ..numerics.constants import Constants
 from ..numerics.ranges import operand_scales
-from ..errors import ICLConstructError, WidthOverflowError
+from ..errors import ArgumentError, ICLConstructError, WidthOverflowError
 from ..lang.layout import Layout
 from ..lang.ops import Aff, Count, Div, Mov, Mul, Read, Sum
 from ..lang.embedding import DEFAULT_MAX_LEN, count_terms, system_rows
@@ -30,6 +30,7 @@ from .config import BLOCK_STYLES, ConstructedTransformerConfig
 from .model import ConstructedTransformer, LayerWeights
 from .schedule import LayerPlan, schedule
 from .admissible import check_constants
+from .sparse_build import dense_param_count, shapes as sparse_shapes, sparse_block, sparse_builders
 
 __all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS"]
 
@@ -149,6 +150,26 @@ def embedding(lay: Layout, D: int, c: Constants, max_len: int, K: Optional[float
     return balance(W_E, lay), balance(W_pos, lay)
 
 
+def _sparse_model(program, sched, constants, scales, plans, sb, D, n_heads, d_head, d_mlp, max_len, dtype):
+    """The paper-block model built sparse from the start (:mod:`iclconstruct.compiler.sparse_build`):
+    every block a :class:`~iclconstruct.runtime.sparse.SparseBlock` made from sparse entries."""
+    lay = program.layout
+    W_E, W_pos = embedding(lay, D, constants, max_len)
+    config = ConstructedTransformerConfig(
+        n_layers=len(plans), d_model=D, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp, d_vocab=lay.d + 1,
+        max_len=int(max_len), segments=tuple((len(seg.layers), seg.repeat) for seg in sched.segments),
+        block="paper", act_fn=constants.activation, ln_eps=constants.ln_eps, dtype=dtype)
+    model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=iter(()),
+                                   W_E=W_E, W_pos=W_pos, operand_scales=scales)
+    sb.reverse()
+    for plan in plans:
+        ab, mb = sb.pop()  # each layer's entries are dropped once its block is made
+        model.blocks.append(sparse_block(ab, mb, config))
+        model.plans.append(plan)
+        del ab, mb
+    return model
+
+
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
             max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None, device=None,
             sparse=False, activation: Optional[str] = None):
@@ -175,10 +196,20 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         device: where the model lives (``'cpu'``, ``'cuda'``, a ``torch.device``); inputs follow it.
         sparse: ``True`` runs the blocks on structured-sparse weights
             (:mod:`iclconstruct.runtime.sparse`); ``'auto'`` does so above
-            ``SPARSE_AUTO_PARAMS`` parameters. ``model.to_dense()`` gives the dense model back.
+            ``SPARSE_AUTO_PARAMS`` (dense) parameters, a count made from the layer shapes before
+            any weight is built. In the paper block the sparse model is built sparse from the
+            start (:mod:`iclconstruct.compiler.sparse_build`: no dense ``(D × d_mlp)`` or
+            ``(D × d_head)`` matrix is ever formed, so e.g. ridge at d = 64 fits in a few GB);
+            Sparse blocks run the paper block only: ``block='pre_ln'`` with ``sparse=True``
+            raises :class:`~iclconstruct.errors.ArgumentError` and with ``'auto'`` stays dense.
+            ``model.to_dense()`` gives the dense model back, equal to ``sparse=False``'s
+            (``torch.equal``; exact zeros may lose their sign).
     """
     if sparse not in (True, False, "auto"):
         raise ICLConstructError(f"sparse must be True, False or 'auto'; got {sparse!r}")
+    if sparse is True and block == "pre_ln":
+        raise ArgumentError("sparse=True: sparse blocks run the paper block (Eq. 4) only, not block='pre_ln' "
+                            "(no LayerNorm in front of attention, no attention biases); use block='paper' or sparse=False")
     if block not in BLOCK_STYLES:
         raise ICLConstructError(f"block={block!r} is not supported yet; available: {', '.join(BLOCK_STYLES)}")
     if dtype not in (torch.float64, torch.float32):
@@ -215,6 +246,16 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             n_heads, d_head, d_mlp = max(n_heads, ab.n_heads()), max(d_head, ab.d_head()), max(d_mlp, len(mb))
         return n_heads, d_head, d_mlp
 
+    if not pre_ln and sparse is not False:  # sizes from the sparse builders, before any dense weight
+        sb = sparse_builders(plans, lay, D, constants, max_len, scales)
+        n_heads, d_head, d_mlp = sparse_shapes(sb)
+        big = dense_param_count(len(plans), D, n_heads, d_head, d_mlp, lay.d + 1, int(max_len)) > SPARSE_AUTO_PARAMS
+        if sparse is True or big:
+            model = _sparse_model(program, sched, constants, scales, plans, sb, D, n_heads, d_head, d_mlp,
+                                  max_len, dtype)
+            return model if device is None else model.to(device)
+        del sb
+
     n_heads, d_head, d_mlp = shapes(D)
     if pre_ln and width is None and D != max(-(-D // d_head), n_heads) * d_head:
         D = max(-(-D // d_head), n_heads) * d_head  # GPT-2: n_embd = n_head·head_dim
@@ -236,6 +277,4 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         block=block, act_fn=constants.activation, ln_eps=constants.ln_eps, dtype=dtype)
     model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers(),
                                    W_E=W_E, W_pos=W_pos, operand_scales=scales)
-    if sparse is True or (sparse == "auto" and model.n_params() > SPARSE_AUTO_PARAMS):
-        model = model.to_sparse()
     return model if device is None else model.to(device)

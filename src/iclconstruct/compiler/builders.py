@@ -8,6 +8,11 @@
 * Lemma 6 (LayerNorm bypass) :func:`layernorm_bypass` with :func:`balance`, Lemma 8
   (division) :func:`division_setup` and :func:`restore_anchors` (module
   :mod:`iclconstruct.compiler.layernorm`).
+
+Their sparse twins (the same values as entries, for ``compile(..., sparse=True)``) are
+:class:`~iclconstruct.compiler.sparse_heads.SparseAttentionBuilder` and
+:class:`~iclconstruct.compiler.sparse_mlp.SparseMLPBuilder`, driven by
+:mod:`iclconstruct.compiler.sparse_build`.
 """
 from ..lang.embedding import position_units
 from .attention import AttentionBuilder, HeadWeights, attend_offset, attend_position, averaging_read

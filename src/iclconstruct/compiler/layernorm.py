@@ -65,7 +65,13 @@ def balance(W: np.ndarray, lay: Layout) -> np.ndarray:
     bal = lay.row("bal")
     W[..., bal] = 0.0
     flat = W.reshape(-1, W.shape[-1])
-    W[..., bal] = -np.array([math.fsum(v) for v in flat]).reshape(W.shape[:-1])
+    # fsum over each vector's non-zero entries only: the same exactly rounded sum (the +0.0 just
+    # written on bal makes an all-zero vector sum to +0.0 either way), without a pass over every zero
+    r, c = np.nonzero(flat)
+    vals = flat[r, c].tolist()
+    starts = np.searchsorted(r, np.arange(len(flat) + 1)).tolist()
+    sums = [math.fsum(vals[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    W[..., bal] = -np.array(sums, dtype=np.float64).reshape(W.shape[:-1])
     return W
 
 

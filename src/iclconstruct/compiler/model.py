@@ -34,6 +34,7 @@ from ..numerics.constants import Constants
 from ..lang.checks import check_guards, check_inputs
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .hooks import ActivationCache, HookManager
+from ..runtime.activations import activation, gelu_new  # noqa: F401  (gelu_new: imported from here by users)
 from ..runtime.checks import RangeMonitor
 from ..lang.interpreter import readout
 from ..lang.layout import Layout
@@ -92,18 +93,12 @@ class Attention(nn.Module):
         return out + self.b_O if self.bias else out
 
 
-def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh GeLU ``x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))``, written as TransformerLens and
-    Hugging Face write ``gelu_new``, so that exported models round the same way."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
 class MLP(nn.Module):
     """``W_out·GeLU(W_in·x + b_in) + b_out`` with the exact GeLU (``act_fn="gelu"``) or GPT-2's (``"gelu_new"``)."""
 
     def __init__(self, cfg: ConstructedTransformerConfig):
         super().__init__()
-        self.act = gelu_new if cfg.act_fn == "gelu_new" else F.gelu
+        self.act = activation(cfg.act_fn)
         z = lambda *s: nn.Parameter(torch.zeros(*s, dtype=cfg.dtype), requires_grad=False)
         self.W_in, self.b_in = z(cfg.d_model, cfg.d_mlp), z(cfg.d_mlp)
         self.W_out, self.b_out = z(cfg.d_mlp, cfg.d_model), z(cfg.d_model)
@@ -476,9 +471,10 @@ class ConstructedTransformer(nn.Module):
 
         return to_hf(self, n_examples)
 
-    def save(self, path) -> None:
-        """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`."""
-        save(self.to_dense() if self.is_sparse else self, path)
+    def save(self, path, **kw) -> None:
+        """Save into folder ``path`` (``model.safetensors`` + ``circuit.json``); see :func:`iclconstruct.io.save`
+        (a sparse model is saved dense; ``max_dense_bytes=`` bounds that)."""
+        save(self, path, **kw)
 
     def certify(self, n_examples: int):
         """A rigorous bound on ``|readout − exact program readout|`` for contexts of up to ``n_examples`` examples.

@@ -239,6 +239,16 @@ class Layout:
             raise LayoutError(f"slot {name!r} has {s.size} entries; entry {i} does not exist")
         return s.start + i
 
+    def rows_array(self, name: str, entries=None) -> np.ndarray:
+        """Rows of ``entries`` (default: all) of slot ``name`` as an int64 array (:meth:`row`, vectorised)."""
+        s = self[name]
+        if entries is None:
+            return np.arange(s.start, s.stop, dtype=np.int64)
+        e = np.asarray(entries, dtype=np.int64)
+        if e.size and (e.min() < 0 or e.max() >= s.size):
+            raise LayoutError(f"slot {name!r} has {s.size} entries; entries {e.min()}..{e.max()} do not all exist")
+        return s.start + e
+
     def slice(self, name: str) -> slice:
         """``slice`` of the rows of slot ``name`` (for the last axis of a residual tensor)."""
         s = self[name]

@@ -11,7 +11,10 @@ it was made from —
 — with queries and keys cut to the columns that are non-zero, the value/output maps and
 both MLP matrices stored as CSR tensors, and MLP units that are all zero (padding) dropped.
 Only the order in which non-zero terms are summed differs from the dense layer (round-off).
-:func:`to_dense` gives back the dense block, entry for entry.
+:func:`to_dense` gives back the dense block, entry for entry. A block is made from a dense
+block (``SparseBlock(block, config)``, what ``model.to_sparse()`` does) or, without any dense
+matrix, from sparse entries (:meth:`SparseBlock.from_parts`, what ``compile(..., sparse=True)``
+does); both give the same buffers. Paper block (Eq. 4) only.
 """
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ import math
 import warnings
 from typing import List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ArgumentError
+from .activations import activation
 
 __all__ = ["SparseBlock", "sparse_model", "dense_model", "density"]
 
@@ -32,6 +39,20 @@ def _csr(W: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         return W.to_sparse_csr()
+
+
+def _csr_of(rows, cols, vals, shape, dtype) -> torch.Tensor:
+    """A CSR tensor from entries, as ``dense.to_sparse_csr()`` stores it: sorted, no exact zeros."""
+    o = np.lexsort((cols, rows))
+    rows, cols = np.asarray(rows, np.int64)[o], np.asarray(cols, np.int64)[o]
+    v = torch.as_tensor(np.asarray(vals, np.float64)[o]).to(dtype)
+    keep = (v != 0).numpy()
+    rows, cols, v = rows[keep], cols[keep], v[torch.as_tensor(keep)]
+    crow = np.zeros(shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.sparse_csr_tensor(torch.as_tensor(crow), torch.as_tensor(cols), v, size=shape)
 
 
 def _spmm(Wt: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -79,17 +100,22 @@ class SparseBlock(nn.Module):
             V = torch.cat([A.W_V[h][:, c] for h, c in enumerate(vo)], dim=1)  # (D, ΣE_h)
             O = torch.cat([A.W_O[h][c, :] for h, c in enumerate(vo)], dim=0)  # (ΣE_h, D)
             units = torch.nonzero((M.W_in != 0).any(0) | (M.b_in != 0) | (M.W_out != 0).any(1)).flatten()
-        self.register_buffer("Wq", Wq)
-        self.register_buffer("Wk", Wk)
-        self.register_buffer("Vt", _csr(V.t().contiguous()))
-        self.register_buffer("Ot", _csr(O.t().contiguous()))
-        self.register_buffer("Wint", _csr(M.W_in[:, units].t().contiguous()))
-        self.register_buffer("Woutt", _csr(M.W_out[units, :].t().contiguous()))
-        self.register_buffer("b_in", M.b_in[units].clone())
-        self.register_buffer("b_out", M.b_out.clone())
+        self._install(Wq, Wk, _csr(V.t().contiguous()), _csr(O.t().contiguous()),
+                      _csr(M.W_in[:, units].t().contiguous()), _csr(M.W_out[units, :].t().contiguous()),
+                      M.b_in[units].clone(), M.b_out.clone(), qk, vo, units)
         # signed zeros (the balancing writes −0.0) so that to_dense() is bit for bit
         self.neg_zero = {f"{part}.{name}": torch.nonzero(torch.signbit(t) & (t == 0))
                          for part, mod in (("attn", A), ("mlp", M)) for name, t in mod.named_parameters()}
+
+    def _install(self, Wq, Wk, Vt, Ot, Wint, Woutt, b_in, b_out, qk, vo, units) -> None:
+        self.register_buffer("Wq", Wq)
+        self.register_buffer("Wk", Wk)
+        self.register_buffer("Vt", Vt)
+        self.register_buffer("Ot", Ot)
+        self.register_buffer("Wint", Wint)
+        self.register_buffer("Woutt", Woutt)
+        self.register_buffer("b_in", b_in)
+        self.register_buffer("b_out", b_out)
         self.qk_cols: List[torch.Tensor] = qk
         self.vo_cols: List[torch.Tensor] = vo
         self.units = units
@@ -98,6 +124,64 @@ class SparseBlock(nn.Module):
         for c in vo:
             self.head_slices.append((i, i + len(c)))
             i += len(c)
+
+    @classmethod
+    def from_parts(cls, config, heads, mlp, dense_cls) -> "SparseBlock":
+        """The block of one layer built sparse from the start (:mod:`iclconstruct.compiler.sparse_build`).
+
+        ``heads``: per head its ``(D, 2)`` query and key maps and the entries of its value map
+        (transposed) and output map (:class:`~iclconstruct.compiler.sparse_heads.SparseHead`);
+        ``mlp``: :class:`~iclconstruct.compiler.sparse_mlp.SparseMLPParts`. The buffers equal those
+        of ``SparseBlock(dense block)``; exact zeros are not stored, so ``to_dense()`` has ``+0.0``
+        where the dense build has ``−0.0``. Unit labels stay lazy.
+        """
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.config = config
+        self._dense_cls = dense_cls  # what to_dense() makes (compiler.model.Block)
+        H, D, E, m = config.n_heads, config.d_model, config.d_head, config.d_mlp
+        dt = config.dtype
+        self.shape = (H, D, E, m)
+        self.d_head = E
+        self.ln_eps = config.ln_eps
+        self.head_labels = [hd.label for hd in heads]
+        self.unit_labels = mlp.labels
+        qk = [np.flatnonzero((hd.W_Q != 0).any(0) | (hd.W_K != 0).any(0)) for hd in heads] + [np.zeros(0, np.int64)] * (H - len(heads))
+        kq = max([len(c) for c in qk] + [1])
+        Wq, Wk = torch.zeros(H, D, kq, dtype=dt), torch.zeros(H, D, kq, dtype=dt)
+        for h, hd in enumerate(heads):
+            Wq[h, :, : len(qk[h])] = torch.as_tensor(hd.W_Q[:, qk[h]])
+            Wk[h, :, : len(qk[h])] = torch.as_tensor(hd.W_K[:, qk[h]])
+        vo, vr, vc, vv, orow, oc, ov = [], [], [], [], [], [], []
+        off = 0
+        for hd in heads:
+            cols = np.unique(np.concatenate([hd.V.r, hd.O.r]))
+            vo.append(cols)
+            vr.append(off + np.searchsorted(cols, hd.V.r)), vc.append(hd.V.c), vv.append(hd.V.v)
+            orow.append(hd.O.c), oc.append(off + np.searchsorted(cols, hd.O.r)), ov.append(hd.O.v)
+            off += len(cols)
+        vo += [np.zeros(0, np.int64)] * (H - len(heads))
+        cat = lambda xs, dtp: np.concatenate(xs).astype(dtp) if xs else np.zeros(0, dtp)
+        n_units = len(mlp.units)
+        self._install(Wq, Wk, _csr_of(cat(vr, np.int64), cat(vc, np.int64), cat(vv, np.float64), (off, D), dt),
+                      _csr_of(cat(orow, np.int64), cat(oc, np.int64), cat(ov, np.float64), (D, off), dt),
+                      _csr_of(mlp.w_in.r, mlp.w_in.c, mlp.w_in.v, (n_units, D), dt),
+                      _csr_of(mlp.w_out.r, mlp.w_out.c, mlp.w_out.v, (D, n_units), dt),
+                      torch.as_tensor(mlp.b_in).to(dt), torch.as_tensor(mlp.b_out).to(dt),
+                      [torch.as_tensor(c, dtype=torch.int64) for c in qk],
+                      [torch.as_tensor(c, dtype=torch.int64) for c in vo], torch.as_tensor(mlp.units, dtype=torch.int64))
+        pads = [(h, i) for h, cols in enumerate(vo[: len(heads)]) for i in sorted(set(range(E)) - set(cols.tolist()))]
+        self.neg_zero = {}
+        if pads and mlp.bal is not None:
+            self.neg_zero["attn.W_O"] = torch.tensor([(h, i, mlp.bal) for h, i in pads], dtype=torch.int64)
+        out_neg = list(map(tuple, mlp.out_neg.tolist())) + [(k, mlp.bal) for k in range(mlp.m, m)]
+        if out_neg:
+            self.neg_zero["mlp.W_out"] = torch.tensor(out_neg, dtype=torch.int64)
+        if len(mlp.b_in_neg):
+            self.neg_zero["mlp.b_in"] = torch.as_tensor(mlp.b_in_neg, dtype=torch.int64)[:, None]
+        self.neg_fill = (torch.as_tensor(mlp.neg_fill, dtype=torch.int64), torch.as_tensor(mlp.one_pos, dtype=torch.int64),
+                         torch.as_tensor(mlp.one_neg, dtype=torch.int64), mlp.one)
+        return self
 
     def forward(self, h: torch.Tensor, hook, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -123,7 +207,7 @@ class SparseBlock(nn.Module):
     def mlp_sublayer(self, mid: torch.Tensor, hook, l: int) -> torch.Tensor:
         """``mid + MLP(LayerNorm(mid))`` (Eq. 4, second half) on CSR weights."""
         x = F.layer_norm(mid, (mid.shape[-1],), eps=self.ln_eps)
-        post = F.gelu(_spmm(self.Wint, x) + self.b_in)
+        post = activation(self.config.act_fn)(_spmm(self.Wint, x) + self.b_in)
         m = hook.block(l, "hook_mlp_out", _spmm(self.Woutt, post) + self.b_out)
         return hook.block(l, "hook_resid_post", mid + m)
 
@@ -144,6 +228,17 @@ class SparseBlock(nn.Module):
             blk.mlp.b_in[self.units] = self.b_in
             blk.mlp.b_out.copy_(self.b_out)
             params = dict(blk.named_parameters())
+            fill = getattr(self, "neg_fill", None)
+            if fill is not None and len(fill[0]):  # built sparse: whole W_in columns of −0.0 (negated rows)
+                cols, one_pos, one_neg, one = fill
+                W = blk.mlp.W_in
+                sub = W[:, cols]
+                W[:, cols] = torch.where(sub == 0, torch.full_like(sub, -0.0), sub)
+                W[one, one_pos] = torch.where(W[one, one_pos] == 0, torch.zeros_like(W[one, one_pos]), W[one, one_pos])
+            if fill is not None and len(fill[2]):
+                cols, one = fill[2], fill[3]
+                W = blk.mlp.W_in
+                W[one, cols] = torch.where(W[one, cols] == 0, torch.full_like(W[one, cols], -0.0), W[one, cols])
             for name, idx in self.neg_zero.items():
                 if len(idx):
                     params[name][tuple(idx.t())] = -0.0
@@ -161,7 +256,14 @@ def _with_blocks(model, blocks):
 
 
 def sparse_model(model):
-    """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched)."""
+    """A copy of ``model`` whose blocks are :class:`SparseBlock` (the dense one is untouched).
+
+    Paper block only: :class:`SparseBlock` has no LayerNorm in front of attention and no attention
+    biases, so a ``block='pre_ln'`` model raises :class:`~iclconstruct.errors.ArgumentError`.
+    """
+    if model.cfg.block != "paper":
+        raise ArgumentError(f"to_sparse(): sparse blocks run the paper block (Eq. 4) only; this model has "
+                            f"block={model.cfg.block!r} (compile with block='paper' to run sparse)")
     return _with_blocks(model, [b if isinstance(b, SparseBlock) else SparseBlock(b, model.cfg) for b in model.blocks])
 
 
