@@ -199,3 +199,25 @@ def test_sparse_built_model_refuses_what_the_dense_refuses():
     built = ic.compile(dense.program, dtype=torch.float32, sparse=True)
     assert built.is_sparse
     _refused_everywhere(built)
+
+
+def test_circuits_build_large_d_sparse_by_default_and_dense_refuses_before_allocating():
+    """The standard d = 20 ridge circuit is sparse by default (``sparse="auto"``) and predicts the
+    numpy ridge solution; asking for a dense model whose weights would not fit is refused up front,
+    naming ``sparse``, instead of running the machine out of memory."""
+    import pytest
+
+    from iclconstruct.errors import ArgumentError
+    from iclconstruct.runtime.sparse import SparseBlock
+
+    m = ic.circuits.ridge(20, 0.5, max_len=17)
+    assert all(isinstance(b, SparseBlock) for b in m.blocks)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2, 8, 20)) / np.sqrt(20)
+    y = np.einsum("bnd,bd->bn", X, rng.standard_normal((2, 20)))
+    pred = m.predict_prefixes(X, y)
+    ref = np.stack([np.einsum("bd,bd->b", X[:, k], ic.reference.ridge(X[:, :k], y[:, :k], 0.5)) for k in range(8)], 1)
+    np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-6)
+    assert not any(isinstance(b, SparseBlock) for b in ic.circuits.ridge(4, 0.5, max_len=9).blocks)  # small: dense
+    with pytest.raises(ArgumentError, match="sparse=False.*max_dense_bytes"):
+        ic.compile(ic.circuits.ridge_program(20, 0.5), sparse=False, max_len=17, max_dense_bytes=10 ** 6)

@@ -53,7 +53,8 @@ def batch_gd_algorithm(d: int, lr: float, steps: int = 1, lam: float = 0.0, w0=N
 
 
 def batch_gd(d: int, lr: float, steps: int = 1, lam: float = 0.0, w0=None, *, x_bound=None, y_bound=None,
-             w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64):
+             w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64,
+             sparse="auto", device=None):
     """Full-batch GD as a compiled transformer: ``steps`` times ``w ← w − 2·lr·(XᵀXw − Xᵀy + lam·w)``.
 
     Matches :func:`iclconstruct.reference.batch_gd` on every prefix (the readout at x̃
@@ -63,7 +64,7 @@ def batch_gd(d: int, lr: float, steps: int = 1, lam: float = 0.0, w0=None, *, x_
         d: input dimension. lr: step (2·lr convention). steps: GD steps. lam: L2 weight.
         w0: start (default 0). x_bound, y_bound: input bounds (defaults as :func:`~iclconstruct.circuits.sgd`).
         w_bound: bound on the iterates (default ``4 + 2√d``; checked at run time).
-        max_n: most examples per context. constants, dtype: see :func:`iclconstruct.compile`.
+        max_n: most examples per context. constants, dtype, sparse, device: see :func:`iclconstruct.compile` (``sparse="auto"``: sparse blocks above 20M dense parameters).
     """
     alg = batch_gd_algorithm(d, lr, steps, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound, max_n=max_n)
-    return alg.compile(constants=constants, dtype=dtype)
+    return alg.compile(constants=constants, dtype=dtype, sparse=sparse, device=device)

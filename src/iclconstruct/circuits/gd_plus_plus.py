@@ -63,7 +63,8 @@ def gd_plus_plus_algorithm(d: int, lr: float, gamma: float, steps: int = 1, *, x
 
 
 def gd_plus_plus(d: int, lr: float, gamma: float, steps: int = 1, *, x_bound=None, y_bound=None,
-                 w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64):
+                 w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64,
+                 sparse="auto", device=None):
     """GD++ as a compiled transformer; matches :func:`iclconstruct.reference.gd_plus_plus` on every prefix.
 
     ``gamma`` should stay below ``2/λ_max(XᵀX)`` (then ``‖H_k‖ ≤ 1`` and the transformed
@@ -71,4 +72,4 @@ def gd_plus_plus(d: int, lr: float, gamma: float, steps: int = 1, *, x_bound=Non
     :func:`batch_gd`.
     """
     alg = gd_plus_plus_algorithm(d, lr, gamma, steps, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound, max_n=max_n)
-    return alg.compile(constants=constants, dtype=dtype)
+    return alg.compile(constants=constants, dtype=dtype, sparse=sparse, device=device)

@@ -51,7 +51,8 @@ def newton_algorithm(d: int, steps: int, alpha=None, *, x_bound=None, y_bound=No
 
 
 def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y_bound=None, m_bound: float = 100.0,
-           w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64):
+           w_bound: Optional[float] = None, max_n: int = 64, constants=None, dtype: torch.dtype = torch.float64,
+           sparse="auto", device=None):
     """Iterative Newton as a compiled transformer: matches :func:`iclconstruct.reference.newton` on every prefix.
 
     Args:
@@ -64,13 +65,13 @@ def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y
             ``α = 1/(n + tr XᵀX)²`` — ``reference.newton(..., alpha="trace")``.
         m_bound: bound on the entries of ``n·M`` (they approach ``(XᵀX/n)⁺``, so
             ill-conditioned contexts need more; checked at run time). w_bound: bound on ``w``.
-        x_bound, y_bound, max_n, constants, dtype: as :func:`batch_gd`.
+        x_bound, y_bound, max_n, constants, dtype, sparse, device: as :func:`batch_gd`.
     """
     alg = newton_algorithm(d, steps, alpha, x_bound=x_bound, y_bound=y_bound, m_bound=m_bound, w_bound=w_bound,
                            max_n=max_n)
     if alpha is not None:
         alg.program().guard(alpha_guard(float(alpha), max_n))
-    return alg.compile(constants=constants, dtype=dtype)
+    return alg.compile(constants=constants, dtype=dtype, sparse=sparse, device=device)
 
 
 def alpha_guard(alpha: float, max_n: int) -> InputGuard:

@@ -53,7 +53,7 @@ def preconditioned_gd_algorithm(d: int, lr: float, steps: int = 1, P=None, *, x_
 
 def preconditioned_gd(d: int, lr: float, steps: int = 1, P=None, *, x_bound=None, y_bound=None,
                       w_bound: Optional[float] = None, max_n: int = 64, constants=None,
-                      dtype: torch.dtype = torch.float64):
+                      dtype: torch.dtype = torch.float64, sparse="auto", device=None):
     """Preconditioned GD as a compiled transformer; matches :func:`iclconstruct.reference.preconditioned_gd`.
 
     Args:
@@ -61,4 +61,4 @@ def preconditioned_gd(d: int, lr: float, steps: int = 1, P=None, *, x_bound=None
         Others as :func:`batch_gd`.
     """
     alg = preconditioned_gd_algorithm(d, lr, steps, P, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound, max_n=max_n)
-    return alg.compile(constants=constants, dtype=dtype)
+    return alg.compile(constants=constants, dtype=dtype, sparse=sparse, device=device)

@@ -158,7 +158,8 @@ def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None
 
 def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
           w_bound: Optional[float] = None, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
-          max_len: int = 1025, block: str = "paper", activation: Optional[str] = None):
+          max_len: int = 1025, block: str = "paper", activation: Optional[str] = None,
+          sparse="auto", device=None):
     """Theorem 2 as a compiled transformer: ridge regression, one Sherman–Morrison update per example.
 
     Matches :func:`iclconstruct.reference.ridge` (``(XᵀX + lam·I)⁻¹Xᵀy``) on every prefix;
@@ -168,8 +169,12 @@ def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optio
         d: input dimension. lam: ridge weight, ``> 0``.
         x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
             suit ``x, w ~ N(0, I)``: 6, 10(√d + 1), 4 + 2√d); inputs or iterates beyond them raise.
-        constants, dtype, max_len, block, activation: see :func:`iclconstruct.compile`
-            (``block="pre_ln"``: the GPT-2-style block that exports to TransformerLens / Hugging Face).
+        constants, dtype, max_len, block, activation, sparse, device: see :func:`iclconstruct.compile`
+            (``block="pre_ln"``: the GPT-2-style block that exports to TransformerLens / Hugging Face;
+            ``sparse="auto"``, the default here, builds large circuits — from d ≈ 17 — with sparse
+            blocks from the start: ridge at d = 64 takes seconds and under 1 GB, where dense weights
+            would need ≈ 54 GB; ``model.to_dense()`` gives the dense model).
     """
     p = ridge_program(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
-    return compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation)
+    return compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation,
+                   sparse=sparse, device=device)

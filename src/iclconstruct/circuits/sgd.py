@@ -145,7 +145,8 @@ def sgd_program_by_hand(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound
 
 def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float] = None,
         y_bound: Optional[float] = None, w_bound: Optional[float] = None, constants: Optional[Constants] = None,
-        dtype: torch.dtype = torch.float64, max_len: int = 1025, block: str = "paper", activation: Optional[str] = None):
+        dtype: torch.dtype = torch.float64, max_len: int = 1025, block: str = "paper", activation: Optional[str] = None,
+        sparse="auto", device=None):
     """Theorem 1 as a compiled transformer: one-pass SGD over the context.
 
     Matches :func:`iclconstruct.reference.sgd` (``w ← w − 2·lr·(x xᵀw − y x + lam·w)``,
@@ -156,7 +157,8 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
         w0: initial weights (default 0), baked into the weights.
         x_bound, y_bound, w_bound: magnitude bounds the constants are tuned for (defaults
             suit ``x, w ~ N(0, I)``: 6, 10(√d + 1), 4 + 2√d); inputs or iterates beyond them raise.
-        constants, dtype, max_len, block, activation: see :func:`iclconstruct.compile`. ``max_len``
+        constants, dtype, max_len, block, activation, sparse, device: see :func:`iclconstruct.compile`
+            (``sparse="auto"``, the default here: sparse blocks above 20M dense parameters). ``max_len``
             tokens is the longest context: ``(max_len − 1) / 2`` examples. ``block="pre_ln"``:
             the GPT-2-style block that exports to TransformerLens and Hugging Face.
 
@@ -165,7 +167,8 @@ def sgd(d: int, lr: float, lam: float = 0.0, w0=None, *, x_bound: Optional[float
     example: the step is then expansive along ``x_i`` and the iterates can grow without bound.
     """
     p = sgd_program(d, lr, lam, w0, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
-    return compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation)
+    return compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation,
+                   sparse=sparse, device=device)
 
 
 def stability_guards(lr: float, lam: float = 0.0):

@@ -32,7 +32,10 @@ from .schedule import LayerPlan, schedule
 from .admissible import check_constants
 from .sparse_build import dense_param_count, shapes as sparse_shapes, sparse_block, sparse_builders
 
-__all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS"]
+__all__ = ["compile", "BLOCK_STYLES", "SPARSE_AUTO_PARAMS", "MAX_DENSE_BYTES"]
+
+#: ``compile(sparse=False)`` refuses a dense model whose weights would take more bytes than this
+MAX_DENSE_BYTES = 8 * 2 ** 30
 
 #: ``compile(sparse='auto')`` switches to sparse blocks above this many (dense) parameters
 SPARSE_AUTO_PARAMS = 20_000_000
@@ -172,7 +175,7 @@ def _sparse_model(program, sched, constants, scales, plans, sb, D, n_heads, d_he
 
 def compile(program: Program, *, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
             max_len: int = DEFAULT_MAX_LEN, block: str = "paper", width: Optional[int] = None, device=None,
-            sparse=False, activation: Optional[str] = None):
+            sparse=False, activation: Optional[str] = None, max_dense_bytes: Optional[int] = MAX_DENSE_BYTES):
     """Compile ``program`` into a :class:`~iclconstruct.compiler.model.ConstructedTransformer`.
 
     Args:
@@ -204,6 +207,10 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             raises :class:`~iclconstruct.errors.ArgumentError` and with ``'auto'`` stays dense.
             ``model.to_dense()`` gives the dense model back, equal to ``sparse=False``'s
             (``torch.equal``; exact zeros may lose their sign).
+        max_dense_bytes: a dense paper-block model whose weights would take more bytes than this
+            (counted from the layer shapes, before any is built) is refused with
+            :class:`~iclconstruct.errors.ArgumentError` naming ``sparse`` instead of running out of
+            memory; ``None`` lifts the limit (default ``MAX_DENSE_BYTES`` = 8 GiB).
     """
     if sparse not in (True, False, "auto"):
         raise ICLConstructError(f"sparse must be True, False or 'auto'; got {sparse!r}")
@@ -246,15 +253,20 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             n_heads, d_head, d_mlp = max(n_heads, ab.n_heads()), max(d_head, ab.d_head()), max(d_mlp, len(mb))
         return n_heads, d_head, d_mlp
 
-    if not pre_ln and sparse is not False:  # sizes from the sparse builders, before any dense weight
+    if not pre_ln:  # sizes from the sparse builders, before any dense weight
         sb = sparse_builders(plans, lay, D, constants, max_len, scales)
         n_heads, d_head, d_mlp = sparse_shapes(sb)
-        big = dense_param_count(len(plans), D, n_heads, d_head, d_mlp, lay.d + 1, int(max_len)) > SPARSE_AUTO_PARAMS
-        if sparse is True or big:
+        n_dense = dense_param_count(len(plans), D, n_heads, d_head, d_mlp, lay.d + 1, int(max_len))
+        if sparse is True or (sparse == "auto" and n_dense > SPARSE_AUTO_PARAMS):
             model = _sparse_model(program, sched, constants, scales, plans, sb, D, n_heads, d_head, d_mlp,
                                   max_len, dtype)
             return model if device is None else model.to(device)
         del sb
+        nbytes = n_dense * torch.empty((), dtype=dtype).element_size()
+        if max_dense_bytes is not None and nbytes > max_dense_bytes:
+            raise ArgumentError(f"sparse={sparse!r}: the dense model would hold {n_dense:,} parameters "
+                                f"({nbytes / 2 ** 30:.1f} GiB > max_dense_bytes={max_dense_bytes:,}); pass sparse=True "
+                                "or sparse='auto' (built sparse from the start), or raise max_dense_bytes")
 
     n_heads, d_head, d_mlp = shapes(D)
     if pre_ln and width is None and D != max(-(-D // d_head), n_heads) * d_head:

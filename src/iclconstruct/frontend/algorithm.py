@@ -119,7 +119,8 @@ class Algorithm:
             raise ContextTooLongError(f"{T // 2} examples exceed max_n={self.max_n} of {self.name}; build it with "
                                       f"ic.algorithm(..., max_n={T // 2}) or more (larger max_n costs accuracy)")
 
-    def compile(self, *, constants=None, dtype: torch.dtype = torch.float64, max_len: Optional[int] = None):
+    def compile(self, *, constants=None, dtype: torch.dtype = torch.float64, max_len: Optional[int] = None,
+                sparse=False, device=None):
         """A :class:`~iclconstruct.ConstructedTransformer` running the algorithm (see :func:`iclconstruct.compile`).
 
         ``max_len`` (default ``2·max_n + 1``: ``max_n`` examples and a query) is the longest
@@ -128,7 +129,7 @@ class Algorithm:
         from ..compiler.build import compile as _compile
 
         return _compile(self.program(), constants=constants, dtype=dtype,
-                        max_len=2 * self.max_n + 1 if max_len is None else max_len)
+                        max_len=2 * self.max_n + 1 if max_len is None else max_len, sparse=sparse, device=device)
 
     def interpret(self, tokens) -> np.ndarray:
         """The program run exactly by :func:`iclconstruct.interpret`: the readout at every x̃ column ``(B, n_x)``."""
