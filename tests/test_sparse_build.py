@@ -221,3 +221,20 @@ def test_circuits_build_large_d_sparse_by_default_and_dense_refuses_before_alloc
     assert not any(isinstance(b, SparseBlock) for b in ic.circuits.ridge(4, 0.5, max_len=9).blocks)  # small: dense
     with pytest.raises(ArgumentError, match="sparse=False.*max_dense_bytes"):
         ic.compile(ic.circuits.ridge_program(20, 0.5), sparse=False, max_len=17, max_dense_bytes=10 ** 6)
+
+
+def test_sparse_models_deep_copy():
+    """``copy.deepcopy`` of a sparse model (torch cannot deep-copy CSR tensors by itself): the copy
+    predicts the same, and editing it leaves the original alone."""
+    import copy
+
+    m = ic.circuits.ridge(3, 0.5, max_len=9, sparse=True)
+    c = copy.deepcopy(m)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2, 4, 3))
+    y = X.sum(-1)
+    xq = rng.standard_normal((2, 3))
+    np.testing.assert_array_equal(c.predict(X, y, xq), m.predict(X, y, xq))
+    with torch.no_grad():
+        c.blocks[0].Wint.values().mul_(2.0)
+    assert not torch.equal(c.blocks[0].Wint.values(), m.blocks[0].Wint.values())

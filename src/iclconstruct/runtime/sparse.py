@@ -125,6 +125,24 @@ class SparseBlock(nn.Module):
             self.head_slices.append((i, i + len(c)))
             i += len(c)
 
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy`` (torch cannot deep-copy CSR tensors): every other attribute is deep-copied
+        as usual, the CSR buffers are rebuilt from clones of their index and value arrays."""
+        csr = {k: v for k, v in self._buffers.items() if v is not None and v.layout == torch.sparse_csr}
+        held = dict(self._buffers)
+        self._buffers.update({k: None for k in csr})
+        try:
+            new = self.__class__.__new__(self.__class__)
+            memo[id(self)] = new
+            for k, v in self.__dict__.items():
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        finally:
+            self._buffers.update(held)
+        for k, v in csr.items():
+            new._buffers[k] = torch.sparse_csr_tensor(v.crow_indices().clone(), v.col_indices().clone(),
+                                                      v.values().clone(), v.shape)
+        return new
+
     @classmethod
     def from_parts(cls, config, heads, mlp, dense_cls) -> "SparseBlock":
         """The block of one layer built sparse from the start (:mod:`iclconstruct.compiler.sparse_build`).
