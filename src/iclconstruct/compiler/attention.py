@@ -102,6 +102,16 @@ def averaging_read(lay: Layout, which: int, *, hardness: float, d_head: int, wid
     return WQ, WK
 
 
+def read_qk(lay: Layout, read: Read, *, hardness: float, max_len: int, d_head: int, width: int) -> QK:
+    """The query and key maps of one read (offset, position or averaging; §3 and Lemma 1)."""
+    kw = dict(hardness=hardness, d_head=d_head, width=width)
+    if read.kind == "offset":
+        return attend_offset(lay, read.k, max_len=max_len, **kw)
+    if read.kind == "position":
+        return attend_position(lay, read.k, max_len=max_len, **kw)
+    return averaging_read(lay, read.k, **kw)
+
+
 class AttentionBuilder:
     """The heads of one attention sublayer, specified in slot names.
 
@@ -149,12 +159,7 @@ class AttentionBuilder:
         return max(need)
 
     def _qk(self, read: Read, d_head: int) -> QK:
-        kw = dict(hardness=self.hardness, d_head=d_head, width=self.D)
-        if read.kind == "offset":
-            return attend_offset(self.lay, read.k, max_len=self.max_len, **kw)
-        if read.kind == "position":
-            return attend_position(self.lay, read.k, max_len=self.max_len, **kw)
-        return averaging_read(self.lay, read.k, **kw)
+        return read_qk(self.lay, read, hardness=self.hardness, max_len=self.max_len, d_head=d_head, width=self.D)
 
     def heads(self, d_head: int) -> List[HeadWeights]:
         """Weights of every head (the self head first), each padded to ``d_head``."""

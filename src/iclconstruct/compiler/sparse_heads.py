@@ -15,7 +15,7 @@ import numpy as np
 
 from ..lang.layout import Layout
 from ..lang.ops import Read
-from .attention import attend_offset, attend_position, averaging_read
+from .attention import read_qk
 from .sparse_coeffs import Coo, Eye, coo_sum, dense_rows, slot_coeffs
 
 __all__ = ["SparseHead", "SparseAttentionBuilder"]
@@ -77,12 +77,7 @@ class SparseAttentionBuilder:
         return max(need)
 
     def _qk(self, read: Read, d_head: int):
-        kw = dict(hardness=self.hardness, d_head=d_head, width=self.D)
-        if read.kind == "offset":
-            return attend_offset(self.lay, read.k, max_len=self.max_len, **kw)
-        if read.kind == "position":
-            return attend_position(self.lay, read.k, max_len=self.max_len, **kw)
-        return averaging_read(self.lay, read.k, **kw)
+        return read_qk(self.lay, read, hardness=self.hardness, max_len=self.max_len, d_head=d_head, width=self.D)
 
     def _out(self, dst_rows: np.ndarray) -> Coo:
         """``W_O`` row ``i`` = unit vector of ``dst_rows[i]``, balanced (``−1`` on ``bal``)."""
