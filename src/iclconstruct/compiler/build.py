@@ -267,8 +267,8 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
             raise ArgumentError(f"sparse={sparse!r}: the dense model would hold {n_dense:,} parameters "
                                 f"({nbytes / 2 ** 30:.1f} GiB > max_dense_bytes={max_dense_bytes:,}); pass sparse=True "
                                 "or sparse='auto' (built sparse from the start), or raise max_dense_bytes")
-
-    n_heads, d_head, d_mlp = shapes(D)
+    else:  # pre_ln; the paper block took its shapes from the sparse builders (the same cfg: test_sparse_build)
+        n_heads, d_head, d_mlp = shapes(D)
     if pre_ln and width is None and D != max(-(-D // d_head), n_heads) * d_head:
         D = max(-(-D // d_head), n_heads) * d_head  # GPT-2: n_embd = n_head·head_dim
         d_mlp = shapes(D)[2]  # heads as sized at the layout's width, as before the rounding
