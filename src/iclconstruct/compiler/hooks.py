@@ -121,6 +121,8 @@ class HookManager:
 
     def block(self, layer: int, name: str, x: torch.Tensor) -> torch.Tensor:
         """The hook point ``blocks.{layer}.{name}`` (see :func:`block_hook`)."""
+        if not self._hooks and not getattr(self._local, "hooks", None):
+            return x  # nothing registered: skip formatting the name
         return self(block_hook(layer, name), x)
 
     def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:

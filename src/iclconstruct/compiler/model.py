@@ -71,25 +71,64 @@ class Attention(nn.Module):
         self.d_head = e
         self.head_labels: List[str] = []
 
+    def _flat(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``W_QKV (d_model, 3·n_heads·d_head)`` and ``W_O (n_heads·d_head, d_model)`` as flat matrices.
+
+        Cached; rebuilt when a weight changes in place (its ``_version``) or is moved/replaced."""
+        ws = (self.W_Q, self.W_K, self.W_V, self.W_O)
+        key = tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in ws)
+        if getattr(self, "_flat_key", None) != key:
+            h, d, e = self.W_Q.shape
+            flat = lambda w: w.detach().permute(1, 0, 2).reshape(d, h * e)
+            self._flat_cache = (torch.cat([flat(self.W_Q), flat(self.W_K), flat(self.W_V)], dim=1),
+                                self.W_O.detach().reshape(h * e, d))
+            self._flat_key = key
+        return self._flat_cache
+
+    def _causal_bias(self, T: int, like: torch.Tensor) -> torch.Tensor:
+        """``(T, T)``: 0 on and below the diagonal, −inf above (cached)."""
+        m = getattr(self, "_bias_cache", None)
+        if m is None or m.shape[0] < T or m.device != like.device or m.dtype != like.dtype:
+            m = torch.zeros(T, T, dtype=like.dtype, device=like.device)
+            m.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=like.device).triu(1), float("-inf"))
+            self._bias_cache = m
+        return m[:T, :T]
+
     def forward(self, h: torch.Tensor, hook: HookManager, l: int, kv: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Queries from ``h``; keys and values from ``kv`` (default ``h``, causal ``mask``: True = hidden)."""
-        kv = h if kv is None else kv
-        q = einsum(h, self.W_Q, "b t d, h d e -> b t h e")
-        k = einsum(kv, self.W_K, "b t d, h d e -> b t h e")
+        """Queries from ``h``; keys and values from ``kv`` (default ``h``, causal ``mask``: True = hidden).
+
+        The projections are one matrix product with the heads' weights side by side (as a
+        fused QKV layer), the scores one batched ``baddbmm`` with the mask as an additive
+        ``−inf`` bias; every hook point sees the per-head tensors named as in TransformerLens
+        (``hook_q`` ``(b, t, h, e)``, ``hook_attn_scores`` ``(b, h, q, k)``, …)."""
+        W_QKV, W_O = self._flat()
+        nh, e = self.W_Q.shape[0], self.d_head
+        B, T = h.shape[0], h.shape[1]
+        if kv is None:
+            S = T
+            qkv = (h @ W_QKV).view(B, T, 3, nh, e).permute(2, 0, 3, 1, 4).contiguous()  # (3, b, h, t, e)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        else:
+            S = kv.shape[1]
+            q = (h @ W_QKV[:, :nh * e]).view(B, T, nh, e).transpose(1, 2).contiguous()
+            kvp = (kv @ W_QKV[:, nh * e:]).view(B, S, 2, nh, e).permute(2, 0, 3, 1, 4).contiguous()
+            k, v = kvp[0], kvp[1]
         if self.bias:
-            q, k = q + self.b_Q, k + self.b_K
-        q = hook.block(l, "attn.hook_q", q)
-        k = hook.block(l, "attn.hook_k", k)
-        v = hook.block(l, "attn.hook_v", einsum(kv, self.W_V, "b t d, h d e -> b t h e"))
-        scores = einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.d_head)
-        if mask is None:
-            T = h.shape[1]
-            mask = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
-        scores = hook.block(l, "attn.hook_attn_scores", scores.masked_fill(mask, float("-inf")))
+            q = q + self.b_Q[:, None, :]
+            k = k + self.b_K[:, None, :]
+        if hook.active:  # hook points see (b, t, h, e); a returned tensor replaces the activation
+            q, k, v = (hook.block(l, f"attn.hook_{n}", x.transpose(1, 2)).transpose(1, 2)
+                       for n, x in (("q", q), ("k", k), ("v", v)))
+        bias = self._causal_bias(T, q) if mask is None else \
+            torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask, float("-inf"))
+        scores = torch.baddbmm(bias, q.reshape(B * nh, T, e), k.reshape(B * nh, S, e).transpose(1, 2),
+                               alpha=1.0 / math.sqrt(e)).view(B, nh, T, S)
+        scores = hook.block(l, "attn.hook_attn_scores", scores)
         pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
-        z = hook.block(l, "attn.hook_z", einsum(pattern, v, "b h q k, b k h e -> b q h e"))
-        out = einsum(z, self.W_O, "b q h e, h e d -> b q d")
+        z = torch.bmm(pattern.reshape(B * nh, T, S), v.reshape(B * nh, S, e)).view(B, nh, T, e).transpose(1, 2)
+        z = hook.block(l, "attn.hook_z", z)
+        out = z.reshape(B, T, nh * e) @ W_O
         return out + self.b_O if self.bias else out
 
 
