@@ -208,8 +208,12 @@ class PlainBlock(torch.nn.Module):
 
 def section_plain():
     rng = np.random.default_rng(1)
-    for name, mk, d, n in (("ridge", lambda: ic.circuits.ridge(8, 0.1), 8, 16),
-                           ("sgd", lambda: ic.circuits.sgd(16, 0.001), 16, 32)):
+    for name, mk, d, n in (("ridge", lambda: ic.circuits.ridge(8, 0.1, sparse=False), 8, 16),
+                           ("ridge", lambda: ic.circuits.ridge(4, 0.5, sparse=False), 4, 32),
+                           ("ridge", lambda: ic.circuits.ridge(16, 0.5, sparse=False), 16, 8),
+                           ("sgd", lambda: ic.circuits.sgd(16, 0.001, sparse=False), 16, 32),
+                           ("sgd", lambda: ic.circuits.sgd(64, 0.001, sparse=False), 64, 32),
+                           ("sgd", lambda: ic.circuits.sgd(4, 0.01, sparse=False), 4, 16)):
         key = f"{name} d={d} n={n}"
         if done("plain", key):
             continue

@@ -57,6 +57,11 @@ class LayerWeights:
     mlp: MLPWeights
 
 
+#: the attention sublayer caches its query/key/value maps side by side (one matrix product per
+#: layer instead of three) while that copy takes at most this many bytes
+FUSED_QKV_MAX_BYTES = 64 * 2**20
+
+
 class Attention(nn.Module):
     """Causal multi-head softmax attention, weights as ``W_Q[n_heads, d_model, d_head]`` (TransformerLens)."""
 
@@ -71,24 +76,29 @@ class Attention(nn.Module):
         self.d_head = e
         self.head_labels: List[str] = []
 
-    def _flat(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``W_QKV (d_model, 3·n_heads·d_head)`` and ``W_O (n_heads·d_head, d_model)`` as flat matrices.
+    def _flat(self) -> Optional[torch.Tensor]:
+        """``W_QKV (d_model, 3·n_heads·d_head)``: the heads' query, key and value maps side by side.
 
-        Cached; rebuilt when a weight changes in place (its ``_version``) or is moved/replaced."""
-        ws = (self.W_Q, self.W_K, self.W_V, self.W_O)
-        key = tuple((w.data_ptr(), w._version, w.device, w.dtype) for w in ws)
-        if getattr(self, "_flat_key", None) != key:
-            h, d, e = self.W_Q.shape
+        Cached (a copy of the three maps) while it is at most :data:`FUSED_QKV_MAX_BYTES`;
+        ``None`` above that, where the projections run per map without the copy. Rebuilt when a
+        weight changes in place (its ``_version``) or is moved or replaced (its storage: the cache
+        holds the weights it was built from, so their storage cannot be reused meanwhile)."""
+        P = self._parameters
+        ws = (P["W_Q"], P["W_K"], P["W_V"])
+        if 3 * ws[0].numel() * ws[0].element_size() > FUSED_QKV_MAX_BYTES:
+            return None
+        key = [x for w in ws for x in (w.data_ptr(), w._version)]
+        if self.__dict__.get("_flat_key") != key:
+            h, d, e = ws[0].shape
             flat = lambda w: w.detach().permute(1, 0, 2).reshape(d, h * e)
-            self._flat_cache = (torch.cat([flat(self.W_Q), flat(self.W_K), flat(self.W_V)], dim=1),
-                                self.W_O.detach().reshape(h * e, d))
+            self._flat_cache = (torch.cat([flat(w) for w in ws], dim=1), ws)
             self._flat_key = key
-        return self._flat_cache
+        return self._flat_cache[0]
 
     def _causal_bias(self, T: int, like: torch.Tensor) -> torch.Tensor:
         """``(T, T)``: 0 on and below the diagonal, −inf above (cached)."""
-        m = getattr(self, "_bias_cache", None)
-        if m is None or m.shape[0] < T or m.device != like.device or m.dtype != like.dtype:
+        m = self.__dict__.get("_bias_cache")
+        if m is None or m.shape[0] < T or m.dtype != like.dtype or m.device != like.device:
             m = torch.zeros(T, T, dtype=like.dtype, device=like.device)
             m.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=like.device).triu(1), float("-inf"))
             self._bias_cache = m
@@ -102,10 +112,14 @@ class Attention(nn.Module):
         fused QKV layer), the scores one batched ``baddbmm`` with the mask as an additive
         ``−inf`` bias; every hook point sees the per-head tensors named as in TransformerLens
         (``hook_q`` ``(b, t, h, e)``, ``hook_attn_scores`` ``(b, h, q, k)``, …)."""
-        W_QKV, W_O = self._flat()
+        W_QKV = self._flat()
         nh, e = self.W_Q.shape[0], self.d_head
         B, T = h.shape[0], h.shape[1]
-        if kv is None:
+        if W_QKV is None:  # large maps: per map, (b, 1, t, d) @ (h, d, e), no fused copy
+            kv_ = h if kv is None else kv
+            S = kv_.shape[1]
+            q, k, v = h.unsqueeze(1) @ self.W_Q, kv_.unsqueeze(1) @ self.W_K, kv_.unsqueeze(1) @ self.W_V
+        elif kv is None:
             S = T
             qkv = (h @ W_QKV).view(B, T, 3, nh, e).permute(2, 0, 3, 1, 4).contiguous()  # (3, b, h, t, e)
             q, k, v = qkv[0], qkv[1], qkv[2]
@@ -128,7 +142,7 @@ class Attention(nn.Module):
         pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
         z = torch.bmm(pattern.reshape(B * nh, T, S), v.reshape(B * nh, S, e)).view(B, nh, T, e).transpose(1, 2)
         z = hook.block(l, "attn.hook_z", z)
-        out = z.reshape(B, T, nh * e) @ W_O
+        out = z.reshape(B, T, nh * e) @ self.W_O.reshape(nh * e, -1)
         return out + self.b_O if self.bias else out
 
 
