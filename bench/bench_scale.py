@@ -313,11 +313,13 @@ def _fmt_s(x):
     return f"{x * 1e3:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def tables():
+def tables(only=None):
+    """Splice the measured tables into docs/scale.md (``only``: the sections to rewrite, default all)."""
+    want = lambda sec: only is None or sec in only
     stamp = (f"_Measured {time.strftime('%Y-%m-%d')} by `python bench/bench_scale.py` on {platform.machine()}, "
              f"1 torch thread, torch {torch.__version__}, CPU only (no GPU was available)._")
     text = DOC.read_text()
-    rs = rows("stream")
+    rs = rows("stream") if want("stream") else []
     if rs:
         full = [(int(r["n"]), float(r["full_s"])) for r in rs if r["full_s"]]
         e_full = fit_exponent(*zip(*full)) if len(full) >= 2 else float("nan")
@@ -356,7 +358,7 @@ def tables():
                          f"different times on a shared machine; the load drifted by up to ~5× between rows, as the "
                          f"pruned column shows.)")
         text = _splice(text, "stream", stamp + "\n\n" + "\n".join(lines))
-    rp = rows("plain")
+    rp = rows("plain") if want("plain") else []
     if rp:
         lines = ["| circuit | d | n | layers run | D | heads × d_head | d_mlp | library (check=False) | library (checked) | plain torch | ratio | ratio (checked) |",
                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -365,7 +367,7 @@ def tables():
                          f"{r['d_mlp']} | {_fmt_s(r['library_s'])} | {_fmt_s(r['library_checked_s'])} | {_fmt_s(r['plain_s'])} | "
                          f"{float(r['ratio']):.2f} | {float(r['ratio_checked']):.2f} |")
         text = _splice(text, "plain", stamp + "\n\n" + "\n".join(lines))
-    rs = rows("sparse")
+    rs = rows("sparse") if want("sparse") else []
     if rs:
         ok = [r for r in rs if r["status"] == "ok"]
         lines = ["| circuit | d | D | d_mlp | parameters (dense) | non-zero | dense build | → sparse | predict n=32: dense | sparse | "
@@ -409,6 +411,8 @@ if __name__ == "__main__":
     if what == "sparse-one":
         sparse_one(sys.argv[2], int(sys.argv[3]))
         sys.exit(0)
-    {"stream": section_stream, "plain": section_plain, "sparse": section_sparse, "addcost": section_addcost,
-     "tables": tables}[what]()
+    if what == "tables":
+        tables(sys.argv[2:] or None)  # e.g. `tables plain`: rewrite only that table
+        sys.exit(0)
+    {"stream": section_stream, "plain": section_plain, "sparse": section_sparse, "addcost": section_addcost}[what]()
     print("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MB")

@@ -30,6 +30,7 @@ The result, :class:`CellPlan`, lists for every layer as run the columns to evalu
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -485,6 +486,7 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
                 required.append((base[si] + int(b) * nl, J[hit & (last == b)]))
 
     per_seg_cols: List[List[np.ndarray]] = []
+    busy: List[int] = []  # layers as run with at least one column (collected here: O(cells), not O(layers))
     for si in range(len(segs) - 1, -1, -1):
         unit, times, nl, is_loop, _ = segs[si]
         windowed = lo > 0 and si <= memo_seg
@@ -526,6 +528,8 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
                 for a in atoms:
                     nd[a] = nd[a] | src
             cols_of_iter[b] = np.flatnonzero(run)
+            if len(cols_of_iter[b]):
+                busy.extend(range(base[si] + b * nl, base[si] + (b + 1) * nl))
             if windowed:
                 split()
                 if is_loop:
@@ -535,8 +539,10 @@ def plan_cells(schedule: Schedule, layout: Layout, T: int, readout_cols: Sequenc
         if windowed:
             for a in range(n_atoms):
                 req[a] |= entry[a]
-        per_seg_cols.append([c for c in cols_of_iter for _ in range(nl)])
+        per_seg_cols.append(cols_of_iter if nl == 1 else list(itertools.chain.from_iterable(zip(*[cols_of_iter] * nl))))
     per_seg_cols.reverse()
-    columns = [c for seg in per_seg_cols for c in seg]
+    columns = list(itertools.chain.from_iterable(per_seg_cols))
     layers = list(block_of) if block_of is not None else []
-    return CellPlan(T=T, layers=layers, columns=columns, readout=np.flatnonzero(ro), required=required)
+    plan = CellPlan(T=T, layers=layers, columns=columns, readout=np.flatnonzero(ro), required=required)
+    plan._busy = sorted(busy)
+    return plan
