@@ -25,10 +25,10 @@ __all__ = ["RangeMonitor"]
 
 def _absmax_per_row(v: torch.Tensor) -> torch.Tensor:
     """``max |v|`` over all axes but the last; non-finite entries count as ``inf``."""
-    a = torch.where(torch.isfinite(v), v.abs(), torch.full_like(v, float("inf")))
-    if a.numel() == 0:
-        return torch.zeros(a.shape[-1], dtype=a.dtype, device=a.device)
-    return a.reshape(-1, a.shape[-1]).amax(0)
+    if v.numel() == 0:
+        return torch.zeros(v.shape[-1], dtype=v.dtype, device=v.device)
+    m = v.reshape(-1, v.shape[-1]).abs().amax(0)  # amax propagates NaN, |±inf| = inf
+    return torch.nan_to_num(m, nan=float("inf"), posinf=float("inf"))
 
 
 class RangeMonitor:
@@ -38,6 +38,7 @@ class RangeMonitor:
         self.model = model
         self.pending: List[Tuple] = []  # (kind, layer, block, payload tensor, extra)
         self._rows: Dict[Tuple[int, str], Tuple] = {}
+        self._skip: Dict[int, torch.Tensor] = {}  # anchor and pair rows (left out of the column norm)
 
     def _written(self, bi: int, part: str, device):
         key = (bi, part)
@@ -74,9 +75,12 @@ class RangeMonitor:
         lay, c = m.layout, m.constants
         if h.numel() == 0:
             return
-        sq = h.double() ** 2
-        skip = lay.rows("anchor") + lay.rows("pair")
-        norm_sq = sq.sum(-1) - sq[..., skip].sum(-1)
+        hd = h.double()
+        sq = hd * hd
+        skip = self._skip.get(bi)
+        if skip is None or skip.device != h.device:
+            skip = self._skip[bi] = torch.as_tensor(lay.rows("anchor") + lay.rows("pair"), dtype=torch.long, device=h.device)
+        norm_sq = sq.sum(-1) - sq.index_select(-1, skip).sum(-1)
         if plan.divisor is None:
             rel = norm_sq / (4.0 * c.ln_anchor ** 2)
         else:  # M·|c| from the pair rows, written from c as this layer's attention read it: the divisor's
