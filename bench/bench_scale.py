@@ -354,9 +354,7 @@ def tables(only=None):
             lines.append(f"One streaming add measured in the same time window (interleaved, median): at n ≈ {r['n_big']} "
                          f"{_fmt_s(r['add_big_s'])}, at n ≈ {r['n_small']} {_fmt_s(r['add_small_s'])} — ratio "
                          f"{float(r['ratio']):.2f}; blocks run per add: {float(r['cells_per_add_big']):.1f} vs "
-                         f"{float(r['cells_per_add_small']):.1f}. (The \"one add\" column above was measured at "
-                         f"different times on a shared machine; the load drifted by up to ~5× between rows, as the "
-                         f"pruned column shows.)")
+                         f"{float(r['cells_per_add_small']):.1f} (`bench_scale.py addcost`).")
         text = _splice(text, "stream", stamp + "\n\n" + "\n".join(lines))
     rp = rows("plain") if want("plain") else []
     if rp:
