@@ -354,9 +354,9 @@ class _Analysis:
         tr, rnd, out, k = self._gelu_product((Bm + em) / sx, (Bc + ec) / sy, sx, sy, op.scale, rx, ry)
         prop = abs(op.scale) * (Bm * ec + Bc * em + em * ec)  # |m̂ĉ − m·c| for the read operands
         clear = mu + (Vm + mu) * phi  # the clear reads m̃; its own error cancels against the residual's (old_err)
-        z = (Vm + mu) * (1 + phi)
-        lin = clear + 1.07 * gamma(8, u) * z + float(lin_round(np.array([Vm]))[0])
-        term_abs = Vm + out
+        z = (Vm + mu) * (1 + phi)  # |the clear pair's input|
+        lin = clear + 1.07 * gamma(8, u) * z + float(lin_round(np.array([z]))[0])
+        term_abs = z + out
         e = lin + prop + tr + rnd + gamma(k + 4, u) * term_abs + u * (Vm + term_abs)  # + Σ of k + 2 unit outputs, residual add
         self._note("product_truncation", tr)
         self._note("roundoff", rnd)
