@@ -157,3 +157,18 @@ def test_certificate_holds_on_random_programs_with_reductions(prog, data, dtype)
     except OutOfRangeError:
         return
     assert err <= cert.max_abs_error, (err, cert)
+
+
+def test_sum_whose_count_is_its_own_destination_is_not_certified():
+    """``sum(src, dst, count=dst)``: the averaging read overwrites the count before the MLP multiplies
+    by it, so the model computes ``mean·mean``, not the sum; the certificate must not vouch for it."""
+    p = ic.Program(1)
+    p.slot("n", 1, bound=80.0)
+    p.count("n")
+    p.sum("y", "n", count="n")
+    p.readout("n", columns="all")
+    m = ic.compile(p, max_len=17)
+    X = np.random.default_rng(0).standard_normal((2, 4, 1))
+    tok = ic.tokens.encode(X, X[..., 0], X[:, 0])
+    assert _measured(m, tok) > 1e-2  # the model is wrong here
+    assert math.isinf(m.certify(4).max_abs_error)
