@@ -204,6 +204,7 @@ class _Analysis:
         rho_mean = 2.0 * leak_mean + gamma(T + 6, u)
         newB, newE, drift = {}, {}, 0.0
         n_terms = self.m.n_heads * self.m.d_head + 2
+
         def move(src: str, dst: str, rho: float, cap: float) -> float:
             """``dst ← src`` through a head (leak ``rho``), the self head subtracting the old value; returns the drift."""
             Vold, Vs = self.V(dst), self.V(src)
