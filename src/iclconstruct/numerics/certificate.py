@@ -143,6 +143,8 @@ class _Analysis:
         self.B["y"], self.B["x"] = lay["y"].bound, lay["x"].bound
         for name in ("one", "is_y", "pos"):  # readable system rows: exact, in [0, 1]
             self.B[name], self.E[name] = 1.0, 0.0
+        # pos holds float64 t/P (the interpreter's values); a float32 model rounds it: ≤ u·|pos| ≤ u
+        self.E["pos"] = 0.0 if model.dtype == torch.float64 else unit_roundoff(model.dtype)
         u = self.u
         # embedding: the bal row is −(y + Σx) rounded, plus the rounded position part
         self.F = gamma(lay.d + 3, u) * (lay["y"].bound + lay.d * lay["x"].bound) + 8 * u * (2 * self.c.ln_anchor + 4)
@@ -192,7 +194,7 @@ class _Analysis:
 
     # -------------------------------------------------------------- attention
     def attention(self, plan, layer: int) -> None:
-        from ..lang.ops import Aff, Mov
+        from ..lang.ops import Aff, Count, Mov, Sum
 
         u, T, lay = self.u, self.T, self.lay
         leak = self._hard_leak(T)
@@ -202,26 +204,35 @@ class _Analysis:
         rho_mean = 2.0 * leak_mean + gamma(T + 6, u)
         newB, newE, drift = {}, {}, 0.0
         n_terms = self.m.n_heads * self.m.d_head + 2
+
+        def move(src: str, dst: str, rho: float, cap: float) -> float:
+            """``dst ← src`` through a head (leak ``rho``), the self head subtracting the old value; returns the drift."""
+            Vold, Vs = self.V(dst), self.V(src)
+            newE[dst] = self.E.get(src, 0.0) + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
+            self._note("attention", rho * Vs + rho_hard * Vold)
+            newB[dst] = min(self.B.get(src, 0.0), cap)
+            return gamma(n_terms, u) * 2 * (Vs + Vold)
+
         for op in plan.attn_ops:
             dst = op.dst
             Vold = self.V(dst)
             if isinstance(op, Mov):
-                rho = rho_mean if op.read.kind == "mean" else rho_hard
-                Vs = self.V(op.src)
-                e = self.E.get(op.src, 0.0) + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
-                self._note("attention", rho * Vs + rho_hard * Vold)
-                newB[dst] = min(self.B.get(op.src, 0.0), lay[dst].bound * (1 + 1e-12))
-                drift += gamma(n_terms, u) * 2 * (Vs + Vold)
-            elif not isinstance(op, Aff):  # ops this analysis does not cover (count, sum): not certified
+                drift += move(op.src, dst, rho_mean if op.read.kind == "mean" else rho_hard, lay[dst].bound * (1 + 1e-12))
+                continue
+            if not isinstance(op, (Aff, Count)):  # no other op runs in an attention sublayer: not certified
                 newB[dst], newE[dst] = lay[dst].bound, math.inf
                 continue
-            else:  # Aff in the self head: a linear map of the column, exact up to leak and round-off
-                eb, mag, bnd = self._linear(op.terms, op.bias, lay[dst].size)
-                e = eb + rho_hard * (mag + Vold) + gamma(n_terms + 3, u) * (mag + 2 * Vold)
+            else:  # Aff or Count in the self head: a linear map of the column, exact up to leak and round-off
+                terms, bias, e0, b0 = self._affine(op)
+                eb, mag, bnd = self._linear(terms, bias, lay[dst].size)
+                e = eb + e0 + rho_hard * (mag + Vold) + gamma(n_terms + 3, u) * (mag + 2 * Vold)
                 self._note("attention", rho_hard * (mag + Vold))
-                newB[dst] = min(bnd, lay[dst].bound * (1 + 1e-12))
+                newB[dst] = min(bnd, b0, lay[dst].bound * (1 + 1e-12))
                 drift += gamma(n_terms, u) * 2 * (mag + Vold)
             newE[dst] = e
+        for op in plan.mlp_ops:  # a sum's averaging read over the ỹ columns (build._attention): dst ← mean(src)
+            if isinstance(op, Sum):  # the mean is bounded by B_src, not by dst's bound (no check until the MLP)
+                drift += move(op.src, op.dst, rho_mean, math.inf)
         K = self.c.ln_anchor
         if plan.divisor is not None:
             # Lemma 8 set-up: pair ← ±M·c (read through the self head), anchors silenced, targets cleared
@@ -247,6 +258,116 @@ class _Analysis:
         for name in newE:
             self._record(layer, "attn", name)
 
+    def _count_terms(self):
+        """``(terms, e0)``: the count ``⌊(t + 1)/2⌋ = (P·pos₀ + is_y)/2`` as the compiler forms it
+        (:func:`~iclconstruct.lang.embedding.count_terms`, ``P = max_len``), and the error ``e0`` of that
+        expression in exact arithmetic on the rows' exact values: ``pos₀`` is ``t/P`` rounded to float64."""
+        from ..lang.embedding import count_terms
+
+        P = float(self.m.max_len)
+        return tuple(count_terms(self.m.max_len).items()), P / 2 * 2.0 ** -53  # (P/2)·|fl₆₄(t/P) − t/P| ≤ (P/2)·2⁻⁵³
+
+    def _affine(self, op):
+        """``(terms, bias, e0, b0)`` of an ``Aff`` or ``Count`` op: its linear map, the error of that map
+        on exact rows (``e0``) and a bound on its exact value (``b0``; a count is at most ``n = (T − 1)/2``)."""
+        from ..lang.ops import Count
+
+        if isinstance(op, Count):
+            terms, e0 = self._count_terms()
+            return terms, None, e0, float((self.T - 1) // 2)
+        return op.terms, op.bias, 0.0, math.inf
+
+    def _cancel_read(self, terms, size: int, mu: float, phi: float, cancels: Tuple[str, ...] = ()):
+        """Per row (``error``, ``Σ|w|·|ĥ|``) of ``Σ W·h[s]`` read by MLP units with ``cancel_mean=True``.
+
+        Their weights' sum sits on the row ``one`` (exactly 1) and in the bias (``MLPBuilder.weights``),
+        so with ``ĥ_r = (h_r − μ̂)(1 + φ_r)`` the computed mean ``μ̂`` cancels: the read errs by
+        ``Σ_s |W_s|·(E_s + (V_s + μ̂)φ) + |ΣW|·(1 + μ̂)φ`` (the ``one`` row's coefficient ``−ΣW``), and a
+        slot in ``cancels`` (the old value, subtracted from the residual's own copy) loses its ``E_s``.
+        ``Σ|w|·|ĥ|`` (bias included) sizes the round-off of the units' inputs.
+        """
+        err, rsum, wsum = np.zeros(size), np.zeros(size), np.zeros(size)
+        for s, W in terms:
+            W = np.asarray(W, dtype=np.float64)
+            rows = np.abs(W).sum(axis=1)
+            wsum += W.sum(axis=1)
+            # a read of s: its own error (unless it cancels) and LayerNorm's relative error on |h − μ̂|
+            err += rows * ((0.0 if s in cancels else self.E.get(s, 0.0)) + (self.V(s) + mu) * phi)
+            rsum += rows * (self.V(s) + mu) * (1 + phi)
+        err += np.abs(wsum) * (1 + mu) * phi  # the row one (h = 1) carries −ΣW
+        rsum += np.abs(wsum) * ((1 + mu) * (1 + phi) + 1)  # … and the bias +ΣW
+        return err, rsum
+
+    def _gelu_product(self, al: float, be: float, sx: float, sy: float, coef: float, rx: float, ry: float):
+        """``(truncation, round-off, Σ|unit outputs|, units)`` of ``coef·x·y`` by Lemma 4's units
+        (:func:`~iclconstruct.compiler.mlp.product_units`: scales ``sx, sy``; Richardson if ``product_order=4``),
+        for read operands ``|x| ≤ al·sx``, ``|y| ≤ be·sy`` whose units' inputs sum ``rx``, ``ry`` in magnitude.
+
+        Against ``coef·x·y`` of the operands as read: the truncation (:func:`product_truncation`), each
+        unit's input round-off ``δ ≤ γ₈·Σ|w||ĥ|`` (≤ 5 terms and a bias, weights rounded twice) carried by
+        ``|G'| ≤ 1.07``, and GeLU's own ``GELU_ROUNDOFF·u·|z|``. ``|G(z)| ≤ |z|(1/2 + |z|/√(2π))`` sizes the outputs.
+        """
+        c, u = self.c, self.u
+        N = c.product_scale
+        tr = abs(coef) * sx * sy * product_truncation(al, be, N, c.product_order)  # Lemma 4 truncation
+        groups = ((4.0 / 3.0, 2.0 * N), (1.0 / 3.0, N)) if c.product_order == 4 else ((1.0, N),)
+        rnd = out = 0.0
+        for cj, Nj in groups:
+            g = abs(coef * cj) * sx * sy * _SQRT_PI_2 * Nj * Nj  # the units' output gain
+            dx, dy = gamma(8, u) * rx / (sx * Nj), gamma(8, u) * ry / (sy * Nj)  # input round-off of the (x), (y) units
+            zs = (al / Nj + be / Nj + dx + dy, al / Nj + dx, be / Nj + dy)  # |computed inputs|: (x+y), (x), (y)
+            rnd += g * (1.07 * 2 * (dx + dy) + GELU_ROUNDOFF * u * sum(zs))  # δ's through |G'| ≤ 1.07; GeLU round-off
+            out += g * sum(z * (0.5 + z / math.sqrt(2 * math.pi)) for z in zs)  # |G(z)| ≤ |z|(1/2 + |z|/√(2π))
+        return tr, rnd, out, 3 * len(groups)
+
+    def _reduction(self, op, eop, mu: float, phi: float, lin_round) -> Tuple[float, float, float]:
+        """MLP of a ``count`` or ``sum`` (build._mlp, not in a div layer): ``(B, E, Σ|unit outputs|)`` per row of dst.
+
+        Count: the bypass pair ``(P·pos₀ + is_y)/2 − old`` with ``cancel_mean=True``. Sum: the attention
+        left the mean ``m̃`` in dst; a bypass pair subtracts its read, Lemma 4 adds ``scale·m̂·ĉ`` with ``ĉ``
+        the count slot (scale its bound) or the count expression (``cancel_mean``, scale ``P/2``).
+        """
+        from ..lang.ops import Count
+
+        u, lay, dst = self.u, self.lay, op.dst
+        n = float((self.T - 1) // 2)  # most examples a column has seen
+        Vold = self.V(dst)
+        if isinstance(op, Count):
+            terms, e0 = self._count_terms()
+            err, rsum = self._cancel_read(terms + ((dst, -np.eye(1)),), 1, mu, phi, cancels=(dst,))
+            z = float(rsum[0])  # the pair carries the (P+1)/2-sized input, not just count − old
+            d_in = gamma(8, u) * z  # round-off of the pair's input (≤ 4 terms and a bias)
+            e = e0 + float(err[0]) + 1.07 * d_in + float(lin_round(np.array([z]))[0]) + gamma(4, u) * z + u * (Vold + z)
+            self._note("layernorm", float(err[0]))
+            return min(n, lay[dst].bound * (1 + 1e-12)), e, 2 * z
+        # sum: operands as build._sum_units makes them
+        if op.count is not None and set(lay.rows(op.count)) & set(lay.rows(dst)):
+            # count= is dst itself: the attention's mean overwrote the count before the MLP reads it, so
+            # the model multiplies by the mean, not the count; not certified
+            return lay[dst].bound, math.inf, 0.0
+        Bm, Vm = self.B.get(dst, 0.0), Vold  # the mean (attention's output; not range-checked yet)
+        if op.count is None:
+            terms, e0 = self._count_terms()
+            ec, ry = (float(v[0]) for v in self._cancel_read(terms, 1, mu, phi))
+            ec, Bc, sy = ec + e0, n, 0.5 * self.m.max_len
+            em, rx = (float(v[0]) for v in self._cancel_read(((dst, np.eye(1)),), 1, mu, phi))
+        else:
+            ec, Bc, sy = eop(op.count), min(n, self.B.get(op.count, 0.0)), lay[op.count].bound
+            ry = (self.V(op.count) + mu) * (1 + phi)
+            em, rx = eop(dst), (Vm + mu) * (1 + phi)
+        sx = lay[op.src].bound
+        tr, rnd, out, k = self._gelu_product((Bm + em) / sx, (Bc + ec) / sy, sx, sy, op.scale, rx, ry)
+        prop = abs(op.scale) * (Bm * ec + Bc * em + em * ec)  # |m̂ĉ − m·c| for the read operands
+        clear = mu + (Vm + mu) * phi  # the clear reads m̃; its own error cancels against the residual's (old_err)
+        z = (Vm + mu) * (1 + phi)  # |the clear pair's input|
+        lin = clear + 1.07 * gamma(8, u) * z + float(lin_round(np.array([z]))[0])
+        term_abs = z + out
+        e = lin + prop + tr + rnd + gamma(k + 4, u) * term_abs + u * (Vm + term_abs)  # + Σ of k + 2 unit outputs, residual add
+        self._note("product_truncation", tr)
+        self._note("roundoff", rnd)
+        self._note("propagated", prop)
+        return min(abs(op.scale) * Bm * Bc, lay[dst].bound * (1 + 1e-12)), e, term_abs
+
     def _linear(self, terms, bias, size: int) -> Tuple[float, float, float]:
         """(``max_i Σ|W_ic|·E_c``, ``max_i Σ|W_ic|·V_c + |b_i|``, ``max_i Σ|W_ic|·B_c + |b_i|``) for ``Σ W·h[s] + b``."""
         err, mag, bnd = self._linear_rows(terms, bias, size, lambda s: self.E.get(s, 0.0))
@@ -270,7 +391,7 @@ class _Analysis:
 
     # -------------------------------------------------------------- MLP
     def mlp(self, plan, layer: int) -> None:
-        from ..lang.ops import Aff, Div, Mul
+        from ..lang.ops import Aff, Count, Div, Mul, Sum
 
         if not plan.mlp_ops:
             self.fresh = set()
@@ -345,7 +466,12 @@ class _Analysis:
                 newE[dst] = e
                 written_abs += newB[dst] + e
                 continue
-            if not isinstance(op, (Mul, Aff)):  # ops this analysis does not cover (count, sum): not certified
+            if isinstance(op, (Count, Sum)):  # the example reductions (docs/certificate.md, "Count and sum")
+                newB[dst], newE[dst], t_abs = self._reduction(op, eop, mu, phi, lin_round)
+                units_abs += size * t_abs
+                written_abs += size * (newB[dst] + newE[dst])
+                continue
+            if not isinstance(op, (Mul, Aff)):  # no other op runs in an MLP: not certified
                 newB[dst], newE[dst] = lay[dst].bound, math.inf
                 continue
             terms = op.plus if isinstance(op, Mul) else op.terms
