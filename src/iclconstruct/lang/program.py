@@ -524,6 +524,11 @@ class Program:
             raise ShapeError(f"sum: {src!r} has {S.size} rows but {dst!r} has {D.size}; sizes must match")
         if set(self.layout.rows(src)) & set(self.layout.rows(dst)):
             raise LayoutError(f"sum: dst {dst!r} overlaps src {src!r}; sum into a separate slot")
+        if count is not None and set(self.layout.rows(count)) & set(self.layout.rows(dst)):
+            # the averaging read writes the mean into dst in the attention, before the MLP multiplies
+            # it by the count: the count would be gone (the model would compute mean·mean)
+            raise LayoutError(f"sum: dst {dst!r} overlaps count={count!r}; the mean overwrites the count before the "
+                              f"product reads it — sum into a separate slot")
         scale = as_float(scale, "sum: scale")
         return Sum(src, dst, count, scale)
 
