@@ -490,14 +490,17 @@ class _Analysis:
                 eL, eR = eop(L), eop(R)
                 BL, BR = self.B.get(L, 0.0), self.B.get(R, 0.0)
                 al, be = (BL + eL) / sx, (BR + eR) / sy
-                tr = sx * sy * product_truncation(al, be, N, c.product_order)
-                wr = 3.0 if c.product_order == 4 else 1.0  # Richardson: (4/3)·2N + (1/3)·N units
-                rnd = wr * sx * sy * _SQRT_PI_2 * N * (cg + 3) * u * (al + be) * 1.01 + u * (BL + eL) * (BR + eR)
+                # Lemma 4's units for one scalar product (the same analysis as a sum's product):
+                # truncation, the units' input round-off and GeLU's own, and the size of their outputs
+                rx = (self.V(L) / scale_div + mu) * (1 + phi)
+                ry = (self.V(R) / scale_div + mu) * (1 + phi)
+                tr, rnd, out, n_units = self._gelu_product(al, be, sx, sy, 1.0, rx, ry)
+                rnd = rnd + u * (BL + eL) * (BR + eR)  # the product's own rounding in the output row
                 one = BL * eR + BR * eL + eL * eR + tr + rnd
                 k = abs(op.coef) * b
                 e_rows = e_rows + k * one
-                m_units = m_units + (6 if c.product_order == 4 else 3) * b
-                term_abs = term_abs + wr * k * sx * sy * _SQRT_PI_2 * N * (al + be) * 1.01
+                m_units = m_units + n_units * b
+                term_abs = term_abs + k * out
                 prod_bnd = prod_bnd + k * BL * BR
                 self._note("product_truncation", k * tr)
                 self._note("roundoff", k * rnd)
