@@ -29,7 +29,7 @@ OUT = Path(__file__).parent / "results" / "soak_certificate.jsonl"
 
 
 def _measure(model, tok):
-    out = model(torch.as_tensor(np.asarray(tok), dtype=model.dtype)).double().numpy()
+    out = model(torch.as_tensor(np.asarray(tok, dtype=np.float64))).double().numpy()  # rounded by the model
     return float(np.abs(out - ic.interpret(model.program, tok, max_len=model.max_len).output).max())
 
 

@@ -1,5 +1,6 @@
 """float32 circuits with Constants.float32() (Richardson product at N = 5): accuracy where it is claimed."""
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ def test_sgd_float32_normalized_error_below_1e3(d, n, lam, scale, seed):
     xq = rng.standard_normal((2, d)) * scale
     lr = 0.5 / (float((X ** 2).sum(-1).max()) + lam)
     m = ic.circuits.sgd(d, lr, lam=lam, dtype=torch.float32, max_len=2 * n + 1)
+    xq = np.clip(xq, -0.999 * m.layout["x"].bound, 0.999 * m.layout["x"].bound)  # the query within x_bound
     ref = np.einsum("bd,bd->b", xq, ic.reference.sgd(X, y, lr, lam=lam))
     out = m(torch.as_tensor(ic.tokens.encode(X, y, xq), dtype=torch.float32))[:, -1].double().numpy()
     assert np.max(np.abs(out - ref) / (1 + np.abs(ref))) <= 1e-3
@@ -63,3 +65,19 @@ def test_bfloat16_and_float16_are_refused_naming_dtype():
     for dt in (torch.bfloat16, torch.float16):
         with pytest.raises(ICLConstructError, match="dtype must be torch.float64 or torch.float32.*best product"):
             ic.circuits.sgd(2, 0.1, dtype=dt)
+
+
+def test_float32_inputs_at_the_declared_bound_are_served():
+    """The range check judges the caller's values, not their float32 rounding: ``y_bound`` of
+    ``sgd(3, …)`` (27.3205…) rounds up in float32, and a ``y`` exactly at the bound used to be refused
+    ("reaches |y| = 27.32 but … built for |y| <= 27.3205"); the certificate counts the rounding."""
+    m = ic.circuits.sgd(3, 0.03, dtype=torch.float32, max_len=9)
+    yb, xb = m.layout["y"].bound, m.layout["x"].bound
+    assert float(np.float32(yb)) > yb  # the case: the bound is not a float32 number
+    X = np.full((1, 2, 3), 0.5)
+    y = np.array([[yb, -yb]])
+    out = m.predict(X, y, np.full((1, 3), 0.5))
+    exact = ic.interpret(m.program, ic.tokens.encode(X, y, np.full((1, 3), 0.5)), max_len=m.max_len).output[0, -1]
+    assert abs(float(out[0]) - exact) <= m.certify(2).max_abs_error
+    with pytest.raises(ic.errors.OutOfRangeError):  # beyond the bound is still refused
+        m.predict(X, y * (1 + 1e-6), np.full((1, 3), 0.5))

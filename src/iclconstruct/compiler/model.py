@@ -327,6 +327,7 @@ class ConstructedTransformer(nn.Module):
                 f"tokens must be (B, T, d+1) = (B, T, {self.d + 1}); got shape {tuple(t.shape)}. "
                 f"Build them with iclconstruct.tokens.encode(X, y, x_query) for d = {self.d}"
             )
+        given = t  # the caller's values: the range checks judge these, not their rounding to the model's dtype
         t = t.to(device=self.W_E.device, dtype=self.dtype)
         if not torch.isfinite(t).all():
             raise NonFiniteError("tokens contain NaN or infinity; pass finite inputs")
@@ -337,7 +338,7 @@ class ConstructedTransformer(nn.Module):
             )
         check_tokens_layout(t, "tokens")
         absmax = lambda v: float(v.abs().max()) if v.numel() else 0.0
-        check_inputs(self.layout, absmax(t[..., :1]), absmax(t[..., 1:]))
+        check_inputs(self.layout, absmax(given[..., :1]), absmax(given[..., 1:]))
         check_guards(self.program.guards, t.detach().cpu().numpy())
         return t, numpy_in
 

@@ -68,7 +68,7 @@ def _admissible(program, tok: np.ndarray, div_min: float, max_len: int) -> np.nd
 def _errors(model, tok: np.ndarray) -> np.ndarray:
     """Per-sample ``max |model − exact|`` with the run-time checks off; −1 where the exact run is inadmissible."""
     with torch.no_grad():
-        out = model(torch.as_tensor(tok, dtype=model.dtype), check=False).double().numpy()
+        out = model(torch.as_tensor(tok), check=False).double().numpy()
     exact = interpret(model.program, tok, check=False, max_len=model.max_len).output
     err = np.abs(out - exact)
     err = np.where(np.isfinite(err), err, np.inf)
@@ -84,7 +84,7 @@ def _valid_error(model, tok1: np.ndarray) -> Optional[float]:
         return None
     try:
         with torch.no_grad():
-            out = model(torch.as_tensor(tok1, dtype=model.dtype)).double().numpy()
+            out = model(torch.as_tensor(tok1)).double().numpy()
     except ICLConstructError:
         return -1.0  # the exact run is fine but the model refuses (a range check: spurious; or the
         # a-posteriori accuracy check of ridge: a correct refusal of an inaccurate answer) — not an error

@@ -145,6 +145,9 @@ class _Analysis:
             self.B[name], self.E[name] = 1.0, 0.0
         # pos holds float64 t/P (the interpreter's values); a float32 model rounds it: ≤ u·|pos| ≤ u
         self.E["pos"] = 0.0 if model.dtype == torch.float64 else unit_roundoff(model.dtype)
+        # the tokens are checked as given (float64) and rounded to the model's dtype: ≤ u·|v|
+        if model.dtype != torch.float64:
+            self.E["x"], self.E["y"] = (unit_roundoff(model.dtype) * self.B[s] for s in ("x", "y"))
         u = self.u
         # embedding: the bal row is −(y + Σx) rounded, plus the rounded position part
         self.F = gamma(lay.d + 3, u) * (lay["y"].bound + lay.d * lay["x"].bound) + 8 * u * (2 * self.c.ln_anchor + 4)
