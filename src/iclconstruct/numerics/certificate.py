@@ -164,6 +164,10 @@ class _Analysis:
         self.cap = {s.name: s.bound * (1 + slack) + slack for s in lay.user_slots()
                     if s.name not in ("pos", "one", "is_y")}
         self.fresh: set = set()  # slots written by this layer's attention (not checked before the MLP)
+        #: slots sharing rows (a freed slot's rows reused): an op overwriting ``s`` removes whatever the
+        #: last of them left there, so the old value's size is the largest of theirs
+        rows = {t.name: set(lay.rows(t.name)) for t in lay.user_slots()}
+        self.sharers = {a: [b for b in rows if rows[a] & rows[b]] for a in rows}
 
     # -------------------------------------------------------------- helpers
     def V(self, name: str) -> float:
@@ -176,6 +180,11 @@ class _Analysis:
         if name in self.cap and name not in self.fresh:
             v = min(v, self.cap[name])
         return v
+
+    def Vold(self, name: str) -> float:
+        """Bound on what the rows of slot ``name`` hold before an op overwrites them: ``V`` of any slot
+        sharing those rows (the slot itself, or a freed slot whose rows it reuses)."""
+        return max((self.V(t) for t in self.sharers.get(name, (name,))), default=0.0)
 
     def _live(self):
         return [s for s in self.lay.user_slots() if s.name not in ("pos", "one", "is_y")]
@@ -210,7 +219,7 @@ class _Analysis:
 
         def move(src: str, dst: str, rho: float, cap: float) -> float:
             """``dst ← src`` through a head (leak ``rho``), the self head subtracting the old value; returns the drift."""
-            Vold, Vs = self.V(dst), self.V(src)
+            Vold, Vs = self.Vold(dst), self.V(src)
             newE[dst] = self.E.get(src, 0.0) + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
             self._note("attention", rho * Vs + rho_hard * Vold)
             newB[dst] = min(self.B.get(src, 0.0), cap)
@@ -218,7 +227,7 @@ class _Analysis:
 
         for op in plan.attn_ops:
             dst = op.dst
-            Vold = self.V(dst)
+            Vold = self.Vold(dst)
             if isinstance(op, Mov):
                 drift += move(op.src, dst, rho_mean if op.read.kind == "mean" else rho_hard, lay[dst].bound * (1 + 1e-12))
                 continue
@@ -245,7 +254,7 @@ class _Analysis:
             drift += 4 * self.anchor_left + gamma(n_terms, u) * 4 * self.c.div_scale * self.V(plan.divisor)
             for op in plan.mlp_ops:
                 if not op.accumulate:
-                    Vold = self.V(op.dst)
+                    Vold = self.Vold(op.dst)
                     newB[op.dst], newE[op.dst] = 0.0, (rho_hard + gamma(3, u)) * 2 * Vold
                     drift += gamma(n_terms, u) * 2 * Vold
         elif plan.reset:
@@ -295,8 +304,9 @@ class _Analysis:
             rows = np.abs(W).sum(axis=1)
             wsum += W.sum(axis=1)
             # a read of s: its own error (unless it cancels) and LayerNorm's relative error on |h − μ̂|
-            err += rows * ((0.0 if s in cancels else self.E.get(s, 0.0)) + (self.V(s) + mu) * phi)
-            rsum += rows * (self.V(s) + mu) * (1 + phi)
+            v = self.Vold(s) if s in cancels else self.V(s)  # an old value: whatever its rows hold
+            err += rows * ((0.0 if s in cancels else self.E.get(s, 0.0)) + (v + mu) * phi)
+            rsum += rows * (v + mu) * (1 + phi)
         err += np.abs(wsum) * (1 + mu) * phi  # the row one (h = 1) carries −ΣW
         rsum += np.abs(wsum) * ((1 + mu) * (1 + phi) + 1)  # … and the bias +ΣW
         return err, rsum
@@ -334,7 +344,7 @@ class _Analysis:
 
         u, lay, dst = self.u, self.lay, op.dst
         n = float((self.T - 1) // 2)  # most examples a column has seen
-        Vold = self.V(dst)
+        Vold = self.Vold(dst)
         if isinstance(op, Count):
             terms, e0 = self._count_terms()
             err, rsum = self._cancel_read(terms + ((dst, -np.eye(1)),), 1, mu, phi, cancels=(dst,))
@@ -348,7 +358,7 @@ class _Analysis:
             # count= is dst itself: the attention's mean overwrote the count before the MLP reads it, so
             # the model multiplies by the mean, not the count; not certified
             return lay[dst].bound, math.inf, 0.0
-        Bm, Vm = self.B.get(dst, 0.0), Vold  # the mean (attention's output; not range-checked yet)
+        Bm, Vm = self.B.get(dst, 0.0), self.V(dst)  # the mean (this layer's attention wrote it; not range-checked yet)
         if op.count is None:
             terms, e0 = self._count_terms()
             ec, ry = (float(v[0]) for v in self._cancel_read(terms, 1, mu, phi))
@@ -450,7 +460,7 @@ class _Analysis:
         for op in plan.mlp_ops:
             dst = op.dst
             size = lay[dst].size
-            Vold = self.V(dst)
+            Vold = self.Vold(dst)
             if isinstance(op, Div):
                 cr = plan.divisor
                 Ec = self.E.get(cr, 0.0)
