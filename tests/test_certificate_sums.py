@@ -199,3 +199,26 @@ def test_overwriting_a_reused_row_counts_what_the_row_held():
         worst = max(worst, err)
     assert worst > 1e-16  # the rounding of the old row content happens (the case is exercised)
     assert cert <= 1e3 * worst
+
+
+def test_a_loop_that_runs_zero_times_leaves_the_rows_bounds():
+    """Found by the soak (7e-11 measured against 1.7e-14 certified): a slot written only inside an
+    ``'examples'`` loop, on rows a freed slot used before, holds that slot's value (and error) on an
+    input without a complete example. The certificate gives the slots sharing rows the bounds of what
+    was written there (``_Analysis._share``)."""
+    p = ic.Program(2)
+    p.slot("a", 1, bound=20.0)
+    p.mul("x", "x", "a", shape=(1, 2, 1))  # a product: its error is ~1e-8
+    p.free("a")
+    p.slot("b", 1, bound=20.0)  # reuses a's row
+    with p.loop("examples"):
+        p.aff("b", None, bias=np.array([0.5]))
+    p.readout("b", columns="all")
+    m = ic.compile(p, max_len=9)
+    assert set(m.layout.rows("a")) == set(m.layout.rows("b"))
+    rng = np.random.default_rng(0)
+    tok = ic.tokens.encode(np.zeros((4, 0, 2)), np.zeros((4, 0)), rng.uniform(-3, 3, (4, 2)))  # n = 0
+    err = _measured(m, tok)
+    assert err > 1e-10  # the product's error reaches the readout: the case is exercised
+    cert = m.certify(1)
+    assert err <= cert.per_prediction[0] <= cert.max_abs_error

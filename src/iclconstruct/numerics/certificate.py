@@ -181,6 +181,19 @@ class _Analysis:
             v = min(v, self.cap[name])
         return v
 
+    def _share(self, written) -> None:
+        """After ``written`` slots changed: every slot sharing their rows (a freed slot's rows reused)
+        now holds part of their values, so its bounds grow to cover them. A slot read later without
+        being rewritten (a loop that ran zero times left its rows as the last writer left them) is then
+        still bounded; the run-time check the rows passed is the writer's, so its cap counts too."""
+        for d in written:
+            for t in self.sharers.get(d, ()):
+                if t != d:
+                    self.B[t] = max(self.B.get(t, 0.0), self.B.get(d, 0.0))
+                    self.E[t] = max(self.E.get(t, 0.0), self.E.get(d, 0.0))
+                    if t in self.cap and d in self.cap:
+                        self.cap[t] = max(self.cap[t], self.cap[d])
+
     def Vold(self, name: str) -> float:
         """Bound on what the rows of slot ``name`` hold before an op overwrites them: ``V`` of any slot
         sharing those rows (the slot itself, or a freed slot whose rows it reuses)."""
@@ -188,6 +201,18 @@ class _Analysis:
 
     def _live(self):
         return [s for s in self.lay.user_slots() if s.name not in ("pos", "one", "is_y")]
+
+    def _row_sums(self) -> Tuple[float, float]:
+        """``(Σ_r V_r, Σ_r V_r²)`` over the user rows, ``V_r`` the largest ``V`` of the slots holding row
+        ``r`` (rows shared by a freed slot and its successor are counted once)."""
+        if not hasattr(self, "_row_slots"):
+            by_row: Dict[int, List[str]] = {}
+            for s in self._live():
+                for r in self.lay.rows(s.name):
+                    by_row.setdefault(r, []).append(s.name)
+            self._row_slots = list(by_row.values())
+        vs = [max(self.V(n) for n in names) for names in self._row_slots]
+        return float(sum(vs)), float(sum(v * v for v in vs))
 
     def _hard_leak(self, k_max: float) -> float:
         A, T, u = self.c.attn_hardness, self.T, self.u
@@ -264,8 +289,9 @@ class _Analysis:
             drift += 4 * (rho_hard + 4 * u) * (K + self.c.div_scale * self.pair_c)
         self.B.update(newB)
         self.E.update(newE)
+        self._share(newE)
         self.fresh = set(newE)
-        bal = sum(s.size * self.V(s.name) for s in self._live()) + 4.0 + self.F
+        bal = self._row_sums()[0] + 4.0 + self.F
         self.F += drift + u * bal
         for name in newE:
             self._record(layer, "attn", name)
@@ -411,9 +437,7 @@ class _Analysis:
             return
         u, D, c, lay = self.u, self.D, self.c, self.lay
         N = c.product_scale
-        live = self._live()
-        S_user = sum(s.size * self.V(s.name) for s in live)
-        Q_user = sum(s.size * self.V(s.name) ** 2 for s in live)
+        S_user, Q_user = self._row_sums()
         bal = S_user + 4.0 + self.F
         divide = plan.divisor is not None
         if divide:
@@ -527,9 +551,10 @@ class _Analysis:
             written_abs += size * (newB[dst] + e)
         self.B.update(newB)
         self.E.update(newE)
+        self._share(newE)
         self.fresh = set()
         m_all = max(self.m.d_mlp, 1)
-        bal = sum(s.size * self.V(s.name) for s in self._live()) + 4.0 + self.F
+        bal = self._row_sums()[0] + 4.0 + self.F
         self.F += 2 * gamma(m_all + 2, u) * units_abs + u * (written_abs + bal)
         for name in newE:
             self._record(layer, "mlp", name)
@@ -592,6 +617,7 @@ def _run_segments(an: _Analysis, model, segments, n_iter: int, layer: int, hint,
                     e2[s] = hint["lipschitz"] * e2[s] + math.sqrt(an.lay[s].size) * an.E[s]
                     an.E[s] = e2[s]
                     an.B[s] = min(an.B[s], an.lay[s].bound * (1 + 1e-12))
+                    an._share((s,))
                     an.records.append({"layer": layer - 1, "sublayer": "loop", "slot": s, "bound": an.B[s],
                                        "error": an.E[s]})
             snap(an)
