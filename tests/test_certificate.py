@@ -82,6 +82,11 @@ def test_ridge_certificate_holds(dtype):
 @settings(max_examples=25, deadline=None)
 @given(programs(max_ops=8), st.data(), st.sampled_from([torch.float64, torch.float32]))
 def test_certificate_holds_on_random_programs(prog, data, dtype):
+    check_program_certificate(prog, data, dtype)
+
+
+def check_program_certificate(prog, data, dtype):
+    """A hypothesis-drawn program on drawn in-range tokens: measured error ≤ ``certify(n)``."""
     tok = data.draw(tokens_for(prog, max_n=4))
     n = tok.shape[1] // 2
     model = ic.compile(prog, dtype=dtype, max_len=16)

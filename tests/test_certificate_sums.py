@@ -12,23 +12,12 @@ import iclconstruct as ic
 from iclconstruct.errors import LayoutError, OutOfRangeError
 from iclconstruct.lang.ops import Count, Sum
 from iclconstruct.numerics.adversary import worst_error
-from iclconstruct.testing import programs, tokens_for
+from iclconstruct.testing import programs
 
 F64, F32 = torch.float64, torch.float32
 
 
-def _measured(model, tok):
-    """``max |model readout − exact program readout|`` (the exact interpreter), with every check on."""
-    out = model(torch.as_tensor(np.asarray(tok), dtype=model.dtype)).double().numpy()
-    exact = ic.interpret(model.program, tok, max_len=model.max_len).output
-    return float(np.abs(out - exact).max())
-
-
-def _task(d, n, B, seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((B, n, d)) * scale
-    y = np.einsum("bnd,bd->bn", X, rng.standard_normal((B, d)))
-    return ic.tokens.encode(X, y, rng.standard_normal((B, d)) * scale)
+from test_certificate import _measured, _task, check_program_certificate  # noqa: E402  (the same comparison as the SGD/ridge tests)
 
 
 def _ops(program):
@@ -42,7 +31,7 @@ def _check(model, n, seeds=(0, 1)):
     worst = 0.0
     for seed in seeds:
         try:
-            err = _measured(model, _task(model.layout.d, n, 8, seed))
+            err = _measured(model, _task(model.layout.d, n, 8, seed, scale=0.5))
         except OutOfRangeError:
             continue  # refused inputs are not certified (and not silently wrong)
         assert err <= cert.max_abs_error, (err, cert)
@@ -148,15 +137,7 @@ def test_sum_program_certified_and_tight(with_count, mlp_count, dtype, loose):
 @given(programs(max_ops=8), st.data(), st.sampled_from([F64, F32]))
 def test_certificate_holds_on_random_programs_with_reductions(prog, data, dtype):
     assume(any(isinstance(op, (Count, Sum)) for op in _ops(prog)))
-    tok = data.draw(tokens_for(prog, max_n=4))
-    n = tok.shape[1] // 2
-    model = ic.compile(prog, dtype=dtype, max_len=16)
-    cert = model.certify(max(n, 1))
-    try:
-        err = _measured(model, tok)
-    except OutOfRangeError:
-        return
-    assert err <= cert.max_abs_error, (err, cert)
+    check_program_certificate(prog, data, dtype)
 
 
 def test_sum_whose_count_is_its_own_destination_is_refused():
