@@ -168,6 +168,13 @@ class _Analysis:
         #: last of them left there, so the old value's size is the largest of theirs
         rows = {t.name: set(lay.rows(t.name)) for t in lay.user_slots()}
         self.sharers = {a: [b for b in rows if rows[a] & rows[b]] for a in rows}
+        self._user_rows = sorted({r for t in self._live() for r in lay.rows(t.name)})
+        self.owner: Dict[int, str] = {}  # row -> the slot that last wrote it (inputs: x, y)
+        self.Vw: Dict[str, float] = {}   # a writer's B + E when it last wrote
+        for name in ("x", "y"):
+            self.Vw[name] = self.B[name] + self.E.get(name, 0.0)
+            for r in lay.rows(name):
+                self.owner[r] = name
 
     # -------------------------------------------------------------- helpers
     def V(self, name: str) -> float:
@@ -187,6 +194,10 @@ class _Analysis:
         being rewritten (a loop that ran zero times left its rows as the last writer left them) is then
         still bounded; the run-time check the rows passed is the writer's, so its cap counts too."""
         for d in written:
+            # d now owns its rows: what they hold is bounded by d's own values (for the column sums)
+            self.Vw[d] = self.B.get(d, 0.0) + self.E.get(d, 0.0)
+            for r in self.lay.rows(d):
+                self.owner[r] = d
             for t in self.sharers.get(d, ()):
                 if t != d:
                     self.B[t] = max(self.B.get(t, 0.0), self.B.get(d, 0.0))
@@ -203,15 +214,17 @@ class _Analysis:
         return [s for s in self.lay.user_slots() if s.name not in ("pos", "one", "is_y")]
 
     def _row_sums(self) -> Tuple[float, float]:
-        """``(Σ_r V_r, Σ_r V_r²)`` over the user rows, ``V_r`` the largest ``V`` of the slots holding row
-        ``r`` (rows shared by a freed slot and its successor are counted once)."""
-        if not hasattr(self, "_row_slots"):
-            by_row: Dict[int, List[str]] = {}
-            for s in self._live():
-                for r in self.lay.rows(s.name):
-                    by_row.setdefault(r, []).append(s.name)
-            self._row_slots = list(by_row.values())
-        vs = [max(self.V(n) for n in names) for names in self._row_slots]
+        """``(Σ_r V_r, Σ_r V_r²)`` over the user rows, ``V_r`` bounding what row ``r`` holds: the values
+        its last writer left there (each row counted once, however many slots share it)."""
+        vs = []
+        for r in self._user_rows:
+            o = self.owner.get(r)
+            if o is None:
+                continue  # never written: 0
+            v = self.Vw.get(o, 0.0)
+            if o in self.cap and o not in self.fresh:
+                v = min(v, self.cap[o])  # the run-time check the writer's rows passed
+            vs.append(v)
         return float(sum(vs)), float(sum(v * v for v in vs))
 
     def _hard_leak(self, k_max: float) -> float:
@@ -572,6 +585,7 @@ def _copy(an: _Analysis) -> _Analysis:
     new = _Analysis.__new__(_Analysis)
     new.__dict__.update(an.__dict__)
     new.B, new.E, new.terms = dict(an.B), dict(an.E), dict(an.terms)
+    new.cap, new.owner, new.Vw = dict(an.cap), dict(an.owner), dict(an.Vw)
     new.records = list(an.records)
     return new
 
