@@ -18,6 +18,7 @@ F64, F32 = torch.float64, torch.float32
 
 
 from test_certificate import _measured, _task, check_program_certificate  # noqa: E402  (the same comparison as the SGD/ridge tests)
+from test_sum_count import sum_program  # noqa: E402
 
 
 def _ops(program):
@@ -102,31 +103,12 @@ def test_newton_with_a_count_is_certified():
     assert math.isinf(plain.certify(4).max_abs_error)
 
 
-def _sum_program(d, with_count, mlp_count, n_max=8):
-    p = ic.Program(d)
-    p.slot("xe", d, bound=10.0)
-    p.slot("n", 1, bound=n_max)
-    p.slot("s", d, bound=10.0 * n_max)
-    p.slot("sy", 1, bound=10.0 * n_max)
-    p.slot("out", 1, bound=30.0 * n_max)
-    p.mov("x", "xe", offset=1)
-    p.mul("xe", "is_y", "xe", shape=(d, 1, 1))
-    if mlp_count:  # n is written by the attention first: the count then runs in the MLP (cancel_mean units)
-        p.mov("y", "n", offset=1)
-    p.count("n")
-    p.sum("xe", "s", count="n" if with_count else None)
-    p.sum("y", "sy")
-    p.aff("out", {"s": np.eye(d)[:1], "sy": 1.0, "n": 1.0})
-    p.readout("out", columns="all")
-    return p
-
-
 @pytest.mark.parametrize("dtype,loose", [(F64, 300.0), (F32, 50.0)])
 @pytest.mark.parametrize("with_count,mlp_count", [(True, False), (False, False), (True, True), (False, True)])
 def test_sum_program_certified_and_tight(with_count, mlp_count, dtype, loose):
     """Sums with and without ``count=``, the count in the attention and in the MLP: measured below the
     certificate, and the certificate within ``loose`` of the worst error found (measured 10 and ≈ 70)."""
-    m = ic.compile(_sum_program(2, with_count, mlp_count), max_len=17, dtype=dtype)
+    m = ic.compile(sum_program(2, with_count, mlp_count=mlp_count), max_len=17, dtype=dtype)
     kinds = [op.kind for plan in m.plans for op in plan.mlp_ops]
     assert ("count" in kinds) == mlp_count
     cert, worst = _check(m, 8)

@@ -15,7 +15,9 @@ from iclconstruct.testing import assert_matches_interpreter, regression_tasks
 TOL = dict(rtol=1e-6, atol=1e-6)
 
 
-def sum_program(d, with_count, n_max=8):
+def sum_program(d, with_count, n_max=8, mlp_count=False):
+    """Sums with and without ``count=``; ``mlp_count``: ``n`` is written by an attention first, so the
+    count then runs in the MLP (``cancel_mean`` units) rather than in the self head."""
     p = ic.Program(d)
     p.slot("xe", d, bound=10.0)
     p.slot("n", 1, bound=n_max)
@@ -24,6 +26,8 @@ def sum_program(d, with_count, n_max=8):
     p.slot("out", 1, bound=30.0 * n_max)
     p.mov("x", "xe", offset=1)
     p.mul("xe", "is_y", "xe", shape=(d, 1, 1))
+    if mlp_count:
+        p.mov("y", "n", offset=1)
     p.count("n")
     p.sum("xe", "s", count="n" if with_count else None)
     p.sum("y", "sy")

@@ -392,11 +392,7 @@ class _Analysis:
             e = e0 + float(err[0]) + 1.07 * d_in + float(lin_round(np.array([z]))[0]) + gamma(4, u) * z + u * (Vold + z)
             self._note("layernorm", float(err[0]))
             return min(n, lay[dst].bound * (1 + 1e-12)), e, 2 * z
-        # sum: operands as build._sum_units makes them
-        if op.count is not None and set(lay.rows(op.count)) & set(lay.rows(dst)):
-            # count= is dst itself: the attention's mean overwrote the count before the MLP reads it, so
-            # the model multiplies by the mean, not the count; not certified
-            return lay[dst].bound, math.inf, 0.0
+        # sum: operands as build._sum_units makes them (count= never shares dst's rows: Program.sum refuses it)
         Bm, Vm = self.B.get(dst, 0.0), self.V(dst)  # the mean (this layer's attention wrote it; not range-checked yet)
         if op.count is None:
             terms, e0 = self._count_terms()
