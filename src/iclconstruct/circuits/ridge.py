@@ -43,11 +43,22 @@ from ..lang.program import Program
 from ..lang.validate import as_float
 from .common import bound_advice, check_d, default_bounds, gather_examples, predict_from
 
-__all__ = ["ridge", "ridge_program", "ridge_algorithm", "ridge_program_by_hand", "state_scale"]
+__all__ = ["ridge", "ridge_program", "ridge_algorithm", "ridge_program_by_hand", "ridge_gain_program", "state_scale",
+           "FORMS", "default_form"]
 
 _ADVICE = {"xe": ["x_bound"], "Ainv": ["lam"], "w": ["w_bound"], "wq": ["w_bound"], "u": ["lam", "x_bound"],
            "r": ["y_bound", "w_bound"], "c": ["lam", "x_bound"], "O": ["lam", "x_bound"],
-           "v": ["y_bound", "w_bound"], "pred": ["w_bound", "x_bound"]}
+           "v": ["y_bound", "w_bound"], "g": ["lam"], "pred": ["w_bound", "x_bound"]}
+
+#: the two programs of the update: ``"outer"`` (``A⁻¹ −= uuᵀ/c``, 3 layers per example) and
+#: ``"gain"`` (the gain vector ``g = u/c`` first, then ``A⁻¹ −= u gᵀ``, 4 layers per example)
+FORMS = ("outer", "gain")
+
+
+def default_form(dtype: torch.dtype) -> str:
+    """``"gain"`` for float32 (its column stays small: ``|g| ≤ 1/(2√lam)`` where ``uuᵀ`` reaches
+    ``d·x_bound²/lam²``), ``"outer"`` otherwise (one layer per example fewer)."""
+    return "gain" if dtype == torch.float32 else "outer"
 
 
 def state_scale(lam: float) -> float:
@@ -108,7 +119,7 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     d, lam, xb, yb, wb, *_ = _args(d, lam, x_bound, y_bound, w_bound)
     advice = dict(p.meta.get("bound_advice", {}))
     advice.update({k: v for k, v in bound_advice("ridge", _ADVICE).items() if k in p.layout})
-    p.meta = {**p.meta, "circuit": "ridge", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
+    p.meta = {**p.meta, "circuit": "ridge", "form": "outer", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
               "bound_advice": advice,
               # the a-posteriori accuracy check (numerics.aposteriori): the readout is refused unless
               # |pred − ridge| is proven ≤ accuracy·(1 + |ridge|) from the weights in slot wq
@@ -156,10 +167,62 @@ def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None
     return p
 
 
+def ridge_gain_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
+                       w_bound: Optional[float] = None) -> Program:
+    """The gain-vector form of the Sherman–Morrison update (recursive least squares' gain ``g``).
+
+    Per example::
+
+        u = σA⁻¹x,   r = y − xᵀw,   c = σ + xᵀu,   g = u/c,   σA⁻¹ ← σA⁻¹ − u gᵀ,   w ← w + g·r
+
+    the same recursion as :func:`ridge_program` (``u gᵀ = uuᵀ/c``; ``g = A⁻¹_new·x`` is the updated
+    inverse applied to ``x``) with the division moved before the products. Every value it keeps in the
+    column is small: ``‖g‖ = ‖A⁻¹x‖/(1 + xᵀA⁻¹x) ≤ √β/(√lam·(1 + β)) ≤ 1/(2√lam)`` with
+    ``β = xᵀA⁻¹x``, where the outer form's ``O = uuᵀ`` reaches ``d·x_bound²/lam²``; the divisor ``c``
+    (up to ``σ(1 + d·x_bound²/lam)``) is cleared to 0 by the attention of the division layer, after
+    the division set-up has read it. That is what float32 needs (LayerNorm anchors ``K = 1e4`` must
+    dominate the column, Lemma 6): ``lam = 0.1`` runs in float32 (docs/algorithms.md). **4 layers
+    per example** (``u, r`` | ``c`` | ``g = u/|c|`` | ``A⁻¹, w``), ``2d² + 4d + 2`` algorithm rows
+    (one row per ``d`` fewer than the outer form: ``g`` replaces ``v``, and ``O`` is gone).
+    """
+    d, lam, xb, yb, wb, ab, ub, rb, cl, cb = _args(d, lam, x_bound, y_bound, w_bound)
+    sig = state_scale(lam)
+    gb = 0.5 / math.sqrt(lam)   # exact ‖g‖ ≤ 1/(2√lam) (σ cancels: g = A⁻¹x/(1 + xᵀA⁻¹x))
+    p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
+    p.slot("xe", d, bound=xb)
+    p.slot("Ainv", d * d, bound=ab)
+    p.slot("w", d, bound=wb)
+    p.slot("u", d, bound=ub)
+    p.slot("r", 1, bound=rb)
+    p.slot("c", 1, bound=cb)
+    p.slot("g", d, bound=gb)
+    p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
+    gather_examples(p, "xe")
+    p.aff("Ainv", bias=(np.eye(d) * (sig / lam)).reshape(-1))
+    p.aff("w", bias=np.zeros(d))
+    with p.loop("examples"):
+        p.mov("Ainv", "Ainv", offset=2)
+        p.mov("w", "w", offset=2)
+        p.mul("Ainv", "xe", "u", shape=(d, d, 1))
+        p.mul("w", "xe", "r", shape=(1, d, 1), coef=-1.0, plus={"y": 1.0})
+        p.mul("xe", "u", "c", shape=(1, d, 1), bias=sig)
+        p.div("u", "c", "g")
+        p.aff("c", bias=np.zeros(1))   # clear the divisor (the division set-up has read it)
+        p.mul("u", "g", "Ainv", shape=(d, 1, d), coef=-1.0, plus={"Ainv": 1.0})
+        p.mul("g", "r", "w", shape=(d, 1, 1), plus={"w": 1.0})
+    p.free("u")
+    p.slot("wq", d, bound=wb)
+    predict_from(p, "w", "wq", "pred")
+    p.meta = {"circuit": "ridge", "form": "gain", "d": d, "lam": lam, "x_bound": xb, "y_bound": yb, "w_bound": wb,
+              "bound_advice": bound_advice("ridge", {k: v for k, v in _ADVICE.items() if k in p.layout}),
+              "aposteriori": ridge_spec(lam, "wq")}
+    return p
+
+
 def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
           w_bound: Optional[float] = None, constants: Optional[Constants] = None, dtype: torch.dtype = torch.float64,
           max_len: int = 1025, block: str = "paper", activation: Optional[str] = None,
-          sparse="auto", device=None):
+          sparse="auto", device=None, form: Optional[str] = None):
     """Theorem 2 as a compiled transformer: ridge regression, one Sherman–Morrison update per example.
 
     Matches :func:`iclconstruct.reference.ridge` (``(XᵀX + lam·I)⁻¹Xᵀy``) on every prefix;
@@ -174,7 +237,15 @@ def ridge(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optio
             ``sparse="auto"``, the default here, builds large circuits — from d ≈ 17 — with sparse
             blocks from the start: ridge at d = 64 takes seconds and under 1 GB, where dense weights
             would need ≈ 54 GB; ``model.to_dense()`` gives the dense model).
+        form: ``"outer"`` (:func:`ridge_program`, 3 layers per example) or ``"gain"``
+            (:func:`ridge_gain_program`, 4 layers per example, small column values); default
+            :func:`default_form` — ``"gain"`` for float32, ``"outer"`` otherwise.
     """
-    p = ridge_program(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
+    if form is None:
+        form = default_form(dtype)
+    if form not in FORMS:
+        raise ICLConstructError(f"form must be one of {', '.join(map(repr, FORMS))} (or None: by dtype); got {form!r}")
+    build = ridge_program if form == "outer" else ridge_gain_program
+    p = build(d, lam, x_bound=x_bound, y_bound=y_bound, w_bound=w_bound)
     return compile(p, constants=constants, dtype=dtype, max_len=max_len, block=block, activation=activation,
                    sparse=sparse, device=device)
