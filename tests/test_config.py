@@ -70,3 +70,16 @@ def test_saved_config_is_checked_on_load(tmp_path):
     (folder / "circuit.json").write_text(json.dumps(doc))
     with pytest.raises(E.CheckpointError, match="config"):
         ic.io.load(folder)
+
+
+def test_richardson_product_scale_refusal_states_its_own_formula():
+    """A float32 Richardson product at N = 4 errs by 0.35/N⁴ + 7.5·ε·N = 1.4e-3 > 1e-3: the message
+    gives that formula and its minimiser (≈ 17), not the plain product's (Lemma 4, N ≈ 200)."""
+    import pytest
+    import torch
+
+    import iclconstruct as ic
+
+    with pytest.raises(ic.errors.ICLConstructError, match=r"Richardson.*near 17\.3") as e:
+        ic.circuits.sgd(2, 0.1, dtype=torch.float32, constants=ic.Constants.float32(product_scale=4.0))
+    assert "product_scale" in str(e.value)

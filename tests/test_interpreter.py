@@ -17,10 +17,11 @@ def _task(d, n, seed, scale=1.0):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 4), st.integers(1, 7), st.floats(0.05, 5.0), st.integers(0, 2**31))
-def test_interpreted_ridge_program_is_ridge_on_every_prefix(d, n, lam, seed):
+@given(st.integers(1, 4), st.integers(1, 7), st.floats(0.05, 5.0), st.integers(0, 2**31), st.booleans())
+def test_interpreted_ridge_program_is_ridge_on_every_prefix(d, n, lam, seed, gain):
+    """Both forms of the update (outer: A⁻¹ −= uuᵀ/c; gain: g = u/c, A⁻¹ −= u gᵀ)."""
     X, y, xq = _task(d, n, seed, scale=0.7)
-    p = ic.circuits.ridge_program(d, lam)
+    p = (ic.circuits.ridge_gain_program if gain else ic.circuits.ridge_program)(d, lam)
     out = ic.interpret(p, ic.tokens.encode(X, y, xq)).output[0]
     want = [xk @ ref.ridge(X[:k], y[:k], lam) if k else 0.0 for k, xk in enumerate(np.vstack([X, xq]))]
     np.testing.assert_allclose(out, want, rtol=1e-9, atol=1e-9)

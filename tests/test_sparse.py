@@ -25,7 +25,8 @@ def task(d, n, B=2, seed=0):
     return X, np.einsum("bnd,bd->bn", X, rng.standard_normal((B, d))), np.clip(rng.standard_normal((B, d)), -3, 3)
 
 
-@pytest.mark.parametrize("make", [lambda: ic.circuits.ridge(4, 0.5), lambda: ic.circuits.sgd(4, 0.01, lam=0.1)])
+@pytest.mark.parametrize("make", [lambda: ic.circuits.ridge(4, 0.5), lambda: ic.circuits.sgd(4, 0.01, lam=0.1),
+                                  lambda: ic.circuits.ridge(4, 0.5, form="gain")])
 def test_sparse_equals_dense_on_every_path(make):
     m = make()
     s = m.to_sparse()

@@ -36,7 +36,8 @@ def task(d, n, B=2, seed=0):
 
 
 def circuits(d):
-    return [ic.circuits.ridge(d, lam=0.5), ic.circuits.sgd(d, lr=0.5 / (9 * d * 2), lam=0.1)]
+    return [ic.circuits.ridge(d, lam=0.5), ic.circuits.sgd(d, lr=0.5 / (9 * d * 2), lam=0.1),
+            ic.circuits.ridge(d, lam=0.5, form="gain")]
 
 
 @pytest.mark.parametrize("d", [1, 3])

@@ -23,10 +23,10 @@ from .batch_gd import batch_gd, batch_gd_algorithm
 from .gd_plus_plus import gd_plus_plus, gd_plus_plus_algorithm
 from .newton import newton, newton_algorithm
 from .preconditioned_gd import preconditioned_gd, preconditioned_gd_algorithm
-from .ridge import ridge, ridge_algorithm, ridge_program
+from .ridge import ridge, ridge_algorithm, ridge_gain_program, ridge_program
 from .sgd import sgd, sgd_algorithm, sgd_program
 
-__all__ = ["sgd", "ridge", "sgd_program", "ridge_program", "batch_gd", "newton", "gd_plus_plus",
+__all__ = ["sgd", "ridge", "sgd_program", "ridge_program", "ridge_gain_program", "batch_gd", "newton", "gd_plus_plus",
            "preconditioned_gd", "batch_gd_algorithm", "newton_algorithm", "gd_plus_plus_algorithm",
            "preconditioned_gd_algorithm", "sgd_algorithm", "ridge_algorithm"]
 

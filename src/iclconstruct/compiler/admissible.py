@@ -48,10 +48,14 @@ def check_constants(c: Constants, layout: Layout, dtype: torch.dtype, D: int) ->
     slack, eps = slack_for(dtype), eps_for(dtype)
     rel = c.product_error(1.0, 1.0, eps=eps)
     if rel > slack:
+        if c.product_order == 4:  # Richardson: 0.35/N⁴ + 7.5·ε·N, least at N = (1.4/(7.5ε))^(1/5)
+            formula, best = "Lemma 4 with Richardson extrapolation: 0.35/N⁴ + 7.5·ε·N", (1.4 / (7.5 * eps)) ** 0.2
+        else:
+            formula, best = "Lemma 4: 7/(6N²) + 2.5·ε·N", (7.0 / (7.5 * eps)) ** (1 / 3)
         raise ICLConstructError(
             f"Constants.product_scale = {c.product_scale:g} gives products a relative error of {rel:.3g} "
-            f"(Lemma 4: 7/(6N²) + 2.5·ε·N), above the {slack:g} this {str(dtype).replace('torch.', '')} model "
-            f"promises; use product_scale near {(7.0 / (7.5 * eps)) ** (1 / 3):.3g} (the minimum of that error)")
+            f"({formula}), above the {slack:g} this {str(dtype).replace('torch.', '')} model "
+            f"promises; use product_scale near {best:.3g} (the minimum of that error)")
     leak = 2.0 * math.exp(-c.attn_hardness)
     if leak > slack:
         raise ICLConstructError(
