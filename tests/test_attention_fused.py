@@ -117,3 +117,24 @@ def test_unhooked_and_hooked_passes_agree_bit_for_bit():
     plain = m(tok, check=False)
     out, _ = m.run_with_cache(tok, check=False)
     assert torch.equal(plain, out)
+
+
+def test_a_hook_replacing_the_pattern_is_used_instead_of_the_fused_kernel():
+    """Without hooks the paper block's causal self-attention runs torch's fused kernel; a hook that
+    returns a new pattern (or new scores) gets its pattern multiplied into v, as the definition says."""
+    att = _attention("paper")
+    h = torch.randn(2, 9, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    T = h.shape[1]
+    uniform = torch.ones(T, T, dtype=torch.float64).tril()
+    uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(2, 3, T, T)
+    hooks = HookManager()
+    hooks.add("blocks.0.attn.hook_pattern", lambda x, name: uniform.clone())
+    got = att(h, hooks, 0)
+    v = torch.einsum("btd,hde->bthe", h, att.W_V)
+    want = torch.einsum("bhqk,bkhe,hed->bqd", uniform, v, att.W_O)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
+    assert not torch.allclose(got, att(h, HookManager(), 0))
+    # a read-only hook on the scores leaves the fused arithmetic bit for bit
+    seen = HookManager()
+    seen.add("blocks.0.attn.hook_attn_scores", lambda x, name: None)
+    assert torch.equal(att(h, seen, 0), att(h, HookManager(), 0))

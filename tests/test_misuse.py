@@ -472,6 +472,9 @@ C7 = [
          ("--threads",)),
     Case(7, "circuit sgd works", lambda: _cli("circuit", "sgd", "--d", "2"),
          check=lambda r: r.returncode == 0 and "ConstructedTransformer" in r.stdout),
+    Case(7, "circuit sgd --form gain", lambda: _cli("circuit", "sgd", "--form", "gain"), ("--form",)),
+    Case(7, "circuit ridge --dtype float32 works (gain form)", lambda: _cli("circuit", "ridge", "--d", "2", "--dtype", "float32"),
+         check=lambda r: r.returncode == 0 and "float32" in r.stdout and "layers per example = 4" in r.stdout),
 ]
 
 

@@ -29,13 +29,19 @@ def _run_circuit(args) -> int:
     from . import circuits
     from .errors import ArgumentError
 
+    import torch
+
+    dtype = {"float64": torch.float64, "float32": torch.float32}[args.dtype]
     # the circuit functions validate every value, exactly as when called from Python
     if args.name == "sgd":
-        m = circuits.sgd(args.d, 0.01 if args.lr is None else args.lr, lam=0.0 if args.lam is None else args.lam)
+        if args.form is not None:
+            raise ArgumentError("--form is a parameter of the ridge circuit (outer or gain); sgd has one form")
+        m = circuits.sgd(args.d, 0.01 if args.lr is None else args.lr, lam=0.0 if args.lam is None else args.lam,
+                         dtype=dtype)
     else:
         if args.lr is not None:
             raise ArgumentError("--lr is a parameter of the sgd circuit; ridge takes --lam")
-        m = circuits.ridge(args.d, 0.1 if args.lam is None else args.lam)
+        m = circuits.ridge(args.d, 0.1 if args.lam is None else args.lam, dtype=dtype, form=args.form)
     print(m.summary())
     return 0
 
@@ -55,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--d", type=int, default=4)
     c.add_argument("--lr", type=float, default=None, help="sgd step size (default 0.01)")
     c.add_argument("--lam", type=float, default=None, help="L2 weight: sgd default 0, ridge default 0.1 (must be > 0)")
+    c.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    c.add_argument("--form", choices=["outer", "gain"], default=None,
+                   help="ridge's update: outer (3 layers per example) or gain (4; float32's default)")
     c.set_defaults(func=_run_circuit)
     try:
         from .icl.cli import add_subcommands

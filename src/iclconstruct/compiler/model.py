@@ -121,7 +121,7 @@ class Attention(nn.Module):
             q, k, v = h.unsqueeze(1) @ self.W_Q, kv_.unsqueeze(1) @ self.W_K, kv_.unsqueeze(1) @ self.W_V
         elif kv is None:
             S = T
-            qkv = (h @ W_QKV).view(B, T, 3, nh, e).permute(2, 0, 3, 1, 4).contiguous()  # (3, b, h, t, e)
+            qkv = (h @ W_QKV).view(B, T, 3, nh, e).permute(2, 0, 3, 1, 4)  # (3, b, h, t, e), views
             q, k, v = qkv[0], qkv[1], qkv[2]
         else:
             S = kv.shape[1]
@@ -131,19 +131,36 @@ class Attention(nn.Module):
         if self.bias:
             q = q + self.b_Q[:, None, :]
             k = k + self.b_K[:, None, :]
-        if hook.active:  # hook points see (b, t, h, e); a returned tensor replaces the activation
+        # causal self-attention of the paper block: torch's fused kernel computes softmax(q·kᵀ/√e)·v (its
+        # normalisation after the weighted sum is within the few ulps docs/certificate.md assumes); a
+        # pass with hooks uses it too unless a hook replaces the scores or the pattern, so read-only hooks
+        # leave the arithmetic unchanged
+        fused = kv is None and mask is None and not self.bias
+        if not hook.active:
+            if fused:
+                return self._out(F.scaled_dot_product_attention(q, k, v, is_causal=True), B, T)
+        else:  # hook points see (b, t, h, e); a returned tensor replaces the activation
             q, k, v = (hook.block(l, f"attn.hook_{n}", x.transpose(1, 2)).transpose(1, 2)
                        for n, x in (("q", q), ("k", k), ("v", v)))
         bias = self._causal_bias(T, q) if mask is None else \
             torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask, float("-inf"))
-        scores = torch.baddbmm(bias, q.reshape(B * nh, T, e), k.reshape(B * nh, S, e).transpose(1, 2),
-                               alpha=1.0 / math.sqrt(e)).view(B, nh, T, S)
-        scores = hook.block(l, "attn.hook_attn_scores", scores)
-        pattern = hook.block(l, "attn.hook_pattern", torch.softmax(scores, dim=-1))
-        z = torch.bmm(pattern.reshape(B * nh, T, S), v.reshape(B * nh, S, e)).view(B, nh, T, e).transpose(1, 2)
-        z = hook.block(l, "attn.hook_z", z)
+        raw = torch.baddbmm(bias, q.reshape(B * nh, T, e), k.reshape(B * nh, S, e).transpose(1, 2),
+                            alpha=1.0 / math.sqrt(e)).view(B, nh, T, S)
+        scores = hook.block(l, "attn.hook_attn_scores", raw)
+        soft = torch.softmax(scores, dim=-1)
+        pattern = hook.block(l, "attn.hook_pattern", soft)
+        if fused and scores is raw and pattern is soft:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            z = torch.bmm(pattern.reshape(B * nh, T, S), v.reshape(B * nh, S, e)).view(B, nh, T, e)
+        z = hook.block(l, "attn.hook_z", z.transpose(1, 2))
         out = z.reshape(B, T, nh * e) @ self.W_O.reshape(nh * e, -1)
         return out + self.b_O if self.bias else out
+
+    def _out(self, z: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        """``(b, h, t, e)`` head outputs → ``(b, t, d_model)`` through ``W_O``."""
+        nh, e = z.shape[1], z.shape[3]
+        return z.transpose(1, 2).reshape(B, T, nh * e) @ self.W_O.reshape(nh * e, -1)
 
 
 class MLP(nn.Module):
