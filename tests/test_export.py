@@ -40,7 +40,8 @@ def circuits():
     sq = (X * X).sum(1).max()
     sgd = ic.circuits.sgd(d, 0.4 / (2 * sq), lam=0.1, w0=np.full(d, 0.3), block="pre_ln")
     ridge = ic.circuits.ridge(d, 0.5, block="pre_ln", activation="gelu_new")
-    return [("sgd", sgd, X, y, xq), ("ridge", ridge, X, y, xq)]
+    gain = ic.circuits.ridge(d, 0.5, block="pre_ln", form="gain")  # the float32 default's program, here in float64
+    return [("sgd", sgd, X, y, xq), ("ridge", ridge, X, y, xq), ("ridge_gain", gain, X, y, xq)]
 
 
 CASES = circuits()

@@ -35,3 +35,28 @@ def test_gain_form_clears_the_divisor_and_keeps_the_column_small():
     c = cache.slot_by_layer("c").abs()
     assert float(c.max()) > 10  # c = 1 + xᵀA⁻¹x is large at lam = 0.1 …
     assert float(c[-1].max()) == 0.0  # … and cleared by the division layer's attention
+
+
+def test_gain_form_float32_saves_loads_and_streams(tmp_path):
+    """float32's default form through save/load (bit for bit) and the pruned paths (stream, prefixes)."""
+    rng = np.random.default_rng(1)
+    X = np.clip(rng.standard_normal((2, 6, 3)), -3, 3)
+    y = X @ rng.standard_normal(3)
+    xq = np.clip(rng.standard_normal((2, 3)), -3, 3)
+    m = ic.circuits.ridge(3, 0.3, dtype=torch.float32, max_len=33)
+    assert m.program.meta["form"] == "gain"
+    ic.io.save(m, tmp_path / "r")
+    m2 = ic.io.load(tmp_path / "r")
+    assert m2.program.meta["form"] == "gain" and m2.layers_per_example() == 4
+    np.testing.assert_array_equal(m2.predict(X, y, xq), m.predict(X, y, xq))
+    s = m.stream()
+    for k in range(6):
+        s.add(X[:, k], y[:, k])
+    full = m.predict(X, y, xq)
+    ref = np.einsum("bd,bd->b", xq, ic.reference.ridge(X, y, 0.3))
+    # in float32 the full pass re-runs every block over finished columns, each adding ≈1e-4 of drift
+    # (docs/scale.md §2); the stream runs each column's block once: both are within 1e-3 of ridge
+    for got in (s.predict(xq), full):
+        assert np.max(np.abs(got - ref) / (1 + np.abs(ref))) <= 1e-3
+    pr = m.predict_prefixes(X, y)
+    assert pr.shape == (2, 6) and np.max(np.abs(pr[:, 0])) <= 1e-3  # no example: ridge predicts 0
