@@ -13,6 +13,8 @@ import iclconstruct as ic
 from iclconstruct.circuits.ridge import ridge_program_by_hand
 from iclconstruct.circuits.sgd import sgd_program_by_hand
 from iclconstruct.errors import OutOfRangeError
+from iclconstruct import errors as E
+from iclconstruct.lang.ops import Div
 from iclconstruct.frontend import FrontendError
 from iclconstruct.testing import shifted_tasks
 
@@ -160,11 +162,18 @@ def test_one_sided_bound_allows_division_and_is_checked_in_magnitude():
     node = [n for n in f.trace()[0].nodes if n.op == "div"][-1]   # the loop body as rebuilt on the state
     assert float(node.args[1].lo) == 1.0 and float(node.args[1].hi) == 9.0   # analysis: 1 + 0.5·2·2·4 = 9 < 10
     rng = np.random.default_rng(1)
-    X, y, xq = rng.uniform(-1, 1, (5, 2)), rng.uniform(-1, 1, 5), rng.uniform(-1, 1, 2)
+    # non-negative inputs keep x·w ≥ 0, so the claim c ≥ 1 holds
+    X, y, xq = rng.uniform(0, 1, (5, 2)), rng.uniform(0, 1, 5), rng.uniform(-1, 1, 2)
     w = np.zeros(2)
     for xi, yi in zip(X, y):
         w = w + 0.1 * yi * xi / (1 + 0.5 * xi @ w)
     assert f.interpret(ic.tokens.encode(X, y, xq))[0, -1] == pytest.approx(w @ xq, rel=1e-12)
+    assert [o.min_abs for o in f.program().ops if isinstance(o, Div)] == [1.0]   # the claim reaches the program
+    # where the claim is false (x·w < 0 gives c < 1) the divisor check refuses, naming the claim
+    Xn, yn = X * np.array([1.0, -1.0]), -y
+    Xn[1:] *= -1
+    with pytest.raises(E.DivisorTooSmallError, match="the program states"):
+        f.interpret(ic.tokens.encode(Xn, yn, xq))
     with pytest.raises(OutOfRangeError):  # |c| beyond the claimed magnitude
         make(1.0001).interpret(ic.tokens.encode(X * 0 + 1.0, y * 0 + 1.0, xq))
     with pytest.raises(OutOfRangeError):

@@ -87,7 +87,8 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
     """Random programs of ``min_ops..max_ops`` ops over random slots, kept inside their bounds.
 
     Covers every documented feature of :class:`~iclconstruct.Program`: the four primitives
-    (``mul`` with ``plus=``/``bias=``, ``div`` with ``coef=`` and ``accumulate=True``), every
+    (``mul`` with ``plus=``/``bias=``, ``div`` with ``coef=``, ``accumulate=True`` and a declared
+    ``min_abs=``), every
     read kind of ``mov`` (``offset``, ``position``, ``mean`` over all, x̃ or ỹ columns), the
     reductions over the examples (``count``, and ``sum`` with and without ``count=``), reads
     of the readable system slots ``pos``, ``one`` and ``is_y``, slots placed with ``at=``
@@ -268,15 +269,17 @@ def programs(draw, d: Optional[int] = None, min_ops: int = 1, max_ops: int = 12,
                 c = draw(st.sampled_from(divisors))
                 src = draw(st.sampled_from(srcs))
                 room = bounds[dst] / (bounds[src] / min_abs[c])
+                # half the divisions declare the divisor's guaranteed minimum (Div.min_abs), a true bound
+                declared = float(min_abs[c]) if rng.random() < 0.5 else 0.0
                 if draw(st.booleans()):  # accumulate: dst ← aff(...) (≤ bound/2), then dst += coef·src/|c|
                     p.aff(dst, affine_terms(k, 0.45 * bounds[dst], exclude=(dst,)), bias=None)
                     wrote(dst)
                     coef = float(rng.uniform(0.2, 0.45)) * room * rng.choice([-1.0, 1.0])
-                    p.div(src, c, dst, coef=coef, accumulate=True)
+                    p.div(src, c, dst, coef=coef, accumulate=True, min_abs=declared)
                     continue
                 if room >= 1.0 or draw(st.booleans()):
                     coef = 1.0 if room >= 1.0 and draw(st.booleans()) else float(rng.uniform(0.2, 0.9)) * min(room, 1.0)
-                    p.div(src, c, dst, coef=coef)
+                    p.div(src, c, dst, coef=coef, min_abs=declared)
                     wrote(dst)
                     continue
             kind = "aff"

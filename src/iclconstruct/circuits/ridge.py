@@ -154,8 +154,8 @@ def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None
         p.mul("xe", "u", "c", shape=(1, d, 1), bias=1.0)
         p.mul("u", "u", "O", shape=(d, 1, d))
         p.mul("u", "r", "v", shape=(d, 1, 1))
-        p.div("O", "c", "Ainv", coef=-1.0, accumulate=True)
-        p.div("v", "c", "w", accumulate=True)
+        p.div("O", "c", "Ainv", coef=-1.0, accumulate=True, min_abs=1.0)   # c = 1 + xᵀA⁻¹x ≥ 1
+        p.div("v", "c", "w", accumulate=True, min_abs=1.0)
     p.free("u")
     p.slot("wq", d, bound=wb)
     predict_from(p, "w", "wq", "pred")
@@ -206,7 +206,7 @@ def ridge_gain_program(d: int, lam: float, *, x_bound: Optional[float] = None, y
         p.mul("Ainv", "xe", "u", shape=(d, d, 1))
         p.mul("w", "xe", "r", shape=(1, d, 1), coef=-1.0, plus={"y": 1.0})
         p.mul("xe", "u", "c", shape=(1, d, 1), bias=sig)
-        p.div("u", "c", "g")
+        p.div("u", "c", "g", min_abs=sig)   # c = σ(1 + xᵀA⁻¹x) ≥ σ
         p.aff("c", bias=np.zeros(1))   # clear the divisor (the division set-up has read it)
         p.mul("u", "g", "Ainv", shape=(d, 1, d), coef=-1.0, plus={"Ainv": 1.0})
         p.mul("g", "r", "w", shape=(d, 1, 1), plus={"w": 1.0})

@@ -60,6 +60,12 @@ class LayerPlan:
         return self.attn_ops + self.mlp_ops
 
     @property
+    def divisor_min(self) -> float:
+        """The lower bound of ``|divisor|`` the layer's ``div`` ops declare (``Div.min_abs``; 0: none)."""
+        return max((getattr(op, "min_abs", 0.0) for op in self.mlp_ops if getattr(op, "divisor", None) == self.divisor),
+                   default=0.0)
+
+    @property
     def system_writes(self) -> Tuple[str, ...]:
         """System slots the attention rewrites: ``anchor`` and ``pair`` in div and reset layers."""
         return ("anchor", "pair") if self.divisor is not None or self.reset else ()

@@ -259,7 +259,7 @@ class _Lowering:
             src = self.materialize(node.args[0])
             c = self.materialize(node.args[1])
             s = self.new_slot("div", node, node.size, node.bound)
-            self.emit(seg, "div", src, c, s, 1.0, False)
+            self.emit(seg, "div", src, c, s, 1.0, False, _min_abs(node.args[1]))
         elif op == "gate":  # is_y·value: the value at ỹ columns, 0 at x̃ columns
             src = self.materialize(node.args[0])
             s = self.new_slot("gated", node, node.size, node.bound, name=f"gated_{src}")
@@ -324,7 +324,7 @@ class _Lowering:
                 dv, k = inplace[i]
                 src = self.materialize(dv.args[0])
                 c = self.materialize(dv.args[1])
-                self.emit("body", "div", src, c, st, float(k), True)
+                self.emit("body", "div", src, c, st, float(k), True, _min_abs(dv.args[1]))
                 self.inplace[st] = i
                 continue
             if loop.gate[i]:
@@ -575,6 +575,13 @@ def _writes(ins) -> Optional[str]:
     return None
 
 
+def _min_abs(c: Expr) -> float:
+    """The divisor's proven lower bound (``/`` requires ``c.lo > 0``: interval analysis or a one-sided
+    ``ctx.bound``), declared to the program as ``Div.min_abs``."""
+    lo = float(np.min(c.lo))
+    return lo if lo > 0 else 0.0
+
+
 def _emit(p: Program, ins) -> None:
     k = ins[0]
     if k == "mul":
@@ -587,7 +594,7 @@ def _emit(p: Program, ins) -> None:
     elif k == "sum":
         p.sum(ins[1], ins[2], count=ins[3], scale=ins[4])
     elif k == "div":
-        p.div(ins[1], ins[2], ins[3], coef=ins[4], accumulate=ins[5])
+        p.div(ins[1], ins[2], ins[3], coef=ins[4], accumulate=ins[5], min_abs=ins[6] if len(ins) > 6 else 0.0)
     elif k == "count":
         p.count(ins[1])
 

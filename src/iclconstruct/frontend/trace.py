@@ -214,8 +214,8 @@ class Context:
         loop). The magnitude ``max(|lo|, |hi|)`` is checked at run time: a value beyond it raises
         :class:`~iclconstruct.errors.OutOfRangeError`, never a silent error. A one-sided claim
         (``ctx.bound(1 + x @ u, (1.0, c_max))``: the Sherman–Morrison divisor is ``≥ 1``)
-        also lets ``/`` divide by ``e``; its lower end is checked only as far as the division's own
-        run-time divisor check (``|e| ≥ Constants.div_min``). The message
+        also lets ``/`` divide by ``e``; its lower end becomes the division's declared minimum
+        (``Div.min_abs``), which the interpreter and the model check and the certificate uses. The message
         names this call's source line, or ``arg``: the name of the argument of *your* function
         that ``value`` comes from (``ctx.bound(M @ b, w_bound, arg="w_bound")``), so that
         your caller is told which of their arguments to change.

@@ -59,8 +59,16 @@ def check_guards(guards: Sequence[InputGuard], tokens: np.ndarray) -> None:
             raise g.refusal(sq)
 
 
-def check_divisor(where: str, what: str, divisor: str, min_abs: float, div_min: float) -> None:
-    """Raise if a ``div`` would divide by a magnitude below ``div_min``."""
+def check_divisor(where: str, what: str, divisor: str, min_abs: float, div_min: float, declared: float = 0.0,
+                  tol: float = 0.0, advice: Optional[str] = None) -> None:
+    """Raise if a ``div`` would divide by a magnitude below ``div_min``, or below ``declared − tol``:
+    ``declared`` is the lower bound the program states for ``|divisor|`` (``Div.min_abs``), ``tol``
+    the accuracy the caller allows the divisor (then it is wrong by more than that)."""
+    if declared - tol > div_min and min_abs < declared - tol:
+        raise DivisorTooSmallError(
+            f"{where}: {what} divides by |{divisor}| = {min_abs:.6g}, below the {declared:g} the program states "
+            f"for every input (less {tol:.3g}, the stated accuracy): the divisor is wrong by more than that; "
+            + (advice or "use dtype=torch.float64 or inputs further inside the declared bounds"))
     if min_abs < div_min:
         raise DivisorTooSmallError(
             f"{where}: {what} divides by |{divisor}| = {min_abs:.4g} < div_min = {div_min:g}; "

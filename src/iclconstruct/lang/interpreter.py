@@ -19,7 +19,7 @@ from typing import List, Optional
 import numpy as np
 
 from ..numerics.constants import Constants
-from .checks import bound_advice, check_divisor, check_guards, check_inputs, check_written
+from .checks import BOUND_SLACK, bound_advice, check_divisor, check_guards, check_inputs, check_written
 from ..errors import ContextTooLongError, NonFiniteError, ShapeError
 from .embedding import DEFAULT_MAX_LEN, system_rows
 from .layout import Layout
@@ -153,7 +153,8 @@ def check_op(op: Op, H: np.ndarray, lay: Layout, constants: Constants, where: st
     if before:
         if isinstance(op, Div):
             c = np.abs(lay.view(H, op.divisor))
-            check_divisor(where, op.describe(), op.divisor, float(c.min()) if c.size else np.inf, constants.div_min)
+            check_divisor(where, op.describe(), op.divisor, float(c.min()) if c.size else np.inf, constants.div_min,
+                          op.min_abs, BOUND_SLACK * max(1.0, op.min_abs), advice=bound_advice(program, op.divisor))
         return
     vals = lay.view(H, op.writes())
     check_written(where, op.describe(), lay[op.writes()], float(np.abs(vals).max()) if vals.size else 0.0,

@@ -125,6 +125,9 @@ class Div(Op):
     dst: str
     coef: float = 1.0
     accumulate: bool = False
+    #: a declared lower bound of ``|divisor|`` (its exact value, e.g. ridge's ``c ≥ 1``): the model refuses a
+    #: computed divisor below it (less its stated accuracy) and the certificate divides by it (0: none)
+    min_abs: float = 0.0
 
     def reads(self):
         return (self.src, self.divisor) + ((self.dst,) if self.accumulate else ())

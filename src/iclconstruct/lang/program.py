@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -354,7 +355,7 @@ class Program:
         if isinstance(op, Mul):
             return self._build_mul(op.lhs, op.rhs, op.dst, op.shape, coef=op.coef, plus=op.plus, bias=op.bias)
         if isinstance(op, Div):
-            return self._build_div(op.src, op.divisor, op.dst, coef=op.coef, accumulate=op.accumulate)
+            return self._build_div(op.src, op.divisor, op.dst, coef=op.coef, accumulate=op.accumulate, min_abs=op.min_abs)
         if isinstance(op, Aff):
             return self._build_aff(op.dst, op.terms, op.bias)
         if isinstance(op, Count):
@@ -444,17 +445,22 @@ class Program:
         return Mul(lhs, rhs, dst, (a, b, c), float(coef), self._terms(plus, D.size, what),
                    self._bias(bias, D.size, what))
 
-    def div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False) -> Op:
+    def div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False,
+            min_abs: float = 0.0) -> Op:
         """``dst ← coef·src / |divisor|`` per column (LayerNorm, Lemma 8). ``divisor`` has 1 row.
 
         With ``accumulate=True`` the quotient is *added*: ``dst ← dst + coef·src/|divisor|``
         (the residual connection does the addition, so no extra layer is needed).
         Otherwise ``dst`` must not overlap ``src`` (the layer clears ``dst`` before the MLP
-        writes it).
+        writes it). ``min_abs``: a lower bound of ``|divisor|`` that holds for every input
+        (ridge's ``c = 1 + xᵀA⁻¹x ≥ 1``); the interpreter and the model refuse a divisor below it,
+        and the certificate (docs/certificate.md) divides by it instead of ``Constants.div_min``.
         """
-        return self._add(self._build_div(src=src, divisor=divisor, dst=dst, coef=coef, accumulate=accumulate))
+        return self._add(self._build_div(src=src, divisor=divisor, dst=dst, coef=coef, accumulate=accumulate,
+                                         min_abs=min_abs))
 
-    def _build_div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False) -> Op:
+    def _build_div(self, src: str, divisor: str, dst: str, *, coef: float = 1.0, accumulate: bool = False,
+                   min_abs: float = 0.0) -> Op:
         what = "div"
         S = self._readable(src, what)
         C = self._readable(divisor, what)
@@ -471,7 +477,10 @@ class Program:
             raise LayoutError(f"div: dst {dst!r} overlaps divisor {divisor!r}; divide into a separate slot")
         if not np.isfinite(coef):
             raise ShapeError(f"div: coef must be finite; got {coef!r}")
-        return Div(src, divisor, dst, float(coef), bool(accumulate))
+        if isinstance(min_abs, bool) or not isinstance(min_abs, (int, float, np.floating)) or not (
+                math.isfinite(min_abs) and min_abs >= 0):
+            raise ShapeError(f"div: min_abs must be a finite number >= 0 (a lower bound of |{divisor}|); got {min_abs!r}")
+        return Div(src, divisor, dst, float(coef), bool(accumulate), float(min_abs))
 
     def aff(self, dst: str, terms: TermsArg = None, bias=None) -> Op:
         """``dst ← Σ W·h[s] + bias`` per column (``terms``: ``{slot: W}``; W a matrix, vector (diagonal) or scalar)."""

@@ -62,8 +62,11 @@ def _op_to_dict(op: Op) -> dict:
         return {"op": "mul", "lhs": op.lhs, "rhs": op.rhs, "dst": op.dst, "shape": list(op.shape),
                 "coef": num(op.coef), "plus": [[s, _matrix(W)] for s, W in op.plus], "bias": _vector(op.bias)}
     if isinstance(op, Div):
-        return {"op": "div", "src": op.src, "divisor": op.divisor, "dst": op.dst, "coef": num(op.coef),
-                "accumulate": bool(op.accumulate)}
+        d = {"op": "div", "src": op.src, "divisor": op.divisor, "dst": op.dst, "coef": num(op.coef),
+             "accumulate": bool(op.accumulate)}
+        if op.min_abs:  # files without it (older, or no declared minimum) read as 0
+            d["min_abs"] = num(op.min_abs)
+        return d
     if isinstance(op, Aff):
         return {"op": "aff", "dst": op.dst, "terms": [[s, _matrix(W)] for s, W in op.terms], "bias": _vector(op.bias)}
     if isinstance(op, Count):
@@ -88,7 +91,7 @@ def _op_from_dict(o: dict) -> Op:
         return Mul(o["lhs"], o["rhs"], o["dst"], tuple(int(v) for v in o["shape"]), unnum(o["coef"]),
                    tuple((s, _unmatrix(W)) for s, W in o["plus"]), _unvector(o["bias"]))
     if kind == "div":
-        return Div(o["src"], o["divisor"], o["dst"], unnum(o["coef"]), bool(o["accumulate"]))
+        return Div(o["src"], o["divisor"], o["dst"], unnum(o["coef"]), bool(o["accumulate"]), unnum(o.get("min_abs", 0.0)))
     if kind == "aff":
         return Aff(o["dst"], tuple((s, _unmatrix(W)) for s, W in o["terms"]), _unvector(o["bias"]))
     if kind == "count":

@@ -38,6 +38,7 @@ import torch
 
 from ..errors import ICLConstructError
 from ..lang.validate import as_n_examples
+from ..runtime.checks import divisor_tolerance
 
 __all__ = ["Certificate", "certify", "unit_roundoff", "gamma", "product_truncation", "GELU_ROUNDOFF"]
 
@@ -450,7 +451,13 @@ class _Analysis:
         bal = S_user + 4.0 + self.F
         divide = plan.divisor is not None
         if divide:
-            c_lo = max(c.div_min, 1e-300)
+            # |ĉ| ≥ c_lo: the run-time checks (div_min, and the declared minimum less its tolerance); the exact
+            # |c| ≥ c_ex: the program's declared minimum (Div.min_abs), or what the computed one leaves
+            Ec = self.E.get(plan.divisor, 0.0)
+            declared = plan.divisor_min
+            c_lo = max(c.div_min, declared - divisor_tolerance(self.m, plan), 1e-300)
+            c_ex = max(declared, c_lo - Ec)
+            c_lo = max(c_lo, c_ex - Ec)
             c_hi = self.V(plan.divisor)
             M = c.div_scale
             K_lo = M * c_lo * (1.0 - self.pair_rel)
@@ -495,19 +502,19 @@ class _Analysis:
             size = lay[dst].size
             Vold = self.Vold(dst)
             if isinstance(op, Div):
-                cr = plan.divisor
-                Ec = self.E.get(cr, 0.0)
-                if Ec >= c_lo:
+                if c_ex <= 0:
                     e = math.inf
                 else:
                     Vs, Bs = self.V(op.src), self.B.get(op.src, 0.0)
-                    q = abs(op.coef) * (eop(op.src) + Bs * Ec / (c_lo * (c_lo - Ec)))
+                    # |s/c − ŝ/ĉ| ≤ |s − ŝ|/|ĉ| + |s|·|ĉ − c|/(|c||ĉ|)
+                    quot = Bs * Ec / (c_ex * c_lo)
+                    q = abs(op.coef) * (eop(op.src) + quot)
                     z = np.array([abs(op.coef) * Vs / c_lo])
                     r = float(lin_round(z)[0]) + gamma(4, u) * 2 * z[0] + u * (Vold + z[0])
-                    self._note("division", abs(op.coef) * ((Vs / c_lo + mu) * phi + Bs * Ec / (c_lo * (c_lo - Ec))))
+                    self._note("division", abs(op.coef) * ((Vs / c_lo + mu) * phi + quot))
                     e = q + r + self.E.get(dst, 0.0)  # accumulate: the old error stays; else: the clear's
                     units_abs += 2 * z[0]
-                nbnd = (self.B.get(dst, 0.0) if op.accumulate else 0.0) + abs(op.coef) * self.B.get(op.src, 0.0) / c_lo
+                nbnd = (self.B.get(dst, 0.0) if op.accumulate else 0.0) + abs(op.coef) * self.B.get(op.src, 0.0) / max(c_ex, 1e-300)
                 newB[dst] = min(nbnd, lay[dst].bound * (1 + 1e-12))
                 newE[dst] = e
                 written_abs += newB[dst] + e

@@ -20,7 +20,15 @@ from ..compiler.admissible import check_layernorm_scale, slack_for
 from ..errors import OutOfRangeError
 from ..lang.checks import bound_advice, check_divisor, check_written
 
-__all__ = ["RangeMonitor"]
+
+__all__ = ["RangeMonitor", "divisor_tolerance"]
+
+
+def divisor_tolerance(model, plan) -> float:
+    """How far below its declared minimum (``Div.min_abs``) the model's divisor may fall: the stated
+    accuracy relative to the divisor slot's bound, as for every written slot (``check_written``)."""
+    slack = slack_for(model.dtype)
+    return slack * (model.layout[plan.divisor].bound + 1.0)
 
 
 def _absmax_per_row(v: torch.Tensor) -> torch.Tensor:
@@ -119,7 +127,8 @@ class RangeMonitor:
             i += v.numel()
             plan = m.plans[bi]
             if kind == "div":
-                check_divisor(f"layer {l}", "div", plan.divisor, vals[0], m.constants.div_min)
+                check_divisor(f"layer {l}", "div", plan.divisor, vals[0], m.constants.div_min, plan.divisor_min,
+                              divisor_tolerance(m, plan), advice=bound_advice(m.program, plan.divisor))
             elif kind == "written":
                 for op, a in zip(extra, vals):
                     check_written(f"layer {l}", op.describe(), m.layout[op.writes()], a, slack,
