@@ -25,7 +25,9 @@ import torch
 import iclconstruct as ic
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results" / "float32_circuits.jsonl"
+#: ICL_F32_N=8 measures Constants.float32(product_scale=8) into its own file (a comparison, not the table)
+N_OVERRIDE = os.environ.get("ICL_F32_N")
+OUT = ROOT / "bench" / "results" / ("float32_circuits.jsonl" if not N_OVERRIDE else f"float32_circuits_N{N_OVERRIDE}.jsonl")
 DIMS, NS = (2, 8, 16), (8, 32, 64)
 C, R = ic.circuits, ic.reference
 
@@ -33,18 +35,19 @@ C, R = ic.circuits, ic.reference
 def circuits(d):
     """name -> (make(dtype) -> model, reference(X, y) -> w)."""
     P = np.diag(np.linspace(0.5, 1.5, d))
-    f32 = torch.float32
+    kw = dict(dtype=torch.float32, constants=ic.Constants.float32(**(
+        {"product_scale": float(N_OVERRIDE)} if N_OVERRIDE else {})))
     return {
-        "sgd lr=0.5/(d·9)": (lambda: C.sgd(d, 0.5 / (9 * d), dtype=f32, max_len=129), lambda X, y: R.sgd(X, y, 0.5 / (9 * d))),
-        "ridge lam=0.1": (lambda: C.ridge(d, 0.1, dtype=f32, max_len=129), lambda X, y: R.ridge(X, y, 0.1)),
-        "ridge lam=1": (lambda: C.ridge(d, 1.0, dtype=f32, max_len=129), lambda X, y: R.ridge(X, y, 1.0)),
-        "batch_gd lr=0.005 steps=3": (lambda: C.batch_gd(d, 0.005, steps=3, dtype=f32),
+        "sgd lr=0.5/(d·9)": (lambda: C.sgd(d, 0.5 / (9 * d), max_len=129, **kw), lambda X, y: R.sgd(X, y, 0.5 / (9 * d))),
+        "ridge lam=0.1": (lambda: C.ridge(d, 0.1, max_len=129, **kw), lambda X, y: R.ridge(X, y, 0.1)),
+        "ridge lam=1": (lambda: C.ridge(d, 1.0, max_len=129, **kw), lambda X, y: R.ridge(X, y, 1.0)),
+        "batch_gd lr=0.005 steps=3": (lambda: C.batch_gd(d, 0.005, steps=3, **kw),
                                       lambda X, y: R.batch_gd(X, y, 0.005, 3)),
-        "preconditioned_gd lr=0.005 steps=3": (lambda: C.preconditioned_gd(d, 0.005, 3, P=P, dtype=f32),
+        "preconditioned_gd lr=0.005 steps=3": (lambda: C.preconditioned_gd(d, 0.005, 3, P=P, **kw),
                                                lambda X, y: R.preconditioned_gd(X, y, 0.005, 3, P=P)),
-        "gd_plus_plus lr=0.005 gamma=0.005 steps=2": (lambda: C.gd_plus_plus(d, 0.005, 0.005, steps=2, dtype=f32),
+        "gd_plus_plus lr=0.005 gamma=0.005 steps=2": (lambda: C.gd_plus_plus(d, 0.005, 0.005, steps=2, **kw),
                                                       lambda X, y: R.gd_plus_plus(X, y, 0.005, 0.005, 2)),
-        "newton steps=8": (lambda: C.newton(d, 8, m_bound=20.0, dtype=f32), lambda X, y: R.newton(X, y, 8, alpha="trace")),
+        "newton steps=8": (lambda: C.newton(d, 8, m_bound=20.0, **kw), lambda X, y: R.newton(X, y, 8, alpha="trace")),
     }
 
 
