@@ -127,25 +127,28 @@ def ridge_program(d: int, lam: float, *, x_bound: Optional[float] = None, y_boun
     return p
 
 
+def _hand_program(d: int, lam: float, xb: float, yb: float, wb: float, b: dict, extra, a0: float) -> Program:
+    """The slots both hand-written forms share (``xe``, the state ``Ainv``, ``w``; ``u``, ``r``, ``c``
+    with bounds ``b``), then ``extra`` ``(name, size, bound)`` and ``pred``; the examples gathered into
+    ``xe`` and the state initialised to ``A⁻¹ = a0·I``, ``w = 0``."""
+    p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
+    for name, size, bound in [("xe", d, xb), ("Ainv", d * d, b["Ainv"]), ("w", d, wb), ("u", d, b["u"]),
+                              ("r", 1, b["r"]), ("c", 1, b["c"])] + list(extra) + [("pred", 1, math.sqrt(d) * wb * xb)]:
+        p.slot(name, size, bound=bound)
+    gather_examples(p, "xe")
+    p.aff("Ainv", bias=(np.eye(d) * a0).reshape(-1))
+    p.aff("w", bias=np.zeros(d))
+    return p
+
+
 def ridge_program_by_hand(d: int, lam: float, *, x_bound: Optional[float] = None, y_bound: Optional[float] = None,
                           w_bound: Optional[float] = None) -> Program:
     """The hand-written Sherman–Morrison ridge program (slots and ops placed by hand; kept for tests)."""
     d, lam, xb, yb, wb, _, _, rb, _, _ = _args(d, lam, x_bound, y_bound, w_bound)
     # this layout carries A⁻¹ itself (the paper's state; its slots grow as 1/lam)
     ab, ub, cb = 1.02 / lam, math.sqrt(d) * xb / lam, 1.0 + d * xb * xb / lam
-    p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
-    p.slot("xe", d, bound=xb)
-    p.slot("Ainv", d * d, bound=ab)
-    p.slot("w", d, bound=wb)
-    p.slot("u", d, bound=ub)
-    p.slot("r", 1, bound=rb)
-    p.slot("c", 1, bound=cb)
-    p.slot("O", d * d, bound=ub * ub)
-    p.slot("v", d, bound=ub * rb)
-    p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
-    gather_examples(p, "xe")
-    p.aff("Ainv", bias=(np.eye(d) / lam).reshape(-1))
-    p.aff("w", bias=np.zeros(d))
+    p = _hand_program(d, lam, xb, yb, wb, dict(Ainv=ab, u=ub, r=rb, c=cb), [("O", d * d, ub * ub), ("v", d, ub * rb)],
+                      a0=1.0 / lam)
     with p.loop("examples"):
         p.mov("Ainv", "Ainv", offset=2)
         p.mov("w", "w", offset=2)
@@ -188,18 +191,7 @@ def ridge_gain_program(d: int, lam: float, *, x_bound: Optional[float] = None, y
     d, lam, xb, yb, wb, ab, ub, rb, cl, cb = _args(d, lam, x_bound, y_bound, w_bound)
     sig = state_scale(lam)
     gb = 0.5 / math.sqrt(lam)   # exact ‖g‖ ≤ 1/(2√lam) (σ cancels: g = A⁻¹x/(1 + xᵀA⁻¹x))
-    p = Program(d, x_bound=xb, y_bound=yb, name=f"ridge(d={d}, lam={lam:g})")
-    p.slot("xe", d, bound=xb)
-    p.slot("Ainv", d * d, bound=ab)
-    p.slot("w", d, bound=wb)
-    p.slot("u", d, bound=ub)
-    p.slot("r", 1, bound=rb)
-    p.slot("c", 1, bound=cb)
-    p.slot("g", d, bound=gb)
-    p.slot("pred", 1, bound=math.sqrt(d) * wb * xb)
-    gather_examples(p, "xe")
-    p.aff("Ainv", bias=(np.eye(d) * (sig / lam)).reshape(-1))
-    p.aff("w", bias=np.zeros(d))
+    p = _hand_program(d, lam, xb, yb, wb, dict(Ainv=ab, u=ub, r=rb, c=cb), [("g", d, gb)], a0=sig / lam)
     with p.loop("examples"):
         p.mov("Ainv", "Ainv", offset=2)
         p.mov("w", "w", offset=2)
