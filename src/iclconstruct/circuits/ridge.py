@@ -185,8 +185,9 @@ def ridge_gain_program(d: int, lam: float, *, x_bound: Optional[float] = None, y
     (up to ``σ(1 + d·x_bound²/lam)``) is cleared to 0 by the attention of the division layer, after
     the division set-up has read it. That is what float32 needs (LayerNorm anchors ``K = 1e4`` must
     dominate the column, Lemma 6): ``lam = 0.1`` runs in float32 (docs/algorithms.md). **4 layers
-    per example** (``u, r`` | ``c`` | ``g = u/|c|`` | ``A⁻¹, w``), ``2d² + 4d + 2`` algorithm rows
-    (one row per ``d`` fewer than the outer form: ``g`` replaces ``v``, and ``O`` is gone).
+    per example** (``u, r`` | ``c`` | ``g = u/|c|`` | ``A⁻¹, w``), ``d² + 4d + 3`` algorithm rows
+    (the outer form: ``2d² + 4d + 2``; ``g`` replaces ``v`` and the ``d × d`` slot ``O`` is gone), so
+    about half the width and fewer parameters (d = 16, dense float64: 8.5M against 15.6M).
     """
     d, lam, xb, yb, wb, ab, ub, rb, cl, cb = _args(d, lam, x_bound, y_bound, w_bound)
     sig = state_scale(lam)
