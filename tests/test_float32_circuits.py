@@ -9,11 +9,13 @@ import iclconstruct as ic
 
 
 @settings(max_examples=6, deadline=None)
-@given(st.integers(2, 8), st.integers(4, 32), st.floats(0.1, 10.0), st.floats(0.3, 1.5), st.integers(0, 10_000))
+@given(st.integers(2, 16), st.integers(4, 64), st.floats(0.1, 10.0), st.floats(0.3, 1.5), st.integers(0, 10_000))
 def test_sgd_float32_normalized_error_below_1e3(d, n, lam, scale, seed):
-    """Anisotropic inputs, d ≤ 8, n ≤ 32, lam ∈ [0.1, 10]; the step is the largest stable one / 2."""
+    """Anisotropic inputs, d ≤ 16, n ≤ 64, lam ∈ [0.1, 10] (the issue's range; measured ≤ 6e-4 in
+    bench/float32_circuits.py and on 14 draws at d 9–16, n 33–64); the step is the largest stable one / 2."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((2, n, d)) * scale * rng.uniform(0.2, 1.5, size=d)
+    X *= min(1.0, 5.99 / np.abs(X).max())            # within the default x_bound = 6
     y = np.einsum("bnd,bd->bn", X, rng.standard_normal((2, d)))
     xq = rng.standard_normal((2, d)) * scale
     lr = 0.5 / (float((X ** 2).sum(-1).max()) + lam)
