@@ -138,7 +138,7 @@ class Attention(nn.Module):
         fused = kv is None and mask is None and not self.bias
         if not hook.active:
             if fused:
-                return self._out(F.scaled_dot_product_attention(q, k, v, is_causal=True), B, T)
+                return self._out(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2))
         else:  # hook points see (b, t, h, e); a returned tensor replaces the activation
             q, k, v = (hook.block(l, f"attn.hook_{n}", x.transpose(1, 2)).transpose(1, 2)
                        for n, x in (("q", q), ("k", k), ("v", v)))
@@ -153,14 +153,13 @@ class Attention(nn.Module):
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             z = torch.bmm(pattern.reshape(B * nh, T, S), v.reshape(B * nh, S, e)).view(B, nh, T, e)
-        z = hook.block(l, "attn.hook_z", z.transpose(1, 2))
-        out = z.reshape(B, T, nh * e) @ self.W_O.reshape(nh * e, -1)
+        out = self._out(hook.block(l, "attn.hook_z", z.transpose(1, 2)))
         return out + self.b_O if self.bias else out
 
-    def _out(self, z: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        """``(b, h, t, e)`` head outputs → ``(b, t, d_model)`` through ``W_O``."""
-        nh, e = z.shape[1], z.shape[3]
-        return z.transpose(1, 2).reshape(B, T, nh * e) @ self.W_O.reshape(nh * e, -1)
+    def _out(self, z: torch.Tensor) -> torch.Tensor:
+        """``(b, t, h, e)`` head outputs → ``(b, t, d_model)`` through ``W_O``."""
+        B, T, nh, e = z.shape
+        return z.reshape(B, T, nh * e) @ self.W_O.reshape(nh * e, -1)
 
 
 class MLP(nn.Module):

@@ -62,7 +62,7 @@ class LayerPlan:
     @property
     def divisor_min(self) -> float:
         """The lower bound of ``|divisor|`` the layer's ``div`` ops declare (``Div.min_abs``; 0: none)."""
-        return max((getattr(op, "min_abs", 0.0) for op in self.mlp_ops if getattr(op, "divisor", None) == self.divisor),
+        return max((op.min_abs for op in self.mlp_ops if isinstance(op, Div) and op.divisor == self.divisor),
                    default=0.0)
 
     @property

@@ -576,10 +576,9 @@ def _writes(ins) -> Optional[str]:
 
 
 def _min_abs(c: Expr) -> float:
-    """The divisor's proven lower bound (``/`` requires ``c.lo > 0``: interval analysis or a one-sided
-    ``ctx.bound``), declared to the program as ``Div.min_abs``."""
-    lo = float(np.min(c.lo))
-    return lo if lo > 0 else 0.0
+    """The divisor's proven lower bound, declared to the program as ``Div.min_abs`` (positive: ``/``
+    refuses a divisor whose interval — analysis or a one-sided ``ctx.bound`` — reaches 0)."""
+    return float(np.min(c.lo))
 
 
 def _emit(p: Program, ins) -> None:
@@ -594,7 +593,7 @@ def _emit(p: Program, ins) -> None:
     elif k == "sum":
         p.sum(ins[1], ins[2], count=ins[3], scale=ins[4])
     elif k == "div":
-        p.div(ins[1], ins[2], ins[3], coef=ins[4], accumulate=ins[5], min_abs=ins[6] if len(ins) > 6 else 0.0)
+        p.div(ins[1], ins[2], ins[3], coef=ins[4], accumulate=ins[5], min_abs=ins[6])
     elif k == "count":
         p.count(ins[1])
 

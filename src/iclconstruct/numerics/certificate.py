@@ -38,6 +38,7 @@ import torch
 
 from ..errors import ICLConstructError
 from ..lang.validate import as_n_examples
+from ..compiler.admissible import slack_for
 from ..runtime.checks import divisor_tolerance
 
 __all__ = ["Certificate", "certify", "unit_roundoff", "gamma", "product_truncation", "GELU_ROUNDOFF"]
@@ -158,9 +159,7 @@ class _Analysis:
         self.pair_c = 0.0
         self.records: List[dict] = []
         self.terms: Dict[str, float] = {}
-        from ..lang.checks import BOUND_SLACK
-
-        slack = BOUND_SLACK if model.dtype == torch.float64 else 1e-3  # as ConstructedTransformer._check_layer
+        slack = slack_for(model.dtype)  # the run-time checks' stated accuracy
         #: the model's run-time check caps every user slot it writes (checked at the end of each layer)
         self.cap = {s.name: s.bound * (1 + slack) + slack for s in lay.user_slots()
                     if s.name not in ("pos", "one", "is_y")}

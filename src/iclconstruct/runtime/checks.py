@@ -12,14 +12,13 @@ execution order, with the message the immediate check gives.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from ..compiler.admissible import check_layernorm_scale, slack_for
 from ..errors import OutOfRangeError
 from ..lang.checks import bound_advice, check_divisor, check_written
-
 
 __all__ = ["RangeMonitor", "divisor_tolerance"]
 
@@ -46,7 +45,7 @@ class RangeMonitor:
         self.model = model
         self.pending: List[Tuple] = []  # (kind, layer, block, payload tensor, extra)
         self._rows: Dict[Tuple[int, str], Tuple] = {}
-        self._skip: Dict[int, torch.Tensor] = {}  # anchor and pair rows (left out of the column norm)
+        self._skip: Optional[torch.Tensor] = None  # anchor and pair rows (left out of the column norm)
 
     def _written(self, bi: int, part: str, device):
         key = (bi, part)
@@ -85,10 +84,9 @@ class RangeMonitor:
             return
         hd = h.double()
         sq = hd * hd
-        skip = self._skip.get(bi)
-        if skip is None or skip.device != h.device:
-            skip = self._skip[bi] = torch.as_tensor(lay.rows("anchor") + lay.rows("pair"), dtype=torch.long, device=h.device)
-        norm_sq = sq.sum(-1) - sq.index_select(-1, skip).sum(-1)
+        if self._skip is None or self._skip.device != h.device:  # the same rows in every layer
+            self._skip = torch.as_tensor(lay.rows("anchor") + lay.rows("pair"), dtype=torch.long, device=h.device)
+        norm_sq = sq.sum(-1) - sq.index_select(-1, self._skip).sum(-1)
         if plan.divisor is None:
             rel = norm_sq / (4.0 * c.ln_anchor ** 2)
         else:  # M·|c| from the pair rows, written from c as this layer's attention read it: the divisor's
