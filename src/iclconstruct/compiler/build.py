@@ -180,7 +180,12 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
 
     Args:
         program: the program (must have a readout).
-        constants: approximation constants; default :meth:`Constants.for_dtype` of ``dtype`` and ``block``.
+        constants: approximation constants. ``None`` (default): :meth:`Constants.for_dtype` of ``dtype`` and
+            ``block``, with, in float64 and the paper block, the LayerNorm anchor and division scale
+            (``ln_anchor = div_scale``) chosen for the program: the value on a grid whose certificate at one
+            example is smallest (:func:`iclconstruct.numerics.autoconst.choose_constants`; the table is kept in
+            ``model.constant_search``). ``'auto'``: that search in any dtype (paper block only). A
+            :class:`Constants`: used as given.
         dtype: ``torch.float64`` (default) or ``torch.float32`` (larger, documented error).
         max_len: most tokens the position units support (``T ≤ max_len``); larger values
             enlarge attention logits (``A·T²``), see ``Constants.attn_hardness``.
@@ -225,7 +230,14 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
     program = program.frozen(max_len=max_len)  # the model owns this copy: later edits of the caller's program do not reach it
-    constants = constants or Constants.for_dtype(dtype, block=block)
+    if isinstance(constants, str) and constants != "auto":
+        raise ArgumentError(f"constants must be a Constants, 'auto' or None; got {constants!r}")
+    if constants == "auto" and block != "paper":
+        raise ArgumentError("constants='auto' chooses the paper block's anchors by its certificate; "
+                            f"block={block!r} takes explicit constants or None (its defaults)")
+    # None: the certificate's choice of anchors in float64 (paper block), the measured defaults otherwise
+    search = constants == "auto" or (constants is None and block == "paper" and dtype == torch.float64)
+    constants = Constants.for_dtype(dtype, block=block) if constants is None or constants == "auto" else constants
     if activation is not None:
         constants = replace(constants, activation=activation)
     pre_ln = block == "pre_ln"
@@ -238,6 +250,9 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     scales = operand_scales(program, constants.div_min)
 
     plans = [plan for seg in sched.segments for plan in seg.layers]
+    constant_search = None
+    if search and program.readout_slot is not None:
+        constants, constant_search = _choose_anchors(program, sched, plans, scales, constants, lay, D, dtype, max_len)
 
     def builders(D):
         """Each layer's (attention, MLP) builders, one layer at a time: a layer's units are
@@ -260,6 +275,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         if sparse is True or (sparse == "auto" and n_dense > SPARSE_AUTO_PARAMS):
             model = _sparse_model(program, sched, constants, scales, plans, sb, D, n_heads, d_head, d_mlp,
                                   max_len, dtype)
+            model.constant_search = constant_search
             return model if device is None else model.to(device)
         del sb
         nbytes = n_dense * torch.empty((), dtype=dtype).element_size()
@@ -289,4 +305,21 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         block=block, act_fn=constants.activation, ln_eps=constants.ln_eps, dtype=dtype)
     model = ConstructedTransformer(config, program=program, schedule=sched, constants=constants, layers=layers(),
                                    W_E=W_E, W_pos=W_pos, operand_scales=scales)
+    model.constant_search = constant_search
     return model if device is None else model.to(device)
+
+
+def _choose_anchors(program, sched, plans, scales, constants, lay, D, dtype, max_len):
+    """``(constants, table)``: the anchors ``K = M`` whose certificate at one example is smallest
+    (:func:`iclconstruct.numerics.autoconst.choose_constants`), from the layer shapes alone."""
+    from ..numerics.autoconst import ModelStructure, choose_constants
+
+    n_heads, d_head, d_mlp = sparse_shapes(sparse_builders(plans, lay, D, constants, max_len, scales))
+    segments, i = [], 0
+    for seg in sched.segments:
+        segments.append((list(range(i, i + len(seg.layers))), seg))
+        i += len(seg.layers)
+    st = ModelStructure(program=program, layout=lay, constants=constants, dtype=dtype, d_model=D, n_heads=n_heads,
+                        d_head=d_head, d_mlp=d_mlp, max_len=int(max_len), plans=plans, _segments=segments,
+                        operand_scales=scales)
+    return choose_constants(st, n_examples=1 if max_len >= 3 else 0)

@@ -238,6 +238,9 @@ class ConstructedTransformer(nn.Module):
         row_labels: the slot label of every residual row.
     """
 
+    #: the anchors ``compile`` tried and their certificates (``choose_constants``), or ``None``
+    constant_search = None
+
     def __init__(self, cfg: ConstructedTransformerConfig, *, program: Program, schedule: Schedule,
                  constants: Constants, layers: Iterable[LayerWeights], W_E: np.ndarray, W_pos: np.ndarray,
                  operand_scales: Optional[dict] = None):

@@ -462,8 +462,12 @@ class _Analysis:
             K_lo = M * c_lo * (1.0 - self.pair_rel)
             S_rest = bal + S_user + 4.0 + 2.0 * self.anchor_left
             Q = Q_user + bal * bal + 4.0 + 2.0 * self.anchor_left ** 2
-            # μ̂/|c̃|: the pair ±M·c̃ contributes γ·2M|c̃|(1+…)/|c̃| to the mean's round-off
-            mu = ((self.F + gamma(D + 2, u) * S_rest) / (D * c_lo) + gamma(D + 2, u) * 2 * M * (1 + self.pair_rel) / D) * (1 + 2 * u)
+            # μ̂/|c̃|: every partial sum of the column is at most max(Σ positive, Σ negative) ≤ M|c̃|(1+…) + S_rest
+            # (the pair ±M·c̃ lands on opposite sides), so the sum's round-off is γ·(M|c̃|(1+…) + S_rest), plus
+            # γ² of the column's absolute sum for the partial sums' own errors
+            g = gamma(D + 2, u)
+            Mr = M * (1 + self.pair_rel)  # |pair|/|c̃|
+            mu = ((self.F + g * (1 + g) * S_rest) / c_lo + g * (Mr + 2 * g * Mr)) / D * (1 + 2 * u)
             rel_anchor = self.pair_rel
             scale_div = c_lo
         else:
@@ -471,7 +475,12 @@ class _Analysis:
             K_lo = K * (1.0 - self.anchor_rel)
             S_abs = 2 * K * (1 + self.anchor_rel) + bal + S_user + 4.0
             Q = Q_user + bal * bal + 4.0 + 2.0 * self.anchor_left ** 2
-            mu = (self.F + gamma(D + 2, u) * S_abs) / D * (1 + 2 * u)
+            # a sum of D terms in any order rounds each partial sum ŝ_v once: |error| ≤ u·Σ_v |ŝ_v|, and every
+            # exact partial sum lies within max(Σ positive, Σ negative) ≤ K(1+…) + the rest (the anchors ±K land
+            # on opposite sides), each computed one within γ·S_abs of it
+            g = gamma(D + 2, u)
+            P_max = K * (1 + self.anchor_rel) + bal + S_user + 4.0
+            mu = (self.F + g * (P_max + g * S_abs)) / D * (1 + 2 * u)
             rel_anchor = self.anchor_rel
             scale_div = 1.0
         mu_raw = mu * (c_hi if divide else 1.0)  # the mean in the column's own units
@@ -630,8 +639,11 @@ def _run_segments(an: _Analysis, model, segments, n_iter: int, layer: int, hint,
                 layer += 1
             if use_hint:
                 for s in hint["slots"]:
+                    # a carried error of 0 (the first iteration on an exact state): the iteration's own ∞-norm
+                    # bound is the state's; the 2-norm (√size·ℓ) is what the contraction carries on
+                    first = e2[s] == 0.0
                     e2[s] = hint["lipschitz"] * e2[s] + math.sqrt(an.lay[s].size) * an.E[s]
-                    an.E[s] = e2[s]
+                    an.E[s] = min(e2[s], an.E[s]) if first else e2[s]
                     an.B[s] = min(an.B[s], an.lay[s].bound * (1 + 1e-12))
                     an._share((s,))
                     an.records.append({"layer": layer - 1, "sublayer": "loop", "slot": s, "bound": an.B[s],
