@@ -96,8 +96,9 @@ def worst_error(model, n_examples: int, *, corners: int = 64, rounds: int = 8, b
                 step: float = 0.1, seed: int = 0, validate: int = 32) -> Found:
     """Search inputs with ``n_examples`` examples for the largest ``|model − exact|`` the checks let through.
 
-    The search runs with the checks off; the ``validate`` worst candidates are then rerun with every check
-    on, and the largest error among those the model serves is reported."""
+    The search runs with the checks off; the worst candidates are then rerun with every check on, from the
+    worst down, until ``validate`` of them are served (at most ``4·validate`` tried), and the largest error
+    among those the model serves is reported (``refused``: how many of those tried the model refused)."""
     lay = model.layout
     d = lay.d
     xb, yb = lay["x"].bound, lay["y"].bound
@@ -134,8 +135,10 @@ def worst_error(model, n_examples: int, *, corners: int = 64, rounds: int = 8, b
         evaluated += len(top)
         X, y, xq = np.concatenate([X, Xc]), np.concatenate([y, yc]), np.concatenate([xq, qc])
         errs = np.concatenate([errs, ec])
-    best, best_tok, refused = -1.0, None, 0
-    for i in np.argsort(-errs)[:validate]:
+    best, best_tok, refused, served = -1.0, None, 0, 0
+    for i in np.argsort(-errs)[:4 * validate]:  # the worst first, until `validate` of them are served
+        if served >= validate or errs[i] < 0:
+            break
         tok1 = encode(X[i : i + 1], y[i : i + 1], xq[i : i + 1])
         e = _valid_error(model, tok1)
         if e is None:
@@ -143,6 +146,7 @@ def worst_error(model, n_examples: int, *, corners: int = 64, rounds: int = 8, b
         if e < 0:
             refused += 1
             continue
+        served += 1
         if e > best:
             best, best_tok = e, tok1
     return Found(error=max(best, 0.0), tokens=best_tok, evaluated=evaluated, refused=refused)

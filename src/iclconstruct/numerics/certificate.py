@@ -41,7 +41,7 @@ from ..lang.validate import as_n_examples
 from ..compiler.admissible import slack_for
 from ..runtime.checks import divisor_tolerance
 
-__all__ = ["Certificate", "certify", "unit_roundoff", "gamma", "product_truncation", "GELU_ROUNDOFF"]
+__all__ = ["Certificate", "certify", "unit_roundoff", "gamma", "product_truncation", "column_mean_bound", "GELU_ROUNDOFF"]
 
 #: assumed accuracy of torch's GeLU: ``|fl(GeLU(z)) − GeLU(z)| ≤ GELU_ROUNDOFF·u·|z|``
 #: (measured ≤ 4.4 in float32 and ≤ 2 in float64; ``tests/test_certificate.py`` re-measures it)
@@ -59,6 +59,19 @@ def gamma(n: float, u: float) -> float:
     """``γ_n = nu / (1 − nu)``: relative error bound of a sum or dot product of ``n`` terms."""
     nu = n * u
     return nu / (1.0 - nu) if nu < 0.5 else math.inf
+
+
+def column_mean_bound(F: float, P: float, S: float, D: int, u: float) -> float:
+    """Bound on LayerNorm's computed column mean ``|μ̂|``: ``(F + γ_{D+2}·(P + γ_{D+2}·S))/D·(1 + 2u)``.
+
+    ``F`` bounds the exact column sum, ``S`` the column's absolute sum and ``P`` the larger of its
+    positive and negative parts. A sum of ``D`` terms in any order is a tree of ``D − 1`` additions,
+    each rounding its computed partial sum ``ŝ_v`` once (``≤ u·|ŝ_v|``); every exact partial sum lies in
+    ``[−Σ negatives, Σ positives]`` and every computed one within ``γ·S`` of it. The anchors ``±K``
+    (or the division pair) land on opposite sides, so ``P ≈ K + rest`` where ``S ≈ 2K + rest``.
+    """
+    g = gamma(D + 2, u)
+    return (F + g * (P + g * S)) / D * (1 + 2 * u)
 
 
 def product_truncation(a: float, b: float, N: float, order: int = 2) -> float:
@@ -465,9 +478,8 @@ class _Analysis:
             # μ̂/|c̃|: every partial sum of the column is at most max(Σ positive, Σ negative) ≤ M|c̃|(1+…) + S_rest
             # (the pair ±M·c̃ lands on opposite sides), so the sum's round-off is γ·(M|c̃|(1+…) + S_rest), plus
             # γ² of the column's absolute sum for the partial sums' own errors
-            g = gamma(D + 2, u)
             Mr = M * (1 + self.pair_rel)  # |pair|/|c̃|
-            mu = ((self.F + g * (1 + g) * S_rest) / c_lo + g * (Mr + 2 * g * Mr)) / D * (1 + 2 * u)
+            mu = column_mean_bound(self.F / c_lo, Mr + S_rest / c_lo, 2 * Mr + S_rest / c_lo, D, u)
             rel_anchor = self.pair_rel
             scale_div = c_lo
         else:
@@ -478,9 +490,8 @@ class _Analysis:
             # a sum of D terms in any order rounds each partial sum ŝ_v once: |error| ≤ u·Σ_v |ŝ_v|, and every
             # exact partial sum lies within max(Σ positive, Σ negative) ≤ K(1+…) + the rest (the anchors ±K land
             # on opposite sides), each computed one within γ·S_abs of it
-            g = gamma(D + 2, u)
             P_max = K * (1 + self.anchor_rel) + bal + S_user + 4.0
-            mu = (self.F + g * (P_max + g * S_abs)) / D * (1 + 2 * u)
+            mu = column_mean_bound(self.F, P_max, S_abs, D, u)
             rel_anchor = self.anchor_rel
             scale_div = 1.0
         mu_raw = mu * (c_hi if divide else 1.0)  # the mean in the column's own units
