@@ -515,6 +515,7 @@ class _Analysis:
 
         newB, newE = {}, {}
         units_abs = 0.0
+        m_row = 0  # the most terms any one user row's output sum adds (the bal row's adds every unit's)
         written_abs = 0.0
         for op in plan.mlp_ops:
             dst = op.dst
@@ -533,6 +534,7 @@ class _Analysis:
                     self._note("division", abs(op.coef) * ((Vs / c_lo + mu) * phi + quot))
                     e = q + r + self.E.get(dst, 0.0)  # accumulate: the old error stays; else: the clear's
                     units_abs += 2 * z[0]
+                    m_row = max(m_row, 4)
                 nbnd = (self.B.get(dst, 0.0) if op.accumulate else 0.0) + abs(op.coef) * self.B.get(op.src, 0.0) / max(c_ex, 1e-300)
                 newB[dst] = min(nbnd, lay[dst].bound * (1 + 1e-12))
                 newE[dst] = e
@@ -541,6 +543,7 @@ class _Analysis:
             if isinstance(op, (Count, Sum)):  # the example reductions (docs/certificate.md, "Count and sum")
                 newB[dst], newE[dst], t_abs = self._reduction(op, eop, mu, phi, lin_round)
                 units_abs += size * t_abs
+                m_row = max(m_row, self.m.d_mlp)  # (not counted per row: as many as the layer has)
                 written_abs += size * (newB[dst] + newE[dst])
                 continue
             if not isinstance(op, (Mul, Aff)):  # no other op runs in an MLP: not certified
@@ -580,6 +583,7 @@ class _Analysis:
             sums = np.array([gamma(mm + 2, u) for mm in m_units]) * term_abs
             e_rows = e_rows + sums + u * (Vold + lin_mag + prod_bnd)
             units_abs += float(term_abs.sum())
+            m_row = max(m_row, int(m_units.max(initial=0)))
             e = float(e_rows.max(initial=0.0))
             newB[dst] = min(float((lin_bnd + prod_bnd).max(initial=0.0)), lay[dst].bound * (1 + 1e-12))
             newE[dst] = e
@@ -590,7 +594,9 @@ class _Analysis:
         self.fresh = set()
         m_all = max(self.m.d_mlp, 1)
         bal = self._row_sums()[0] + 4.0 + self.F
-        self.F += 2 * gamma(m_all + 2, u) * units_abs + u * (written_abs + bal)
+        # the column sum drifts by the rounding of every row's output sum: each user row's adds at most
+        # m_row terms, the bal row's (minus their sum) every unit's
+        self.F += (gamma(m_all + 2, u) + gamma(min(m_row, m_all) + 2, u)) * units_abs + u * (written_abs + bal)
         for name in newE:
             self._record(layer, "mlp", name)
 

@@ -57,7 +57,10 @@ class Constants:
             error multiplies every value an MLP writes, so columns holding large
             intermediates (the ridge circuit's ``u uᵀ``) need a large ``K``; measured on the
             ridge circuit (d = 16, lam = 0.1): K = 1e6 → 2e-4, 1e7 → 2e-6, 1e8 → 5e-8,
-            1e9 → 2e-7 (round-off takes over).
+            1e9 → 2e-7 (round-off takes over). Programs with small values want a smaller
+            ``K``, so in float64 ``compile(constants=None)`` chooses ``K = M`` per program from
+            ``0.01``–``10`` × this default by the certificate
+            (:func:`iclconstruct.numerics.autoconst.choose_constants`); ``1e8`` is the starting point.
         div_scale: ``M`` of division by LayerNorm (Lemma 8). During a ``div`` layer the rows
             ``(+M·c, −M·c)`` replace the anchors, so the MLP reads ``h/|c|`` with relative error
             ``‖h‖²/(4M²c²)`` and absolute round-off ``≈ ε·M`` (same trade-off as ``ln_anchor``).
