@@ -2,6 +2,7 @@
 
     nohup nice -n 10 python bench/adversarial_certificate.py &
     python bench/adversarial_certificate.py --case ridge --case newton   # only the circuits named so
+    python bench/adversarial_certificate.py --docs                       # only rewrite the table
 
 Appends each row to ``bench/results/adversarial_certificate.jsonl`` as it is measured and writes the
 table between the ``bench:tightness`` markers of ``docs/certificate.md`` from the latest row of every
@@ -58,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(1)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     only = [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--case"]
-    for name, make in CASES:
+    for name, make in ([] if "--docs" in sys.argv else CASES):
         if only and not any(o in name for o in only):
             continue
         for dt in (torch.float64, torch.float32):
@@ -71,13 +72,16 @@ def main() -> None:
                 ratio = cert / found.error if found.error > 0 else float("inf")
                 row = {"circuit": name, "dtype": str(dt).replace("torch.", ""), "n": n, "certificate": cert,
                        "worst_found": found.error, "ratio": ratio, "spurious_refusals": found.refused,
-                       "date": str(datetime.date.today()), "form": m.program.meta.get("form")}
+                       "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "form": m.program.meta.get("form"),
+                       "ln_anchor": m.constants.ln_anchor}
                 with OUT.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(row, flush=True)
     stamp = (f"_`python bench/adversarial_certificate.py` on {platform.machine()}, torch {torch.__version__}: "
              "`worst_error(m, n, " + ", ".join(f"{k}={v}" for k, v in SEARCH.items())
-             + ")` against `m.certify(n).max_abs_error`; float32 ridge is the gain form since 2026-12-03._")
+             + ")` against `m.certify(n).max_abs_error`; float32 ridge is the gain form since 2026-12-03; float64 "
+             "models take the anchors `compile` chooses (docs/certificate.md, \"Constants chosen by the certificate\") "
+             "since 2026-12-03 18:00, and the search starts from repeated-example contexts too._")
     doc = ROOT / "docs" / "certificate.md"
     text = doc.read_text()
     text = re.sub(r"<!-- bench:tightness -->.*<!-- /bench:tightness -->",
