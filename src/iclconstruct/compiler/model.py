@@ -596,6 +596,9 @@ class ConstructedTransformer(nn.Module):
             f"  distinct layers = {self.n_layers_unique}   layers per example = {self.layers_per_example()}   "
             f"parameters = {self.n_params():,}   max_len = {self.max_len}",
         ]
+        c = self.constants
+        lines.append(f"  constants: product_scale N = {c.product_scale:g} (order {c.product_order:g})   "
+                     f"ln_anchor K = {c.ln_anchor:g}   div_scale M = {c.div_scale:g}   attn_hardness A = {c.attn_hardness:g}")
         for si, (idx, seg) in enumerate(self._segments):
             head = f"loop x {seg.repeat}" if seg.repeat != 1 else "straight"
             lines.append(f"  segment {si} ({head}):")
