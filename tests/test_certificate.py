@@ -148,3 +148,28 @@ def test_layernorm_mean_meets_the_column_mean_bound(dtype, K):
             assert err <= bound, (D, i, j, err, bound)
             worst = max(worst, err / bound)
     assert worst > 0.05  # tight to a few × on small columns (measured 0.29–0.33): the bound is not vacuous
+
+
+def test_a_recorded_two_norm_lapses_when_its_slot_is_written_again():
+    from iclconstruct.numerics.certificate import _Analysis
+
+    m = ic.circuits.sgd(4, 0.03, max_len=9)
+    an = _Analysis(m, 9)
+    an.E["w"] = 1e-6
+    assert an.err2("w", 4) == pytest.approx(2e-6)      # √4·E without a record
+    an.set_err2("w", 1.5e-6)
+    assert an.err2("w", 4) == 1.5e-6 and an.err2("w", 1) == 1e-6  # never above √n·E
+    an.E.update({"w": 1e-6})                           # any new write, even of the same value
+    assert an.err2("w", 4) == pytest.approx(2e-6)
+    an.set_err2("w", 1.5e-6)
+    an.E["w"] = math.inf
+    assert an._read_err2("w", 4, math.inf, 1.0) == math.inf
+
+
+def test_the_contraction_two_norm_reaches_the_readout():
+    # SGD's readout x̃ᵀw: with w's carried error known in the 2-norm, ‖x̃‖₂·‖δw‖₂ replaces ‖x̃‖₁·max|δw|
+    m = ic.circuits.sgd(8, 0.03, max_len=33)
+    cert = m.certify(4)
+    wq = [r for r in cert.per_slot if r["slot"] == "wq"][-1]["error"]
+    pred = [r for r in cert.per_slot if r["slot"] == "pred"][-1]["error"]
+    assert pred < 0.5 * 8 * m.layout["x"].bound * wq  # well below the ∞-norm propagation d·x_bound·E

@@ -139,6 +139,23 @@ class Certificate:
     __repr__ = __str__
 
 
+class _Errors(dict):
+    """Slot → error bound (∞-norm) that counts the writes to each slot, so that a 2-norm bound recorded
+    for one write (``_Analysis.E2``) is ignored once the slot is written again, by any code path."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.version: Dict[str, int] = dict(getattr(args[0], "version", {})) if args else {}
+
+    def __setitem__(self, key, val) -> None:
+        self.version[key] = self.version.get(key, 0) + 1
+        super().__setitem__(key, val)
+
+    def update(self, other=(), **kw) -> None:
+        for k, v in dict(other, **kw).items():
+            self[k] = v
+
+
 class _Analysis:
     """State of the forward analysis: per-slot magnitude ``B`` and error ``E``, column-sum drift ``F``."""
 
@@ -150,7 +167,10 @@ class _Analysis:
         self.T = T
         self.D = model.d_model
         self.B: Dict[str, float] = {}
-        self.E: Dict[str, float] = {}
+        self.E: _Errors = _Errors()
+        #: slot → (bound on the 2-norm of its error over its rows, the write of ``E`` it belongs to): kept
+        #: where it is known better than ``√size·E`` (a contraction's carried state and its copies)
+        self.E2: Dict[str, Tuple[float, int]] = {}
         lay = self.lay
         for s in lay.user_slots():
             self.B[s.name] = 0.0
@@ -200,6 +220,27 @@ class _Analysis:
         if name in self.cap and name not in self.fresh:
             v = min(v, self.cap[name])
         return v
+
+    def set_err2(self, name: str, val: float) -> None:
+        """Record a 2-norm bound for the current write of slot ``name``."""
+        self.E2[name] = (val, self.E.version.get(name, 0))
+
+    def err2(self, name: str, n: int) -> float:
+        """Bound on the 2-norm of the error over any ``n`` rows of slot ``name``: ``√n·E``, or the slot's recorded
+        2-norm bound if that belongs to its current write and is smaller."""
+        base = math.sqrt(n) * self.E.get(name, 0.0)
+        rec = self.E2.get(name)
+        if rec is not None and rec[1] == self.E.version.get(name, 0):
+            return min(rec[0], base)
+        return base
+
+    def _read_err2(self, name: str, n: int, e_read: float, scale_div: float) -> float:
+        """2-norm bound of the error of an MLP's read of ``n`` rows of ``name`` (``e_read`` per row: the slot's
+        own error plus the read's offset and scale error), ``inf`` where either is not finite."""
+        E = self.E.get(name, 0.0)
+        if not (math.isfinite(E) and math.isfinite(e_read)):
+            return math.inf
+        return self.err2(name, n) / scale_div + math.sqrt(n) * max(e_read - E / scale_div, 0.0)
 
     def _share(self, written) -> None:
         """After ``written`` slots changed: every slot sharing their rows (a freed slot's rows reused)
@@ -268,10 +309,16 @@ class _Analysis:
         newB, newE, drift = {}, {}, 0.0
         n_terms = self.m.n_heads * self.m.d_head + 2
 
+        moved2: Dict[str, float] = {}  # dst → 2-norm bound of a hard move's result (from src's, if recorded)
+
         def move(src: str, dst: str, rho: float, cap: float) -> float:
             """``dst ← src`` through a head (leak ``rho``), the self head subtracting the old value; returns the drift."""
             Vold, Vs = self.Vold(dst), self.V(src)
-            newE[dst] = self.E.get(src, 0.0) + rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)
+            extra = rho * Vs + rho_hard * Vold + gamma(3, u) * (Vs + 2 * Vold)  # per row, on top of src's error
+            newE[dst] = self.E.get(src, 0.0) + extra
+            if rho == rho_hard and src in self.E2:  # the copy's error: src's (2-norm) plus ≤ extra per row
+                n = lay[dst].size
+                moved2[dst] = self.err2(src, n) + math.sqrt(n) * extra
             self._note("attention", rho * Vs + rho_hard * Vold)
             newB[dst] = min(self.B.get(src, 0.0), cap)
             return gamma(n_terms, u) * 2 * (Vs + Vold)
@@ -315,6 +362,8 @@ class _Analysis:
             drift += 4 * (rho_hard + 4 * u) * (K + self.c.div_scale * self.pair_c)
         self.B.update(newB)
         self.E.update(newE)
+        for dst, v in moved2.items():  # before _share: a sharer's widened bound is a new write
+            self.set_err2(dst, v)
         self._share(newE)
         self.fresh = set(newE)
         bal = self._row_sums()[0] + 4.0 + self.F
@@ -571,15 +620,21 @@ class _Analysis:
                 ry = (self.V(R) / scale_div + mu) * (1 + phi)
                 tr, rnd, out, n_units = self._gelu_product(al, be, sx, sy, 1.0, rx, ry)
                 rnd = rnd + u * (BL + eL) * (BR + eR)  # the product's own rounding in the output row
-                one = BL * eR + BR * eL + eL * eR + tr + rnd
                 k = abs(op.coef) * b
-                e_rows = e_rows + k * one
+                # Σ_k |L_ik δR_kj| + |δL_ik R_kj| + |δL_ik δR_kj| ≤ ‖L_i‖‖δR_j‖ + ‖δL_i‖‖R_j‖ + ‖δL_i‖‖δR_j‖ (2-norms
+                # over the b terms: ‖L_i‖ ≤ √b·B_L; ‖δR_j‖ ≤ the slot's error 2-norm where recorded, else √b·E_R,
+                # plus √b times the read's own offset) — b·(B_L e_R + B_R e_L + e_L e_R) without a recorded 2-norm
+                rb = math.sqrt(b)
+                c2L, c2R = self._read_err2(L, b, eL, scale_div), self._read_err2(R, b, eR, scale_div)
+                prop = (abs(op.coef) * (rb * BL * c2R + rb * BR * c2L + c2L * c2R)
+                        if math.isfinite(c2L) and math.isfinite(c2R) else math.inf)
+                e_rows = e_rows + k * (tr + rnd) + prop
                 m_units = m_units + n_units * b
                 term_abs = term_abs + k * out
                 prod_bnd = prod_bnd + k * BL * BR
                 self._note("product_truncation", k * tr)
                 self._note("roundoff", k * rnd)
-                self._note("propagated", k * (BL * eR + BR * eL + eL * eR))
+                self._note("propagated", prop)
             sums = np.array([gamma(mm + 2, u) for mm in m_units]) * term_abs
             e_rows = e_rows + sums + u * (Vold + lin_mag + prod_bnd)
             units_abs += float(term_abs.sum())
@@ -612,7 +667,8 @@ def _contraction(program) -> Optional[dict]:
 def _copy(an: _Analysis) -> _Analysis:
     new = _Analysis.__new__(_Analysis)
     new.__dict__.update(an.__dict__)
-    new.B, new.E, new.terms = dict(an.B), dict(an.E), dict(an.terms)
+    new.B, new.E, new.terms = dict(an.B), _Errors(an.E), dict(an.terms)
+    new.E2 = dict(an.E2)
     new.cap, new.owner, new.Vw = dict(an.cap), dict(an.owner), dict(an.Vw)
     new.records = list(an.records)
     return new
@@ -661,6 +717,7 @@ def _run_segments(an: _Analysis, model, segments, n_iter: int, layer: int, hint,
                     first = e2[s] == 0.0
                     e2[s] = hint["lipschitz"] * e2[s] + math.sqrt(an.lay[s].size) * an.E[s]
                     an.E[s] = min(e2[s], an.E[s]) if first else e2[s]
+                    an.set_err2(s, e2[s])
                     an.B[s] = min(an.B[s], an.lay[s].bound * (1 + 1e-12))
                     an._share((s,))
                     an.records.append({"layer": layer - 1, "sublayer": "loop", "slot": s, "bound": an.B[s],
