@@ -23,7 +23,9 @@ Loops are unrolled. A program may declare that its loop-carried state is updated
 map that is ``L``-Lipschitz in the 2-norm (``program.meta["contraction"]``; the SGD
 circuit declares ``L = 1``, which its stability guard enforces); the certificate then
 carries that state's error as ``e_k ≤ L·e_{k−1} + √size·ℓ_k`` with ``ℓ_k`` the error
-one iteration adds, instead of the (exponentially loose) slot-wise propagation.
+one iteration adds, instead of the (exponentially loose) slot-wise propagation. That 2-norm
+stays with the slot (and its copies by hard attention) until the slot is written again, and a
+product over ``b`` terms bounds the propagated error by 2-norms (``‖L_i‖‖δR_j‖ ≤ √b·B_L·‖δR_j‖``).
 
 The derivation, its assumptions and where it is loose: ``docs/certificate.md``.
 """
