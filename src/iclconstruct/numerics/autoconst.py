@@ -13,16 +13,18 @@ no weight is built for the search.
 Only candidates that cannot add a run-time refusal are tried: ``K`` at least the default, or
 large enough that the LayerNorm scale check (``check_layernorm_scale``) cannot fire on any column
 the declared bounds allow. Measured (``bench/auto_constants.py``, docs/certificate.md): in float64
-the certificate's choice matches the ``K`` with the smallest error on Gaussian data on every
-circuit tried (ridge ``d = 4, λ = 1``: 2.4e-9 at the chosen 1e7 against 5e-8 at 1e8). In float32
+the choice is at least as accurate on Gaussian tasks as the fixed ``1e8`` on every circuit of that bench
+(ridge ``d = 4, λ = 1``: 3.8e-9 at the chosen 1e7 against 6e-8; SGD ``d = 4``: 1.3e-9 against 6.8e-9),
+but a bound is a worst case: at ``d = 16`` a 10% smaller certificate moves ``batch_gd`` and
+``preconditioned_gd`` to ``3e8``, which measures 1.3–2.6× worse there (at the 1e-9 level). In float32
 the certificate is too loose (often infinite at one example) to rank the anchors, so float32 keeps
-its measured defaults (:meth:`Constants.float32`).
+its measured defaults (:meth:`Constants.float32`) unless ``constants='auto'`` is passed.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 
@@ -51,11 +53,6 @@ class ModelStructure:
     plans: list
     _segments: list
     operand_scales: dict
-
-    def certify(self, n_examples: int):
-        from .certificate import certify
-
-        return certify(self, n_examples)
 
 
 def _column_norm_sq(structure: ModelStructure) -> float:
