@@ -27,7 +27,7 @@ from .layernorm import balance, division_setup, layernorm_bypass, restore_anchor
 from .mlp import MLPBuilder, product_units
 from ..lang.program import Program
 from .config import BLOCK_STYLES, ConstructedTransformerConfig
-from .model import ConstructedTransformer, LayerWeights
+from .model import ConstructedTransformer, LayerWeights, block_segments
 from .schedule import LayerPlan, schedule
 from .admissible import check_constants
 from .sparse_build import dense_param_count, shapes as sparse_shapes, sparse_block, sparse_builders
@@ -315,11 +315,7 @@ def _choose_anchors(program, sched, plans, scales, constants, lay, D, dtype, max
     from ..numerics.autoconst import ModelStructure, choose_constants
 
     n_heads, d_head, d_mlp = sparse_shapes(sparse_builders(plans, lay, D, constants, max_len, scales))
-    segments, i = [], 0
-    for seg in sched.segments:
-        segments.append((list(range(i, i + len(seg.layers))), seg))
-        i += len(seg.layers)
     st = ModelStructure(program=program, layout=lay, constants=constants, dtype=dtype, d_model=D, n_heads=n_heads,
-                        d_head=d_head, d_mlp=d_mlp, max_len=int(max_len), plans=plans, _segments=segments,
+                        d_head=d_head, d_mlp=d_mlp, max_len=int(max_len), plans=plans, _segments=block_segments(sched),
                         operand_scales=scales)
     return choose_constants(st, n_examples=1 if max_len >= 3 else 0)

@@ -222,6 +222,15 @@ class Block(nn.Module):
         return hook.block(l, "hook_resid_post", mid + m)
 
 
+def block_segments(schedule: Schedule) -> List[Tuple[List[int], SegmentPlan]]:
+    """``(block indices, segment)`` for every segment of ``schedule``: one block per layer plan, in order."""
+    out, i = [], 0
+    for seg in schedule.segments:
+        out.append((list(range(i, i + len(seg.layers))), seg))
+        i += len(seg.layers)
+    return out
+
+
 class ConstructedTransformer(nn.Module):
     """A transformer whose weights were compiled from a :class:`~iclconstruct.lang.program.Program`.
 
@@ -283,11 +292,7 @@ class ConstructedTransformer(nn.Module):
             self.plans.append(plan)
             del lw  # free this layer's numpy weights before the next layer is built
         # execution plan: (block indices, repeat) per segment
-        self._segments: List[Tuple[List[int], SegmentPlan]] = []
-        i = 0
-        for seg in schedule.segments:
-            self._segments.append((list(range(i, i + len(seg.layers))), seg))
-            i += len(seg.layers)
+        self._segments: List[Tuple[List[int], SegmentPlan]] = block_segments(schedule)
         self.hooks = HookManager()
         self._null_hooks = HookManager()  # the pruned runtime runs without hooks
         self.row_labels = self.layout.row_labels() + [""] * (cfg.d_model - self.layout.size)

@@ -62,12 +62,11 @@ def _column_norm_sq(structure: ModelStructure) -> float:
     from ..compiler.admissible import slack_for
 
     slack = slack_for(structure.dtype)
-    lay = structure.layout
-    caps = [(s.size, s.bound * (1 + slack) + slack) for s in lay.slots()
-            if s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y") and math.isfinite(s.bound)]
-    if any(not math.isfinite(s.bound) for s in lay.slots() if s.name not in ("anchor", "pair", "bal")):
+    slots = [s for s in structure.layout.slots() if s.name not in ("anchor", "pair", "bal", "one", "pos", "is_y")]
+    if any(not math.isfinite(s.bound) for s in slots):
         return math.inf
-    S = sum(n * c for n, c in caps) + 3.0
+    caps = [(s.size, s.bound * (1 + slack) + slack) for s in slots]
+    S = sum(n * c for n, c in caps) + 3.0  # + the system rows one, pos, is_y (each at most 1)
     return sum(n * c * c for n, c in caps) + S * S + 3.0
 
 
