@@ -16,6 +16,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..numerics.aposteriori import spec_for
+from ..numerics.recompute import recompute_spec
 from ..numerics.constants import Constants
 from ..numerics.ranges import operand_scales
 from ..errors import ArgumentError, ICLConstructError, WidthOverflowError
@@ -230,6 +232,10 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
     program = program.frozen(max_len=max_len)  # the model owns this copy: later edits of the caller's program do not reach it
+    if dtype == torch.float32 and program.readout_slot is not None and spec_for(program) is None:
+        # float32 states an accuracy for every program: each readout is checked a posteriori against the
+        # float64 interpreter with a rigorous round-off bound (numerics.recompute) and refused beyond it
+        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec()}
     if isinstance(constants, str) and constants != "auto":
         raise ArgumentError(f"constants must be a Constants, 'auto' or None; got {constants!r}")
     if constants == "auto" and block != "paper":

@@ -386,21 +386,25 @@ class ConstructedTransformer(nn.Module):
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
         return readout(self.program, h)
 
-    def _verification(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None):
-        """A-posteriori bounds of the readout ``out`` (``None`` if the program declares no
-        a-posteriori check; see :mod:`iclconstruct.numerics.aposteriori`). ``h``: the final
-        residual stream ``(B, T, D)``, read at the x̃ columns; or, with ``columns``, the states
-        ``(B, C, D)`` at those token columns."""
-        from ..numerics.aposteriori import host_tokens, spec_for, verify_columns
+    def _verification(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None, enforce: bool = True):
+        """A-posteriori bounds of the readout ``out`` (see :mod:`iclconstruct.numerics.aposteriori`). ``h``: the
+        final residual stream ``(B, T, D)``, read at the readout columns; or, with ``columns``, the states
+        ``(B, C, D)`` at those token columns. ``enforce``: ``None`` unless the program declares a check that
+        states an accuracy for the model's dtype (else: bounds by recomputation where none is declared)."""
+        from ..numerics.aposteriori import BOUNDS_ONLY, accuracy_for, host_tokens, spec_for, verify_columns
 
-        if spec_for(self.program) is None:
+        spec = spec_for(self.program)
+        if enforce and (spec is None or accuracy_for(spec, self.dtype) is None):
             return None
+        if self.program.readout_slot is None:
+            return None
+        step = 2 if self.program.readout_columns == "x" else 1
         if columns is None:
-            cols = np.arange(0, h.shape[1], 2)
-            h = h[:, 0::2]
+            cols = np.arange(0, h.shape[1], step)
+            h = h[:, 0::step]
         else:
             cols = np.asarray(columns, dtype=np.int64)
-        return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out)
+        return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out, spec=spec or BOUNDS_ONLY)
 
     def _check_predictions(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None, patched: bool = False) -> None:
         """Refuse (:class:`~iclconstruct.errors.PrecisionError`) readouts the a-posteriori check cannot prove.
@@ -419,15 +423,17 @@ class ConstructedTransformer(nn.Module):
         """Per-prediction a-posteriori error bounds of ``model(tokens)``, without refusing.
 
         Returns a :class:`~iclconstruct.numerics.aposteriori.Verification` (``predictions``,
-        ``bounds`` — rigorous bounds on ``|prediction − exact ridge|`` — ``tolerance``, ``ok``)
-        for circuits that declare an a-posteriori check (ridge), ``None`` for the others.
-        ``check``: the run-time range checks (they still raise).
+        ``bounds``, ``tolerance``, ``ok``): ``bounds`` are rigorous bounds on ``|prediction − exact|`` —
+        exact ridge on the same prefix for the ridge circuit (a residual bound), the exact program's
+        readout for every other program (the float64 interpreter re-run with a rigorous round-off
+        bound, :mod:`iclconstruct.numerics.recompute`). ``tolerance`` is ``inf`` where the model states
+        no accuracy for its dtype. ``check``: the run-time range checks (they still raise).
         """
         t, _ = self._prepare(tokens)
         with torch.no_grad():
             h = self._run(t, check)
             out = self._readout(h)
-        return self._verification(tokens, h, out)
+        return self._verification(tokens, h, out, enforce=False)
 
     def forward(self, tokens, *, check: bool = True):
         """Readout at every x̃ column ``(B, ⌈T/2⌉)`` (or every column for ``columns='all'``).

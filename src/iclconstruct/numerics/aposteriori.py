@@ -68,7 +68,7 @@ import torch
 from ..errors import PrecisionError
 
 __all__ = ["FLOAT64_RIDGE_ACCURACY", "FLOAT32_RIDGE_ACCURACY", "Verification", "ridge_bounds", "spec_for",
-           "ridge_spec", "accuracy_for", "verify_columns", "refuse", "host_tokens"]
+           "ridge_spec", "accuracy_for", "verify_columns", "refuse", "host_tokens", "BOUNDS_ONLY"]
 
 #: the ridge circuit's stated accuracy in float64: ``|ŷ − ridge| ≤ 1e-6·(1 + |ridge|)``
 FLOAT64_RIDGE_ACCURACY = 1e-6
@@ -99,15 +99,22 @@ def spec_for(program) -> Optional[dict]:
     spec = meta.get("aposteriori")
     if spec is None and meta.get("circuit") == "ridge" and "lam" in meta and "wq" in program.layout:
         spec = ridge_spec(meta["lam"])
-    if spec is None or spec.get("kind") != "ridge":
+    if spec is None or spec.get("kind") not in ("ridge", "recompute"):
         return None
     return spec
 
 
-def accuracy_for(spec: dict, dtype: torch.dtype) -> float:
-    """The stated relative accuracy for a model of ``dtype``."""
+#: what ``model.verify`` uses for a program that declares no check: bounds by recomputation, no stated accuracy
+BOUNDS_ONLY = {"kind": "recompute", "accuracy": {}}
+
+
+def accuracy_for(spec: dict, dtype: torch.dtype) -> Optional[float]:
+    """The stated relative accuracy for a model of ``dtype`` (``None``: the check states none for that dtype,
+    and a model of it is not refused; only the recomputation check leaves a dtype out)."""
     acc = spec.get("accuracy") or {}
     key = str(dtype).replace("torch.", "")
+    if spec.get("kind") == "recompute":
+        return float(acc[key]) if key in acc else None
     return float(acc.get(key, FLOAT64_RIDGE_ACCURACY if dtype == torch.float64 else FLOAT32_RIDGE_ACCURACY))
 
 
@@ -117,10 +124,13 @@ class Verification:
 
     Attributes:
         predictions: ``(B, C)`` the model's readout ``ŷ`` at the verified x̃ columns.
-        bounds: ``(B, C)`` rigorous upper bounds on ``|ŷ − ridge|`` (ridge on the same prefix).
-        tolerance: ``(B, C)`` the stated accuracy ``acc·(1 + max(0, |ŷ| − bound))``.
+        bounds: ``(B, C)`` rigorous upper bounds on ``|ŷ − exact|``: ridge on the same prefix for the
+            ridge circuit, the exact program's readout for the others (:mod:`~iclconstruct.numerics.recompute`).
+        tolerance: ``(B, C)`` the stated accuracy ``acc·(1 + max(0, |ŷ| − bound))`` (``inf`` where the
+            model states none: such a model is never refused).
         columns: ``(C,)`` token columns; ``examples``: ``(C,)`` examples before each.
-        accuracy: ``acc``; dtype: the model's dtype.
+        accuracy: ``acc`` (``None``: none stated for this dtype); dtype: the model's dtype;
+        kind: ``'ridge'`` (residual bound) or ``'recompute'`` (the interpreter with a running error bound).
     """
 
     predictions: np.ndarray
@@ -128,8 +138,9 @@ class Verification:
     tolerance: np.ndarray
     columns: np.ndarray
     examples: np.ndarray
-    accuracy: float
+    accuracy: Optional[float]
     dtype: torch.dtype
+    kind: str = "ridge"
 
     @property
     def ok(self) -> np.ndarray:
@@ -271,13 +282,16 @@ def ridge_bounds(tokens: np.ndarray, columns: Sequence[int], w_hat: np.ndarray, 
 
 
 def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Sequence[int], h_cols: torch.Tensor,
-                   y_hat) -> Optional[Verification]:
+                   y_hat, spec: Optional[dict] = None) -> Optional[Verification]:
     """Bounds for the readout ``y_hat`` ``(B, C)`` at ``columns``, given the residual stream
-    ``h_cols`` ``(B, C, D)`` there (the model's own ``ŵ``); ``None`` if ``program`` declares no check."""
-    spec = spec_for(program)
+    ``h_cols`` ``(B, C, D)`` there (the model's own ``ŵ``); ``None`` if ``program`` declares no check
+    and no ``spec`` is given."""
+    spec = spec or spec_for(program)
     if spec is None:
         return None
     cols = np.asarray(columns, dtype=np.int64)
+    if spec["kind"] == "recompute":
+        return _verify_recompute(program, dtype, tokens, cols, y_hat, spec)
     w = program.layout.view(h_cols, spec["weights"])
     w = w.detach().to("cpu", torch.float64).numpy() if isinstance(w, torch.Tensor) else np.asarray(w, np.float64)
     yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
@@ -294,6 +308,27 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
                         accuracy=acc, dtype=dtype)
 
 
+def _verify_recompute(program, dtype, tokens, cols, y_hat, spec) -> Verification:
+    from .recompute import recompute_bounds
+
+    yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
+        np.asarray(y_hat, np.float64)
+    yh = yh.reshape(tokens.shape[0], len(cols))
+    if program.readout_columns == "x":  # predictions live at x̃ columns (as for ridge, above)
+        keep = cols % 2 == 0
+        cols, yh = cols[keep], yh[:, keep]
+    bounds = recompute_bounds(program, tokens, cols, yh)
+    acc = accuracy_for(spec, dtype)
+    if acc is None:
+        tol = np.full_like(bounds, np.inf)
+    else:
+        with np.errstate(invalid="ignore"):
+            tol = acc * (1.0 + np.maximum(np.abs(yh) - bounds, 0.0)) * (1 - 4 * _U)
+        tol = np.where(np.isfinite(tol), tol, acc)
+    return Verification(predictions=yh, bounds=bounds, tolerance=tol, columns=cols, examples=(cols + 1) // 2,
+                        accuracy=acc, dtype=dtype, kind="recompute")
+
+
 def refuse(program, v: Verification) -> None:
     """Raise :class:`PrecisionError` if a prediction of ``v`` is not proven within the stated accuracy (naming the worst)."""
     dtype = v.dtype
@@ -303,9 +338,19 @@ def refuse(program, v: Verification) -> None:
             ratio = np.where(bad, np.nan_to_num(v.bounds / v.tolerance, nan=np.inf), -np.inf)
         b, c = (int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))  # the worst one
         more = int(bad.sum()) - 1
-        lam = spec_for(program)["lam"]
         name = str(dtype).replace("torch.", "")
         other = "" if dtype == torch.float64 else "use dtype=torch.float64, "
+        if v.kind == "recompute":
+            raise PrecisionError(
+                f"prediction {v.predictions[b, c]:.6g} (batch {b}, column {int(v.columns[c])}, after "
+                f"{int(v.examples[c])} examples) is not provably within the stated {name} accuracy: it differs from "
+                f"the exact program by up to {v.bounds[b, c]:.3g} (the float64 interpreter re-run with a rigorous "
+                f"round-off bound), more than {v.accuracy:g}·(1 + max(0, |prediction| − bound)) = "
+                f"{v.tolerance[b, c]:.3g}. {f'({more} more predictions refused.) ' if more else ''}"
+                f"The {name} approximations (products, LayerNorm reads) lost accuracy on these inputs. To get an "
+                f"answer: {other}keep the inputs further inside the declared bounds (x_bound, y_bound); "
+                f"check=False skips this check")
+        lam = spec_for(program)["lam"]
         cause = "Sherman–Morrison's recursion lost accuracy on these inputs."
         raise PrecisionError(
             f"ridge prediction {v.predictions[b, c]:.6g} (batch {b}, x̃ column {int(v.columns[c])}, after "
