@@ -96,6 +96,11 @@ def test_contraction_keeps_long_sgd_contexts_bounded():
     y = X @ rng.standard_normal(8) / np.sqrt(8)
     H, Eb = bounded_interpret(p, encode(X, y, rng.standard_normal((1, 8))), max_len=1025)
     assert float(Eb[..., p.layout.row(p.readout_slot)].max()) < 1e-9
+    # the body's scratch (wprev, e) is bounded only relative to each iteration's computed state: not
+    # certified after the loop (found by bench/soak_recompute.py: wprev's E of 0 missed the carried error)
+    for s in ("wprev", "e"):
+        if s in p.layout and p.layout[s].size and not (set(p.layout.rows(s)) & set(p.layout.rows(p.readout_slot))):
+            assert np.isinf(p.layout.view(Eb, s)).all()
 
 
 # ---------------------------------------------------------------------- model.verify

@@ -33,7 +33,9 @@ A loop whose program declares a contraction (``program.meta['contraction']``: th
 slots and a 2-norm Lipschitz constant ``L`` of one iteration, e.g. SGD's ``w`` with ``L = 1``, which
 its input guard enforces) carries the state's error in the 2-norm, as the certificate does:
 ``e ← L·max_t e + ‖ℓ_t‖₂`` per batch element, with ``ℓ`` the error one iteration adds on the
-computed state (the iteration is run with the state's error set to 0). Without that, the
+computed state (the iteration is run with the state's error set to 0); the body's other slots are
+bounded only relative to that computed state, so their ``E`` is ``inf`` after each iteration (nothing
+after the loop may rely on them, as in the a-priori certificate). Without that, the
 entrywise propagation of an iteration like SGD's grows by up to ``1 + 2·lr·‖x‖₁²`` per step.
 
 The bound itself is evaluated in float64: every sum of non-negative terms above is multiplied
@@ -182,6 +184,9 @@ def bounded_interpret(program, tokens, *, max_len: Optional[int] = None) -> Tupl
     for seg in program.segments:
         times = seg.times(T) if seg.ops else 0
         carry = hint is not None and seg.repeat == "examples"
+        # the loop body's other slots: bounded only relative to the iteration's computed state, so not
+        # certified once the iteration is over (as in the a-priori certificate)
+        scratch = {op.writes() for op in seg.ops} - set(hint[0]) if carry else set()
         e2 = {}  # contraction slot -> (B, T) 2-norm error bound after the last iteration
         for _ in range(times):
             if carry:  # the state's carried error (2-norm, worst column), then one iteration's own error
@@ -198,6 +203,8 @@ def bounded_interpret(program, tokens, *, max_len: Optional[int] = None) -> Tupl
                     own = np.sqrt(_up((lay.view(E, s) ** 2).sum(-1), lay[s].size))  # (B, T)
                     e2[s] = _up(hint[1] * e_in[s][:, None] + own, 2)
                     lay.view(E, s)[...] = e2[s][..., None]  # each entry is at most the 2-norm
+                for s in scratch:  # errors relative to the computed state, not to the exact program
+                    lay.view(E, s)[...] = np.inf
     return H, E
 
 
