@@ -81,7 +81,7 @@ def main() -> None:
              "`worst_error(m, n, " + ", ".join(f"{k}={v}" for k, v in SEARCH.items())
              + ")` against `m.certify(n).max_abs_error`; float32 ridge is the gain form since 2026-12-03; float64 "
              "models take the anchors `compile` chooses (docs/certificate.md, \"Constants chosen by the certificate\") "
-             "since 2026-12-03 18:00, and the search starts from repeated-example contexts too; since 2026-12-03 20:00 "
+             "since 2026-12-03 18:00, and the search starts from repeated-example contexts too; since 2026-12-03 19:30 "
              "it counts every input that passes the range checks (`served=False`, the certificate's domain), also where "
              "an a-posteriori check (ridge's, or float32's recomputation) then refuses the answer._")
     doc = ROOT / "docs" / "certificate.md"
