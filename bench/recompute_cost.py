@@ -1,9 +1,9 @@
-"""Cost of the float32 a-posteriori check by recomputation against the forward pass it checks.
+"""Cost of the a-posteriori check by recomputation against the forward pass it checks.
 
     python bench/recompute_cost.py            # prints the table
     python bench/recompute_cost.py --docs     # and writes it into docs/certificate.md
 
-Per row, in one run (medians of 3, 1 CPU thread): the float32 model's full forward pass with the
+Per row, in one run (medians of 3, 1 CPU thread): the model's full forward pass with the
 range checks on and the a-posteriori check off (``model._run`` + readout), the check alone
 (``model._verification``: the float64 interpreter with its running error bound, on the host),
 and the dependency-pruned pass (``predict_prefixes``, check off) for the sequential circuits.
@@ -32,6 +32,8 @@ def cases():
         ("gd_plus_plus steps=2", 8, 64, lambda: C.gd_plus_plus(8, 0.005, 0.005, steps=2, **F32)),
         ("preconditioned_gd steps=3", 8, 64, lambda: C.preconditioned_gd(8, 0.005, 3, **F32)),
         ("newton steps=8", 8, 64, lambda: C.newton(8, 8, m_bound=20.0, **F32)),
+        ("batch_gd steps=3, float64", 8, 64, lambda: C.batch_gd(8, 0.005, steps=3)),
+        ("newton steps=8, float64", 8, 64, lambda: C.newton(8, 8, m_bound=20.0)),
     ]
 
 
@@ -69,7 +71,7 @@ def row(name, d, n, make):
 
 def table(rows) -> str:
     out = [f"_Measured {time.strftime('%Y-%m-%d')} by `python bench/recompute_cost.py` on x86_64, 1 CPU thread, "
-           f"torch {torch.__version__}; float32 models, one Gaussian context; medians of 3._", "",
+           f"torch {torch.__version__}; float32 models unless marked, one Gaussian context; medians of 3._", "",
            "| circuit | d | n | forward (s) | check (s) | check / forward | check / pruned pass | largest bound |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:

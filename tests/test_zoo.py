@@ -100,9 +100,13 @@ def test_zoo_matches_reference_on_every_prefix(name, d, data):
                 model(tok)
         return
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * (1.0 + np.abs(ref).max()))
-    out = model(tok)[0]
-    if name == "newton_alpha":  # a fixed alpha makes tiny iterates on short prefixes (see newton's docstring)
+    if name == "newton_alpha":  # a fixed alpha makes tiny iterates on short prefixes (see newton's docstring):
+        v = model.verify(tok)     # the a-posteriori check may refuse those (not proven within 1e-6); never later ones
+        assert v.ok[0, 16:].all()
+        out = model(tok, check=False)[0]
         out, got, ref = out[16:], got[16:], ref[16:]
+    else:
+        out = model(tok)[0]
     assert np.all(np.abs(out - ref) <= 1e-6 * (1.0 + np.abs(ref))), np.max(np.abs(out - ref))
     assert np.all(np.abs(out - got) <= 1e-6 * (1.0 + np.abs(got)))
 

@@ -61,7 +61,8 @@ def newton(d: int, steps: int, alpha: Optional[float] = None, *, x_bound=None, y
             ``max_n·√(α/2)·max‖x_i‖² > 1`` (a sufficient condition) raise
             :class:`~iclconstruct.errors.DivergenceError`. A tiny ``α·n²`` makes tiny
             iterates, which lose relative precision to LayerNorm's absolute round-off
-            (``≈1e-9``): the 1e-6 guarantee needs ``α·n²·λ_max(XᵀX/n) ≳ 1e-2``. ``None``: the in-context rule
+            (``≈1e-9``): the 1e-6 accuracy needs ``α·n²·λ_max(XᵀX/n) ≳ 1e-2`` (predictions not proven within it are
+            refused by the a-posteriori check, :mod:`iclconstruct.numerics.recompute`). ``None``: the in-context rule
             ``α = 1/(n + tr XᵀX)²`` — ``reference.newton(..., alpha="trace")``.
         m_bound: bound on the entries of ``n·M`` (they approach ``(XᵀX/n)⁺``, so
             ill-conditioned contexts need more; checked at run time). w_bound: bound on ``w``.

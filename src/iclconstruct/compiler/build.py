@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..numerics.aposteriori import spec_for
-from ..numerics.recompute import recompute_spec
+from ..numerics.recompute import FLOAT64_RECOMPUTE_ACCURACY, recompute_spec
 from ..numerics.constants import Constants
 from ..numerics.ranges import operand_scales
 from ..errors import ArgumentError, ICLConstructError, WidthOverflowError
@@ -232,10 +232,13 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         raise ICLConstructError(f"max_len must be an integer >= 2; got {max_len!r}")
     program.check_complete()
     program = program.frozen(max_len=max_len)  # the model owns this copy: later edits of the caller's program do not reach it
-    if dtype == torch.float32 and program.readout_slot is not None and spec_for(program) is None:
-        # float32 states an accuracy for every program: each readout is checked a posteriori against the
-        # float64 interpreter with a rigorous round-off bound (numerics.recompute) and refused beyond it
-        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec()}
+    if program.readout_slot is not None and spec_for(program) is None:
+        # each readout is checked a posteriori against the float64 interpreter with a rigorous round-off
+        # bound (numerics.recompute) and refused beyond the stated accuracy: in float32 for every program, in
+        # float64 for programs without a per-example loop (a loop makes the interpreter O(n²) per streamed
+        # prediction: docs/certificate.md, "A-posteriori bound: any program")
+        loop = any(seg.repeat == "examples" for seg in program.segments)
+        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec(float64=None if loop else FLOAT64_RECOMPUTE_ACCURACY)}
     if isinstance(constants, str) and constants != "auto":
         raise ArgumentError(f"constants must be a Constants, 'auto' or None; got {constants!r}")
     if constants == "auto" and block != "paper":

@@ -53,10 +53,13 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["bounded_interpret", "recompute_bounds", "recompute_spec", "FLOAT32_RECOMPUTE_ACCURACY"]
+__all__ = ["bounded_interpret", "recompute_bounds", "recompute_spec", "FLOAT32_RECOMPUTE_ACCURACY",
+           "FLOAT64_RECOMPUTE_ACCURACY"]
 
 #: the stated accuracy of a float32 circuit checked by recomputation: ``|ŷ − exact| ≤ 1e-2·(1 + |exact|)``
 FLOAT32_RECOMPUTE_ACCURACY = 1e-2
+#: the stated accuracy of a float64 program without a per-example loop: ``|ŷ − exact| ≤ 1e-6·(1 + |exact|)``
+FLOAT64_RECOMPUTE_ACCURACY = 1e-6
 
 _U = 2.0 ** -53
 _TINY = 1e-300
