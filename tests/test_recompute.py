@@ -255,3 +255,18 @@ def test_float64_zoo_refuses_beyond_1e_6():
     g = worst_error(m, 8, corners=32, rounds=2, batch=8)  # what the model serves: within the stated accuracy
     ex = ic.interpret(m.program, g.tokens, max_len=m.max_len).output
     assert (np.abs(np.asarray(m(g.tokens), dtype=np.float64) - ex) / (1 + np.abs(ex))).max() <= FLOAT64_RECOMPUTE_ACCURACY
+
+
+@needs_longdouble
+def test_contraction_is_used_only_where_the_guard_holds():
+    """SGD's Lipschitz constant 1 holds under its step guard; on tokens that violate it (reachable through
+    ``verify(check=False)``) the bound falls back to entrywise propagation and stays sound."""
+    from iclconstruct.numerics.recompute import _contraction
+
+    p = ic.circuits.sgd_program(2, 0.03)
+    rng = np.random.default_rng(4)
+    X = rng.uniform(4.5, 6.0, (1, 6, 2)) * rng.choice([-1, 1], (1, 6, 2))  # 2·lr·‖x‖² > 2: divergent steps
+    tok = encode(X, rng.uniform(-5, 5, (1, 6)), rng.standard_normal((1, 2)))
+    assert _contraction(p, tok) is None
+    assert _contraction(p, encode(X / 10, rng.uniform(-5, 5, (1, 6)), rng.standard_normal((1, 2)))) is not None
+    assert_bound_holds(p, tok)

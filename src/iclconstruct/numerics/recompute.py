@@ -31,7 +31,7 @@ float64 position rows ``pos``, is exact by definition: ``E = 0``). With ``u = 2�
 
 A loop whose program declares a contraction (``program.meta['contraction']``: the state
 slots and a 2-norm Lipschitz constant ``L`` of one iteration, e.g. SGD's ``w`` with ``L = 1``, which
-its input guard enforces) carries the state's error in the 2-norm, as the certificate does:
+its input guard enforces; used only when the tokens pass the program's guards) carries the state's error in the 2-norm, as the certificate does:
 ``e ← L·max_t e + ‖ℓ_t‖₂`` per batch element, with ``ℓ`` the error one iteration adds on the
 computed state (the iteration is run with the state's error set to 0); the body's other slots are
 bounded only relative to that computed state, so their ``E`` is ``inf`` after each iteration (nothing
@@ -150,7 +150,7 @@ def _op_error(op, H: np.ndarray, E: np.ndarray, lay) -> np.ndarray:
         c_lo = (c - Ec) * (1 - 2 * _U)
         with np.errstate(divide="ignore", invalid="ignore"):
             q = np.abs(op.coef * s / c)
-            e = abs(float(op.coef)) * (Es / c_lo + np.abs(s) * Ec / (c_lo * c)) * (1 + 4 * _U) + _g(2) * q
+            e = abs(float(op.coef)) * (Es / c_lo + np.abs(s) * Ec / (c_lo * c)) * (1 + 4 * _U) + _g(3) * q
             e = np.where(c_lo > 0, e, np.inf)
         if op.accumulate:
             old = lay.view(H, op.dst)
@@ -166,10 +166,21 @@ def _op_error(op, H: np.ndarray, E: np.ndarray, lay) -> np.ndarray:
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
-def _contraction(program) -> Optional[Tuple[Tuple[str, ...], float]]:
+def _contraction(program, tokens) -> Optional[Tuple[Tuple[str, ...], float]]:
+    """The declared contraction, if the tokens pass the program's input guards (which is what makes the
+    declared Lipschitz constant true, e.g. SGD's step condition); else ``None`` (entrywise propagation)."""
+    from ..lang.checks import example_sq_norm_max
+
     cfg = (getattr(program, "meta", None) or {}).get("contraction")
     if not cfg:
         return None
+    guards = getattr(program, "guards", ())
+    if guards:  # strictly: the run-time check's slack would make L slightly larger than declared
+        sq = example_sq_norm_max(np.asarray(tokens, dtype=np.float64).reshape((-1,) + np.shape(tokens)[-2:]))
+        # the computed max ‖x‖² is within γ_{d+2} of the exact one; a guard's quantity grows with it
+        sq_hi = None if sq is None else sq * (1 + 2 * _g(np.shape(tokens)[-1] + 2))
+        if sq is not None and any(g.quantity(sq_hi) > g.limit for g in guards):
+            return None
     return tuple(cfg["slots"]), float(cfg["lipschitz"])
 
 
@@ -182,7 +193,7 @@ def bounded_interpret(program, tokens, *, max_len: Optional[int] = None) -> Tupl
     H = embed_reference(program, tokens, max_len=max_len, check=False)
     E = np.zeros_like(H)
     lay = program.layout
-    hint = _contraction(program)
+    hint = _contraction(program, tokens)
     T = H.shape[1]
     for seg in program.segments:
         times = seg.times(T) if seg.ops else 0
