@@ -250,15 +250,13 @@ def test_check_false_opts_out_everywhere():
     s.predict(xq)
 
 
-def test_other_float64_circuits_state_no_accuracy_but_verify_bounds_them():
-    """float64 SGD states no accuracy for the a-posteriori check (it is never refused by one); ``verify`` still
-    bounds its predictions, by recomputation (numerics/recompute.py, tests/test_recompute.py)."""
+def test_other_circuits_are_checked_by_recomputation():
+    """Every other program is checked by recomputation (numerics/recompute.py, tests/test_recompute.py):
+    1e-6 in float64, 1e-2 in float32."""
     m = ic.circuits.sgd(2, 0.01)
-    assert spec_for(m.program) == {"kind": "recompute", "accuracy": {"float32": 1e-2}}  # none for float64 (a loop)
+    assert spec_for(m.program) == {"kind": "recompute", "accuracy": {"float32": 1e-2, "float64": 1e-6}}
     v = m.verify(encode(np.ones((1, 2, 2)), np.ones((1, 2)), np.ones((1, 2))))
-    assert v.kind == "recompute" and v.accuracy is None and v.ok.all() and np.isfinite(v.bounds).all()
-    m32 = ic.circuits.sgd(2, 0.01, dtype=torch.float32)  # float32 states 1e-2 for every program
-    assert spec_for(m32.program) == {"kind": "recompute", "accuracy": {"float32": 1e-2}}
+    assert v.kind == "recompute" and v.accuracy == 1e-6 and v.ok.all() and np.isfinite(v.bounds).all()
 
 
 # ---------------------------------------------------------------------- (e) the message

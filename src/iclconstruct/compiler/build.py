@@ -234,11 +234,9 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
     program = program.frozen(max_len=max_len)  # the model owns this copy: later edits of the caller's program do not reach it
     if program.readout_slot is not None and spec_for(program) is None:
         # each readout is checked a posteriori against the float64 interpreter with a rigorous round-off
-        # bound (numerics.recompute) and refused beyond the stated accuracy: in float32 for every program, in
-        # float64 for programs without a per-example loop (a loop makes the interpreter O(n²) per streamed
-        # prediction: docs/certificate.md, "A-posteriori bound: any program")
-        loop = any(seg.repeat == "examples" for seg in program.segments)
-        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec(float64=None if loop else FLOAT64_RECOMPUTE_ACCURACY)}
+        # bound (numerics.recompute) and refused beyond the stated accuracy (docs/certificate.md,
+        # "A-posteriori bound: any program")
+        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec(float64=FLOAT64_RECOMPUTE_ACCURACY)}
     if isinstance(constants, str) and constants != "auto":
         raise ArgumentError(f"constants must be a Constants, 'auto' or None; got {constants!r}")
     if constants == "auto" and block != "paper":

@@ -404,7 +404,8 @@ class ConstructedTransformer(nn.Module):
             h = h[:, 0::step]
         else:
             cols = np.asarray(columns, dtype=np.int64)
-        return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out, spec=spec or BOUNDS_ONLY)
+        return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out, spec=spec or BOUNDS_ONLY,
+                              model=self)
 
     def _check_predictions(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None, patched: bool = False) -> None:
         """Refuse (:class:`~iclconstruct.errors.PrecisionError`) readouts the a-posteriori check cannot prove.

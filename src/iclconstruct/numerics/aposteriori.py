@@ -282,16 +282,17 @@ def ridge_bounds(tokens: np.ndarray, columns: Sequence[int], w_hat: np.ndarray, 
 
 
 def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Sequence[int], h_cols: torch.Tensor,
-                   y_hat, spec: Optional[dict] = None) -> Optional[Verification]:
+                   y_hat, spec: Optional[dict] = None, model=None) -> Optional[Verification]:
     """Bounds for the readout ``y_hat`` ``(B, C)`` at ``columns``, given the residual stream
     ``h_cols`` ``(B, C, D)`` there (the model's own ``ŵ``); ``None`` if ``program`` declares no check
-    and no ``spec`` is given."""
+    and no ``spec`` is given. ``model``: lets the recomputation of a single last column (a streamed
+    prediction) run on the model's pruned schedule (:mod:`~iclconstruct.numerics.replay_bound`)."""
     spec = spec or spec_for(program)
     if spec is None:
         return None
     cols = np.asarray(columns, dtype=np.int64)
     if spec["kind"] == "recompute":
-        return _verify_recompute(program, dtype, tokens, cols, y_hat, spec)
+        return _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model)
     w = program.layout.view(h_cols, spec["weights"])
     w = w.detach().to("cpu", torch.float64).numpy() if isinstance(w, torch.Tensor) else np.asarray(w, np.float64)
     yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
@@ -308,8 +309,8 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
                         accuracy=acc, dtype=dtype)
 
 
-def _verify_recompute(program, dtype, tokens, cols, y_hat, spec) -> Verification:
-    from .recompute import recompute_bounds
+def _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model=None) -> Verification:
+    from .recompute import recompute_bounds, readout_bounds
 
     yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
         np.asarray(y_hat, np.float64)
@@ -317,7 +318,16 @@ def _verify_recompute(program, dtype, tokens, cols, y_hat, spec) -> Verification
     if program.readout_columns == "x":  # predictions live at x̃ columns (as for ridge, above)
         keep = cols % 2 == 0
         cols, yh = cols[keep], yh[:, keep]
-    bounds = recompute_bounds(program, tokens, cols, yh)
+    T = tokens.shape[1]
+    loop = any(seg.repeat == "examples" for seg in program.segments)
+    if model is not None and loop and len(cols) == 1 and int(cols[0]) == T - 1:
+        # one streamed prediction: only the cells it depends on, O(n) instead of the interpreter's O(n²)
+        from .replay_bound import bounded_replay
+
+        H, E, _ = bounded_replay(model, tokens, "last")
+        bounds = readout_bounds(program, H, E, cols, yh)
+    else:
+        bounds = recompute_bounds(program, tokens, cols, yh)
     acc = accuracy_for(spec, dtype)
     if acc is None:
         tol = np.full_like(bounds, np.inf)

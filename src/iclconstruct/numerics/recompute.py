@@ -53,7 +53,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["bounded_interpret", "recompute_bounds", "recompute_spec", "FLOAT32_RECOMPUTE_ACCURACY",
+__all__ = ["bounded_interpret", "recompute_bounds", "readout_bounds", "recompute_spec", "FLOAT32_RECOMPUTE_ACCURACY",
            "FLOAT64_RECOMPUTE_ACCURACY"]
 
 #: the stated accuracy of a float32 circuit checked by recomputation: ``|ŷ − exact| ≤ 1e-2·(1 + |exact|)``
@@ -228,6 +228,11 @@ def recompute_bounds(program, tokens, columns: Sequence[int], y_hat) -> np.ndarr
     from ..lang.interpreter import readout  # noqa: F401 - the same readout row
 
     H, E = bounded_interpret(program, tokens, max_len=getattr(program, "max_len", None))
+    return readout_bounds(program, H, E, columns, y_hat)
+
+
+def readout_bounds(program, H: np.ndarray, E: np.ndarray, columns: Sequence[int], y_hat) -> np.ndarray:
+    """``|ŷ − ŷ_ref| + E_ref`` at ``columns`` (rounded up), from a bounded run ``(H, E)``."""
     row = program.layout.row(program.readout_slot)
     cols = np.asarray(columns, dtype=np.int64)
     ref, err = H[:, cols, row], E[:, cols, row]
