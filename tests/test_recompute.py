@@ -352,3 +352,31 @@ def test_contraction_is_used_only_where_the_guard_holds():
     assert _contraction(p, tok) is None
     assert _contraction(p, encode(X / 10, rng.uniform(-5, 5, (1, 6)), rng.standard_normal((1, 2)))) is not None
     assert_bound_holds(p, tok)
+
+
+@needs_longdouble
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_stream_checks_incrementally_with_sound_tight_bounds(dtype, monkeypatch):
+    """A stream advances the recomputation check with its own cells (numerics.replay_bound.ReplayState): each
+    prediction's bound covers its distance from the exact program (long double) and is as tight as it."""
+    import iclconstruct.numerics.aposteriori as A
+
+    seen = []
+    real = A.refuse
+    monkeypatch.setattr(A, "refuse", lambda program, v: (seen.append(v), real(program, v)))
+    m = ic.circuits.sgd(3, 0.03, lam=0.1, max_len=129, dtype=dtype)
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((40, 3)) * 0.8
+    y = X @ rng.standard_normal(3)
+    s = m.stream()
+    for k in range(40):
+        if k in (0, 1, 7, 39):
+            xq = rng.standard_normal(3)
+            p = float(s.predict(xq))
+            tok = encode(X[None, :k], y[None, :k], xq[None])
+            exact = extended_interpret(m.program, tok, max_len=m.max_len)[0, -1, m.layout.row(m.program.readout_slot)]
+            b = float(seen[-1].bounds[0, -1])
+            err = float(abs(np.longdouble(p) - exact))
+            assert err <= b * (1 + 1e-9) + 1e-300 and b <= err + 1e-10
+        s.add(X[k], y[k])
+    assert len(seen) == 4

@@ -68,7 +68,8 @@ import torch
 from ..errors import PrecisionError
 
 __all__ = ["FLOAT64_RIDGE_ACCURACY", "FLOAT32_RIDGE_ACCURACY", "Verification", "ridge_bounds", "spec_for",
-           "ridge_spec", "accuracy_for", "verify_columns", "refuse", "host_tokens", "BOUNDS_ONLY"]
+           "ridge_spec", "accuracy_for", "verify_columns", "refuse", "host_tokens", "BOUNDS_ONLY",
+           "verification_from_bounds"]
 
 #: the ridge circuit's stated accuracy in float64: ``|ŷ − ridge| ≤ 1e-6·(1 + |ridge|)``
 FLOAT64_RIDGE_ACCURACY = 1e-6
@@ -328,6 +329,18 @@ def _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model=None) -> 
         bounds = readout_bounds(program, H, E, cols, yh)
     else:
         bounds = recompute_bounds(program, tokens, cols, yh)
+    return _recompute_verification(dtype, cols, yh, bounds, spec)
+
+
+def verification_from_bounds(program, dtype, columns, y_hat, bounds) -> Verification:
+    """A :class:`Verification` of the recomputation kind from bounds computed elsewhere (a stream's replay)."""
+    yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
+        np.asarray(y_hat, np.float64)
+    cols = np.asarray(columns, dtype=np.int64)
+    return _recompute_verification(dtype, cols, yh.reshape(-1, len(cols)), np.asarray(bounds), spec_for(program))
+
+
+def _recompute_verification(dtype, cols, yh, bounds, spec) -> Verification:
     acc = accuracy_for(spec, dtype)
     if acc is None:
         tol = np.full_like(bounds, np.inf)

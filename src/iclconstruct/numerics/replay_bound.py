@@ -20,13 +20,13 @@ other slots are ``inf`` after each iteration.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .recompute import _U, _contraction, _g, _op_error, _up
 
-__all__ = ["bounded_replay", "loop_iterations"]
+__all__ = ["bounded_replay", "loop_iterations", "ReplayState"]
 
 
 def loop_iterations(model, T: int) -> List[Tuple[int, int, int]]:
@@ -120,52 +120,144 @@ def _run_layer(plan, H, E, lay, cols: np.ndarray, T: int, written: Dict[str, set
             written.setdefault(dst, set()).update(int(c) for c in cols)
 
 
+class ReplayState:
+    """The bounded replay's state, advanced cell by cell: what :func:`bounded_replay` runs in one go, and what a
+    :class:`~iclconstruct.runtime.stream.Stream` advances as it runs its own cells (``run``), so that checking a
+    streamed prediction costs the cells that prediction adds, not the whole context.
+
+    ``H``, ``E`` ``(B, capacity, D)``: values and error bounds of every column seen; ``e2``: per contraction
+    state slot, the 2-norm bound at each column. Loop iterations are opened and closed as their layers run
+    (the contraction's bookkeeping, module doc); :meth:`snapshot` / :meth:`restore` bracket cells that are
+    to be forgotten (a prediction's query column and the layers after the loop).
+    """
+
+    def __init__(self, model, tokens, capacity: Optional[int] = None):
+        self.m = model
+        self.lay = model.layout
+        tok = np.asarray(tokens, dtype=np.float64)
+        tok = tok[None] if tok.ndim == 2 else tok
+        self.B = tok.shape[0]
+        cap = capacity or tok.shape[1]
+        self.H = np.zeros((self.B, cap, self.lay.size))
+        self.E = np.zeros_like(self.H)
+        self.T = 0
+        self.hint = _contraction(model.program, tok)
+        self.state = self.hint[0] if self.hint is not None else ()
+        self.e2: Dict[str, np.ndarray] = {}
+        self.open = None  # (segment, first layer, end layer) of the iteration in progress
+        self.extend(tok)
+
+    def extend(self, tokens) -> None:
+        """Embed the columns of ``tokens`` (all of them so far) beyond the ones held; checks the guards again."""
+        from ..lang.interpreter import embed_reference
+
+        tok = np.asarray(tokens, dtype=np.float64)
+        tok = tok[None] if tok.ndim == 2 else tok
+        T = tok.shape[1]
+        if T > self.H.shape[1]:
+            grow = max(T, 2 * self.H.shape[1])
+            self.H = np.concatenate([self.H, np.zeros((self.B, grow - self.H.shape[1], self.lay.size))], axis=1)
+            self.E = np.concatenate([self.E, np.zeros_like(self.H[:, self.E.shape[1]:])], axis=1)
+            self.e2 = {s: np.concatenate([v, np.zeros((self.B, grow - v.shape[1]))], axis=1) for s, v in self.e2.items()}
+        if T > self.T:
+            H0 = embed_reference(self.m.program, tok, max_len=self.m.max_len, check=False)
+            self.H[:, self.T:T] = H0[:, self.T:T]
+            self.E[:, self.T:T] = 0.0
+        self.T = T
+        if self.hint is not None and _contraction(self.m.program, tok) is None:
+            raise _GuardLost()
+
+    def snapshot(self):
+        return (self.H[:, :self.T].copy(), self.E[:, :self.T].copy(), {s: v.copy() for s, v in self.e2.items()},
+                self.open, self.T, dict(getattr(self, "_iter", {})))
+
+    def restore(self, snap) -> None:
+        H, E, e2, self.open, T, it = snap
+        self.H[:, :T], self.E[:, :T] = H, E
+        self.H[:, T:], self.E[:, T:] = 0.0, 0.0
+        self.e2, self.T, self._iter = e2, T, it
+
+    def _iteration_of(self, l: int, T: int):
+        key = ("it", T)
+        cache = self.__dict__.setdefault("_its", {})
+        if key not in cache:
+            m = {}
+            for si, a, b in loop_iterations(self.m, T):
+                for k in range(a, b):
+                    m[k] = (si, a, b)
+            cache.clear()
+            cache[key] = m
+        return cache[key].get(l)
+
+    def _begin(self, it) -> None:
+        lay = self.lay
+        self.open = it
+        self._iter = {"written": {}, "stash": {}, "e_in": {}}
+        for s in self.state:
+            if s not in self.e2:
+                self.e2[s] = np.zeros((self.B, self.H.shape[1]))
+                self.e2[s][:, :self.T] = np.sqrt(_up((lay.view(self.E[:, :self.T], s) ** 2).sum(-1), lay[s].size))
+            self._iter["e_in"][s] = self.e2[s][:, :self.T].max(axis=1)
+            self._iter["stash"][s] = lay.view(self.E, s).copy()
+            lay.view(self.E, s)[...] = 0.0
+
+    def close(self) -> None:
+        """End the loop iteration in progress (the contraction's step, module doc)."""
+        if self.open is None:
+            return
+        lay, si = self.lay, self.open[0]
+        it = self._iter
+        for s in self.state:
+            own = np.sqrt(_up((lay.view(self.E, s) ** 2).sum(-1), lay[s].size))
+            new = _up(self.hint[1] * it["e_in"][s][:, None] + own, 2)
+            w = np.zeros(self.H.shape[1], dtype=bool)
+            w[list(it["written"].get(s, ()))] = True
+            self.e2[s] = np.where(w[None, :], new, self.e2[s])
+            lay.view(self.E, s)[...] = np.where(w[None, :, None], self.e2[s][..., None], it["stash"][s])
+        body = {op.writes() for bi in self.m._segments[si][0] for op in self.m.plans[bi].ops}
+        for s in body - set(self.state):
+            lay.view(self.E, s)[...] = np.inf
+        self.open = None
+
+    def run(self, cols, l: int, bi: int, T: int) -> None:
+        """Layer ``l`` as run (block ``bi``) for a context of ``T`` tokens, at columns ``cols``."""
+        it = self._iteration_of(l, T) if self.hint is not None else None
+        if it != self.open:
+            self.close()
+            if it is not None:
+                self._begin(it)
+        cols = np.asarray(cols, dtype=np.int64)
+        if len(cols):
+            written = self._iter["written"] if self.open is not None else {}
+            H, E = self.H[:, :T], self.E[:, :T]  # views: the layer's reads see exactly T columns
+            _run_layer(self.m.plans[bi], H, E, self.lay, cols, T, written)
+
+    def bounds(self, col: int, y_hat) -> np.ndarray:
+        """``(B, 1)`` bounds on ``|ŷ − exact|`` at column ``col`` (after :meth:`close`)."""
+        from .recompute import readout_bounds
+
+        self.close()
+        return readout_bounds(self.m.program, self.H[:, :self.T], self.E[:, :self.T], [col], y_hat)
+
+
+class _GuardLost(Exception):
+    """The tokens no longer pass the guards the contraction relies on: replay from scratch without it."""
+
+
 def bounded_replay(model, tokens, readout: str = "x") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(H, E, columns)``: the program's values on the cells the readout depends on (``readout``: ``'x'``
     the readout columns, ``'last'`` the last column; :func:`~iclconstruct.runtime.stream.cell_plan`) and a
     rigorous bound ``E`` on their distance from the exact program; valid at the returned readout ``columns``
     (other entries may be stale)."""
-    from ..lang.interpreter import embed_reference
     from ..runtime.stream import cell_plan
 
-    program, lay = model.program, model.layout
     tok = np.asarray(tokens, dtype=np.float64)
     tok = tok[None] if tok.ndim == 2 else tok
-    H = embed_reference(program, tok, max_len=model.max_len, check=False)
-    E = np.zeros_like(H)
-    T = H.shape[1]
+    T = tok.shape[1]
+    rs = ReplayState(model, tok)
     plan = cell_plan(model, T, readout, True)
-    hint = _contraction(program, tok)
-    starts, ends = {}, {}
-    if hint is not None:
-        for si, a, b in loop_iterations(model, T):
-            starts[a], ends[b - 1] = si, si
-    state = hint[0] if hint is not None else ()
-    e2: Dict[str, np.ndarray] = {}
-    stash: Dict[str, np.ndarray] = {}
-    written: Dict[str, set] = {}
-    e_in: Dict[str, np.ndarray] = {}
     for l, (bi, cols) in enumerate(zip(plan.layers, plan.columns)):
-        if l in starts:  # a contraction loop's iteration begins: carry the state's error, start its own at 0
-            written = {}
-            for s in state:
-                if s not in e2:
-                    e2[s] = np.sqrt(_up((lay.view(E, s) ** 2).sum(-1), lay[s].size))
-                e_in[s] = e2[s].max(axis=1)
-                stash[s] = lay.view(E, s).copy()
-                lay.view(E, s)[...] = 0.0
-        if len(cols):
-            _run_layer(model.plans[bi], H, E, lay, np.asarray(cols, dtype=np.int64), T, written)
-        if l in ends:
-            si = ends[l]
-            for s in state:
-                own = np.sqrt(_up((lay.view(E, s) ** 2).sum(-1), lay[s].size))
-                new = _up(hint[1] * e_in[s][:, None] + own, 2)
-                w = np.zeros(T, dtype=bool)
-                w[list(written.get(s, ()))] = True
-                e2[s] = np.where(w[None, :], new, e2[s])
-                lay.view(E, s)[...] = np.where(w[None, :, None], e2[s][..., None], stash[s])
-            body = {op.writes() for bi2 in model._segments[si][0] for op in model.plans[bi2].ops}
-            for s in body - set(state):
-                lay.view(E, s)[...] = np.inf
-    return H, E, np.asarray(plan.readout, dtype=np.int64)
+        if len(cols) or (rs.hint is not None and rs._iteration_of(l, T) is not None):
+            rs.run(cols, l, bi, T)
+    rs.close()
+    return rs.H[:, :T], rs.E[:, :T], np.asarray(plan.readout, dtype=np.int64)

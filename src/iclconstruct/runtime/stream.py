@@ -128,6 +128,10 @@ class Stream:
         self.sets: List[np.ndarray] = []  # columns run at each memo-able layer so far
         self.rebuilds = 0
         self.evaluated = 0  # (column, layer) cells run so far (a cost counter)
+        #: the recomputation check's state (numerics.replay_bound.ReplayState), advanced with the stream's own
+        #: cells, for programs checked by recomputation in this dtype; None otherwise (or until the first add)
+        self._ref = None
+        self._ref_host: List[np.ndarray] = []
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -194,6 +198,21 @@ class Stream:
             hist[int(t)][0].append(l)
             hist[int(t)][1].append(out[:, i])
         self.evaluated += len(cols)
+        if self._ref is not None:  # the same cells, exactly, in float64 with error bounds
+            self._ref.run(cols, l, bi, T)
+
+    def _recompute_checked(self) -> bool:
+        from ..numerics.aposteriori import accuracy_for, spec_for
+
+        spec = spec_for(self.model.program)
+        return bool(self.check and spec is not None and spec["kind"] == "recompute"
+                    and accuracy_for(spec, self.model.dtype) is not None)
+
+    def _fresh_ref(self):
+        """A new replay state holding the columns of this call (the examples, and a prediction's query)."""
+        from ..numerics.replay_bound import ReplayState
+
+        return ReplayState(self.model, np.stack(self._ref_host, axis=1), capacity=self.model.max_len)
 
     def _new_hist(self, tok: torch.Tensor, start: int):
         m = self.model
@@ -231,6 +250,8 @@ class Stream:
             plan = cell_plan(m, T, "last")
             tok = torch.stack(self.tokens[:T_old], dim=1)
             hist[:T_old] = self._new_hist(tok, 0)
+            if self._ref is not None:
+                self._ref = self._fresh_ref()
             self.sets, T_old = [], 0
         self._advance(plan, T_commit, hist, T_old, mon)
         return plan
@@ -247,7 +268,14 @@ class Stream:
             self.tokens += [tok[:, 0], tok[:, 1]]
             self.host += [host[:, 0], host[:, 1]]
             T = len(self.tokens)
+            if self._recompute_checked():
+                self._ref_host = self.host
+                if self._ref is None:
+                    self._ref = self._fresh_ref()
+                self._ref.extend(np.stack(self.host, axis=1))
             self._sync(T + 1, T, hist, mon, T0)  # planned as the next prediction will be
+            if self._ref is not None:
+                self._ref.close()
             self.hist = hist[:T]
         if mon is not None:
             mon.verify()
@@ -263,6 +291,14 @@ class Stream:
             hist = self.hist
             hist.append(self._new_hist(tok, T - 1)[0])
             lens: List[int] = []
+            ref_bounds, snap = None, None
+            if self._recompute_checked():  # the query's cells are forgotten afterwards: so is their reference
+                self._ref_host = self.host + [host[:, 0]]
+                if self._ref is None:  # a prediction before any example
+                    self._ref = self._fresh_ref()
+                    self._ref.T = len(self.host)  # (the query column is embedded below, like any new column)
+                snap = self._ref.snapshot()
+                self._ref.extend(np.stack(self._ref_host, axis=1))
             try:
                 plan = self._sync(T, T - 1, hist, mon, T - 1)
                 Lm = memo_layers(m, T)
@@ -275,13 +311,21 @@ class Stream:
                         self._run(hist, cols, l, plan.layers[l], T, mon)
                 h = self._state(hist, T - 1, len(plan.columns))
                 out = m.layout.view(h, m.program.readout_slot)[..., 0]
+                if self._ref is not None:
+                    ref_bounds = self._ref.bounds(T - 1, out.detach().to("cpu", torch.float64).numpy())
             finally:
+                if snap is not None:
+                    self._ref.restore(snap)
                 hist.pop()
                 for (a, b), k in zip(hist, lens):  # forget the cells that depend on the query or on n
                     del a[k:], b[k:]
         if mon is not None:
             mon.verify()
-        if self.check:  # the a-posteriori accuracy check (ridge) at the query column
+        if ref_bounds is not None:  # the recomputation check, on the cells this stream ran (numerics.replay_bound)
+            from ..numerics.aposteriori import refuse, verification_from_bounds
+
+            refuse(m.program, verification_from_bounds(m.program, m.dtype, [T - 1], out, ref_bounds))
+        elif self.check:  # the a-posteriori accuracy check (ridge) at the query column
             toks = np.stack(self.host + [host[:, 0]], axis=1)
             m._check_predictions(toks, h[:, None], out[:, None], columns=[T - 1])
         out = out if self.torch_io else out.detach().cpu().numpy()
