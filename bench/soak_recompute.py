@@ -1,6 +1,7 @@
 """Soundness soak of the recomputation bound (numerics/recompute.py) against extended precision.
 
-    python bench/soak_recompute.py --out bench/results/soak_recompute.jsonl --target 3000
+    python bench/soak_recompute.py --out bench/results/soak_recompute.jsonl --target 2000
+    python bench/soak_recompute.py --replay --out bench/results/soak_replay.jsonl --target 1000
 
 Each case draws a random program (the ``iclconstruct.testing.programs()`` strategy with
 ``tokens_for``, seeded by the case index) or a circuit program (SGD, batch GD, GD++,
@@ -108,16 +109,48 @@ def _draw(i: int, k: int):
     return out
 
 
+_MODELS = {}
+
+
+def replay_case(i: int):
+    """Case ``i`` of ``--replay``: a compiled circuit, a random context, the pruned replay of its last column
+    (numerics.replay_bound, what a streamed prediction is checked with) against long double there."""
+    from iclconstruct.numerics.replay_bound import bounded_replay
+
+    rng = np.random.default_rng(20_000 + i)
+    k = int(rng.integers(0, 5))
+    d = int(rng.integers(1, 4))
+    key = (k, d)
+    if key not in _MODELS:
+        _MODELS[key] = [lambda: C.sgd(d, 0.03, max_len=129), lambda: C.sgd(d, 0.02, lam=0.1, max_len=129),
+                        lambda: C.batch_gd(d, 0.05, steps=2, max_n=48), lambda: C.newton(d, 3, max_n=48),
+                        lambda: C.ridge_algorithm(d, 1.0, max_n=48).compile()][k]()
+    m = _MODELS[key]
+    tok = context(rng, m.program, int(rng.integers(0, 40)))
+    H, E, cols = bounded_replay(m, tok, "last")
+    ref = extended_interpret(m.program, tok, max_len=m.max_len)
+    row = m.layout.row(m.program.readout_slot)
+    diff = np.abs(H[:, cols, row].astype(np.longdouble) - ref[:, cols, row]).astype(np.float64)
+    Eb = E[:, cols, row]
+    fin = np.isfinite(Eb)
+    viol = int(((diff > Eb * (1 + 1e-9) + 1e-18 * 64 * (1 + np.abs(H[:, cols, row]))) & fin).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(fin & (Eb > 0), diff / Eb, 0.0)
+    return {"case": i, "kind": m.program.name, "programs": 1, "entries": int(fin.sum()), "violations": viol,
+            "max_ratio": float(r.max()) if r.size else 0.0, "nonfinite": int((~fin).sum())}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/results/soak_recompute.jsonl")
     ap.add_argument("--target", type=int, default=3000)
+    ap.add_argument("--replay", action="store_true", help="the pruned replay of streamed predictions instead")
     a = ap.parse_args()
     out = Path(a.out)
     done = sum(1 for _ in out.open()) if out.exists() else 0
     t0 = time.time()
     for i in range(done, a.target):
-        rec = one(i)
+        rec = replay_case(i) if a.replay else one(i)
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         if i % 100 == 0:
