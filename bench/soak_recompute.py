@@ -116,6 +116,7 @@ def replay_case(i: int):
     """Case ``i`` of ``--replay``: a compiled circuit, a random context, the pruned replay of its last column
     (numerics.replay_bound, what a streamed prediction is checked with) against long double there."""
     from iclconstruct.numerics.replay_bound import bounded_replay
+    from iclconstruct.runtime.stream import cell_plan
 
     rng = np.random.default_rng(20_000 + i)
     k = int(rng.integers(0, 5))
@@ -127,7 +128,7 @@ def replay_case(i: int):
                         lambda: C.ridge_algorithm(d, 1.0, max_n=48).compile()][k]()
     m = _MODELS[key]
     tok = context(rng, m.program, int(rng.integers(0, 40)))
-    H, E, cols = bounded_replay(m, tok, "last")
+    H, E, cols = bounded_replay(m, tok, cell_plan(m, tok.shape[1], "last"))
     ref = extended_interpret(m.program, tok, max_len=m.max_len)
     row = m.layout.row(m.program.readout_slot)
     diff = np.abs(H[:, cols, row].astype(np.longdouble) - ref[:, cols, row]).astype(np.float64)

@@ -248,6 +248,7 @@ def test_a_program_without_a_readout_is_not_given_a_check():
 ], ids=["sgd", "sgd_lam", "batch_gd", "ridge_frontend"])
 def test_pruned_replay_equals_the_interpreter_and_is_sound(make):
     from iclconstruct.numerics.replay_bound import bounded_replay
+    from iclconstruct.runtime.stream import cell_plan
 
     m = make()
     rng = np.random.default_rng(6)
@@ -255,7 +256,7 @@ def test_pruned_replay_equals_the_interpreter_and_is_sound(make):
     for n in (0, 1, 5, 20):
         X = rng.standard_normal((2, n, d)) * 0.7
         tok = encode(X, np.einsum("bnd,d->bn", X, rng.standard_normal(d)), rng.standard_normal((2, d)))
-        H, Eb, cols = bounded_replay(m, tok, "last")
+        H, Eb, cols = bounded_replay(m, tok, cell_plan(m, tok.shape[1], "last"))
         assert list(cols) == [tok.shape[1] - 1]
         Hf, Ef = bounded_interpret(m.program, tok, max_len=m.max_len)
         row = m.layout.row(m.program.readout_slot)
@@ -271,11 +272,12 @@ def test_pruned_replay_equals_the_interpreter_and_is_sound(make):
 @given(st.data())
 def test_pruned_replay_on_random_loop_programs(data):
     from iclconstruct.numerics.replay_bound import bounded_replay
+    from iclconstruct.runtime.stream import cell_plan
 
     p = data.draw(programs(loops=True, max_ops=8))
     tok = data.draw(tokens_for(p, max_batch=2))
     m = ic.compile(p, max_len=tok.shape[1] + 2)
-    H, Eb, cols = bounded_replay(m, tok, "last")
+    H, Eb, cols = bounded_replay(m, tok, cell_plan(m, tok.shape[1], "last"))
     Hf, Ef = bounded_interpret(m.program, tok, max_len=m.max_len)
     row = m.layout.row(m.program.readout_slot)
     a, b = H[:, cols, row], Hf[:, cols, row]

@@ -407,6 +407,17 @@ class ConstructedTransformer(nn.Module):
         return verify_columns(self.program, self.dtype, host_tokens(tokens), cols, h, out, spec=spec or BOUNDS_ONLY,
                               model=self)
 
+    def _replay_bounds(self, tokens: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
+        """``(B, 1)`` recomputation bounds of the last column's readout ``y_hat``, on the pruned schedule
+        (:func:`~iclconstruct.numerics.replay_bound.bounded_replay`)."""
+        from ..numerics.recompute import readout_bounds
+        from ..numerics.replay_bound import bounded_replay
+        from ..runtime.stream import cell_plan
+
+        T = tokens.shape[1]
+        H, E, _ = bounded_replay(self, tokens, cell_plan(self, T, "last", True))
+        return readout_bounds(self.program, H, E, [T - 1], y_hat)
+
     def _check_predictions(self, tokens, h: torch.Tensor, out: torch.Tensor, columns=None, patched: bool = False) -> None:
         """Refuse (:class:`~iclconstruct.errors.PrecisionError`) readouts the a-posteriori check cannot prove.
 

@@ -311,7 +311,7 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
 
 
 def _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model=None) -> Verification:
-    from .recompute import recompute_bounds, readout_bounds
+    from .recompute import recompute_bounds
 
     yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
         np.asarray(y_hat, np.float64)
@@ -322,11 +322,8 @@ def _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model=None) -> 
     T = tokens.shape[1]
     loop = any(seg.repeat == "examples" for seg in program.segments)
     if model is not None and loop and len(cols) == 1 and int(cols[0]) == T - 1:
-        # one streamed prediction: only the cells it depends on, O(n) instead of the interpreter's O(n²)
-        from .replay_bound import bounded_replay
-
-        H, E, _ = bounded_replay(model, tokens, "last")
-        bounds = readout_bounds(program, H, E, cols, yh)
+        # one prediction at the last column: only the cells it depends on, O(n) instead of the interpreter's O(n²)
+        bounds = model._replay_bounds(tokens, yh)
     else:
         bounds = recompute_bounds(program, tokens, cols, yh)
     return _recompute_verification(dtype, cols, yh, bounds, spec)

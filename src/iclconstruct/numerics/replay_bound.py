@@ -244,18 +244,15 @@ class _GuardLost(Exception):
     """The tokens no longer pass the guards the contraction relies on: replay from scratch without it."""
 
 
-def bounded_replay(model, tokens, readout: str = "x") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(H, E, columns)``: the program's values on the cells the readout depends on (``readout``: ``'x'``
-    the readout columns, ``'last'`` the last column; :func:`~iclconstruct.runtime.stream.cell_plan`) and a
-    rigorous bound ``E`` on their distance from the exact program; valid at the returned readout ``columns``
-    (other entries may be stale)."""
-    from ..runtime.stream import cell_plan
-
+def bounded_replay(model, tokens, plan) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(H, E, columns)``: the program's values on the cells of ``plan`` (a
+    :class:`~iclconstruct.runtime.plan.CellPlan` for these tokens, e.g. ``runtime.stream.cell_plan(model, T,
+    'last')``) and a rigorous bound ``E`` on their distance from the exact program; valid at the plan's
+    readout ``columns`` (other entries may be stale)."""
     tok = np.asarray(tokens, dtype=np.float64)
     tok = tok[None] if tok.ndim == 2 else tok
     T = tok.shape[1]
     rs = ReplayState(model, tok)
-    plan = cell_plan(model, T, readout, True)
     for l, (bi, cols) in enumerate(zip(plan.layers, plan.columns)):
         if len(cols) or (rs.hint is not None and rs._iteration_of(l, T) is not None):
             rs.run(cols, l, bi, T)
