@@ -382,3 +382,20 @@ def test_stream_checks_incrementally_with_sound_tight_bounds(dtype, monkeypatch)
             assert err <= b * (1 + 1e-9) + 1e-300 and b <= err + 1e-10
         s.add(X[k], y[k])
     assert len(seen) == 4
+
+
+def test_stream_goes_on_entrywise_when_an_example_leaves_the_strict_guard(monkeypatch):
+    """The run-time guard has a slack of 1e-12, the contraction none: an example between the two switches the
+    stream's replay to entrywise propagation (still sound) instead of failing."""
+    import iclconstruct.numerics.replay_bound as RB
+
+    m = model("sgd", torch.float64)
+    s = m.stream()
+    rng = np.random.default_rng(9)
+    for k in range(3):
+        s.add(rng.standard_normal(2), float(rng.standard_normal()))
+    assert s._ref.hint is not None
+    monkeypatch.setattr(RB, "_contraction", lambda program, tok: None)  # as if the new example were outside it
+    s.add(rng.standard_normal(2), float(rng.standard_normal()))
+    assert s._ref.hint is None
+    assert np.isfinite(float(s.predict(rng.standard_normal(2))))
