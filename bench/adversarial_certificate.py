@@ -40,10 +40,18 @@ SEARCH = dict(corners=4096, rounds=64, batch=128, served=False)
 
 
 def _table() -> list:
+    """Per case, the latest certificate and the largest error any search found against that same certificate
+    (a larger search can end with every top candidate refused by a range check, so the searches are pooled)."""
+    rows = [json.loads(line) for line in OUT.open()]
     latest = {}
-    for line in OUT.open():
-        r = json.loads(line)
+    for r in rows:
         latest[(r["circuit"], r["dtype"], r["n"])] = r
+    for key, r in list(latest.items()):
+        same = [q for q in rows if (q["circuit"], q["dtype"], q["n"]) == key and q["certificate"] == r["certificate"]]
+        best = max(same, key=lambda q: q["worst_found"])
+        if best["worst_found"] > r["worst_found"]:
+            latest[key] = dict(best, ratio=(r["certificate"] / best["worst_found"]) if best["worst_found"] > 0
+                               else float("inf"))
     lines = ["| circuit | dtype | n | certificate | worst found | ratio | measured |", "|---|---|---|---|---|---|---|"]
     for name, _ in CASES:
         for dt in ("float64", "float32"):
@@ -83,7 +91,8 @@ def main() -> None:
              "models take the anchors `compile` chooses (docs/certificate.md, \"Constants chosen by the certificate\") "
              "since 2026-12-03 18:00, and the search starts from repeated-example contexts too; since 2026-12-03 19:30 "
              "it counts every input that passes the range checks (`served=False`, the certificate's domain), also where "
-             "an a-posteriori check then refuses the answer; since 2026-12-03 20:30 with 16× the starting points and 4× the rounds._")
+             "an a-posteriori check then refuses the answer; since 2026-12-03 20:30 with 16× the starting points and 4× the rounds; "
+             "each row reports the largest error any search found against that row's certificate, with that search's date._")
     doc = ROOT / "docs" / "certificate.md"
     text = doc.read_text()
     text = re.sub(r"<!-- bench:tightness -->.*<!-- /bench:tightness -->",
