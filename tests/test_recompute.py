@@ -395,7 +395,7 @@ def test_stream_goes_on_entrywise_when_an_example_leaves_the_strict_guard(monkey
     for k in range(3):
         s.add(rng.standard_normal(2), float(rng.standard_normal()))
     assert s._ref.hint is not None
-    monkeypatch.setattr(RB, "_contraction", lambda program, tok: None)  # as if the new example were outside it
+    monkeypatch.setattr(RB, "_guards_hold", lambda program, tok: False)  # as if the new example were outside it
     s.add(rng.standard_normal(2), float(rng.standard_normal()))
     assert s._ref.hint is None
     assert np.isfinite(float(s.predict(rng.standard_normal(2))))

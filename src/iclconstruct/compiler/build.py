@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..numerics.aposteriori import spec_for
-from ..numerics.recompute import FLOAT64_RECOMPUTE_ACCURACY, recompute_spec
+from ..numerics.recompute import recompute_spec
 from ..numerics.constants import Constants
 from ..numerics.ranges import operand_scales
 from ..errors import ArgumentError, ICLConstructError, WidthOverflowError
@@ -236,7 +236,7 @@ def compile(program: Program, *, constants: Optional[Constants] = None, dtype: t
         # each readout is checked a posteriori against the float64 interpreter with a rigorous round-off
         # bound (numerics.recompute) and refused beyond the stated accuracy (docs/certificate.md,
         # "A-posteriori bound: any program")
-        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec(float64=FLOAT64_RECOMPUTE_ACCURACY)}
+        program.meta = {**(program.meta or {}), "aposteriori": recompute_spec()}
     if isinstance(constants, str) and constants != "auto":
         raise ArgumentError(f"constants must be a Constants, 'auto' or None; got {constants!r}")
     if constants == "auto" and block != "paper":

@@ -153,12 +153,21 @@ class Verification:
         return float(self.bounds.max()) if self.bounds.size else 0.0
 
 
+def _host(a) -> np.ndarray:
+    """A tensor or array as float64 numpy on the host."""
+    return a.detach().to("cpu", torch.float64).numpy() if isinstance(a, torch.Tensor) else np.asarray(a, np.float64)
+
+
+def _tolerance(acc: float, yh: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``acc·(1 + max(0, |ŷ| − bound))`` rounded down: a lower estimate of ``acc·(1 + |exact|)``."""
+    with np.errstate(invalid="ignore"):
+        tol = acc * (1.0 + np.maximum(np.abs(yh) - bounds, 0.0)) * (1 - 4 * _U)
+    return np.where(np.isfinite(tol), tol, acc)
+
+
 def host_tokens(tokens) -> np.ndarray:
     """The caller's tokens as float64 numpy ``(B, T, d+1)`` (exact for float32/float64 input)."""
-    if isinstance(tokens, torch.Tensor):
-        t = tokens.detach().to("cpu", torch.float64).numpy()
-    else:
-        t = np.asarray(tokens, dtype=np.float64)
+    t = _host(tokens)
     return t[None] if t.ndim == 2 else t
 
 
@@ -295,17 +304,14 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
     if spec["kind"] == "recompute":
         return _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model)
     w = program.layout.view(h_cols, spec["weights"])
-    w = w.detach().to("cpu", torch.float64).numpy() if isinstance(w, torch.Tensor) else np.asarray(w, np.float64)
-    yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
-        np.asarray(y_hat, np.float64)
+    w = _host(w)
+    yh = _host(y_hat)
     yh = yh.reshape(w.shape[:2])
     x_cols = cols % 2 == 0  # predictions live at x̃ columns; a ỹ column's readout (run_pruned's
     cols, w, yh = cols[x_cols], w[:, x_cols], yh[:, x_cols]  # readout='last' on even T) is none
     bounds = ridge_bounds(tokens, cols, w, yh, spec["lam"])
     acc = accuracy_for(spec, dtype)
-    with np.errstate(invalid="ignore"):
-        tol = acc * (1.0 + np.maximum(np.abs(yh) - bounds, 0.0)) * (1 - 4 * _U)
-    tol = np.where(np.isfinite(tol), tol, acc)
+    tol = _tolerance(acc, yh, bounds)
     return Verification(predictions=yh, bounds=bounds, tolerance=tol, columns=cols, examples=cols // 2,
                         accuracy=acc, dtype=dtype)
 
@@ -313,8 +319,7 @@ def verify_columns(program, dtype: torch.dtype, tokens: np.ndarray, columns: Seq
 def _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model=None) -> Verification:
     from .recompute import recompute_bounds
 
-    yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
-        np.asarray(y_hat, np.float64)
+    yh = _host(y_hat)
     yh = yh.reshape(tokens.shape[0], len(cols))
     if program.readout_columns == "x":  # predictions live at x̃ columns (as for ridge, above)
         keep = cols % 2 == 0
@@ -331,20 +336,14 @@ def _verify_recompute(program, dtype, tokens, cols, y_hat, spec, model=None) -> 
 
 def verification_from_bounds(program, dtype, columns, y_hat, bounds) -> Verification:
     """A :class:`Verification` of the recomputation kind from bounds computed elsewhere (a stream's replay)."""
-    yh = y_hat.detach().to("cpu", torch.float64).numpy() if isinstance(y_hat, torch.Tensor) else \
-        np.asarray(y_hat, np.float64)
+    yh = _host(y_hat)
     cols = np.asarray(columns, dtype=np.int64)
     return _recompute_verification(dtype, cols, yh.reshape(-1, len(cols)), np.asarray(bounds), spec_for(program))
 
 
 def _recompute_verification(dtype, cols, yh, bounds, spec) -> Verification:
     acc = accuracy_for(spec, dtype)
-    if acc is None:
-        tol = np.full_like(bounds, np.inf)
-    else:
-        with np.errstate(invalid="ignore"):
-            tol = acc * (1.0 + np.maximum(np.abs(yh) - bounds, 0.0)) * (1 - 4 * _U)
-        tol = np.where(np.isfinite(tol), tol, acc)
+    tol = np.full_like(bounds, np.inf) if acc is None else _tolerance(acc, yh, bounds)
     return Verification(predictions=yh, bounds=bounds, tolerance=tol, columns=cols, examples=(cols + 1) // 2,
                         accuracy=acc, dtype=dtype, kind="recompute")
 

@@ -58,7 +58,7 @@ __all__ = ["bounded_interpret", "recompute_bounds", "readout_bounds", "recompute
 
 #: the stated accuracy of a float32 circuit checked by recomputation: ``|ŷ − exact| ≤ 1e-2·(1 + |exact|)``
 FLOAT32_RECOMPUTE_ACCURACY = 1e-2
-#: the stated accuracy of a float64 program without a per-example loop: ``|ŷ − exact| ≤ 1e-6·(1 + |exact|)``
+#: the stated accuracy of a float64 program checked by recomputation: ``|ŷ − exact| ≤ 1e-6·(1 + |exact|)``
 FLOAT64_RECOMPUTE_ACCURACY = 1e-6
 
 _U = 2.0 ** -53
@@ -75,7 +75,8 @@ def _up(x: np.ndarray, k: float) -> np.ndarray:
     return x * (1.0 + 2.0 * _g(k + 8))
 
 
-def recompute_spec(float32: float = FLOAT32_RECOMPUTE_ACCURACY, float64: Optional[float] = None) -> dict:
+def recompute_spec(float32: float = FLOAT32_RECOMPUTE_ACCURACY,
+                   float64: Optional[float] = FLOAT64_RECOMPUTE_ACCURACY) -> dict:
     """``program.meta['aposteriori']`` of a circuit checked by recomputation: the stated accuracy per
     dtype (a dtype without an entry is not checked at run time; ``model.verify`` still bounds it)."""
     acc = {"float32": float(float32)}
@@ -84,15 +85,16 @@ def recompute_spec(float32: float = FLOAT32_RECOMPUTE_ACCURACY, float64: Optiona
     return {"kind": "recompute", "accuracy": acc}
 
 
-def _mean_weights(kind_k: int, T: int) -> np.ndarray:
-    """The interpreter's averaging weights ``(j, t)`` for a ``mean`` read (lang.interpreter.apply_op)."""
+def _mean_weights(read_k: int, T: int, cols: np.ndarray) -> np.ndarray:
+    """``(C, T)``: the interpreter's averaging weights of a ``mean`` read (``lang.interpreter.apply_op``:
+    ``1/count`` over the set's columns ``j ≤ t``, over all of them while the set is empty) at columns ``cols``."""
     j = np.arange(T)
-    member = np.ones(T) if kind_k == 0 else (j % 2 == kind_k - 1).astype(float)
-    count = np.cumsum(member)
-    empty = count == 0
-    weight = np.where(empty[None, :], 1.0, member[:, None] * 1.0)
-    weight = np.where(j[:, None] <= j[None, :], weight, 0.0)
-    return weight / weight.sum(axis=0, keepdims=True)
+    member = np.ones(T, dtype=bool) if read_k == 0 else (j % 2 == read_k - 1)
+    upto = j[None, :] <= cols[:, None]
+    M = member[None, :] & upto
+    empty = ~M.any(axis=1)
+    M = np.where(empty[:, None], upto, M).astype(np.float64)
+    return M / M.sum(axis=1, keepdims=True)
 
 
 def _affine_err(H, E, lay, terms, bias, shape) -> Tuple[np.ndarray, np.ndarray, int]:
@@ -122,7 +124,7 @@ def _op_error(op, H: np.ndarray, E: np.ndarray, lay) -> np.ndarray:
             return Es[:, np.maximum(np.arange(T) - op.read.k, 0)]
         if op.read.kind == "position":
             return Es[:, np.minimum(op.read.k, np.arange(T))]
-        W = _mean_weights(op.read.k, T)
+        W = _mean_weights(op.read.k, T, np.arange(T)).T
         S = np.abs(lay.view(H, op.src))
         return _up(np.einsum("jt,bjk->btk", W, Es + _g(T + 2) * S), T) * (1 + 2 * _U)
     if isinstance(op, Mul):
@@ -166,22 +168,34 @@ def _op_error(op, H: np.ndarray, E: np.ndarray, lay) -> np.ndarray:
     raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
-def _contraction(program, tokens) -> Optional[Tuple[Tuple[str, ...], float]]:
-    """The declared contraction, if the tokens pass the program's input guards (which is what makes the
-    declared Lipschitz constant true, e.g. SGD's step condition); else ``None`` (entrywise propagation)."""
+def _declared_contraction(program) -> Optional[Tuple[Tuple[str, ...], float]]:
+    """``(state slots, Lipschitz constant)`` the program declares (``meta['contraction']``), or ``None``."""
+    cfg = (getattr(program, "meta", None) or {}).get("contraction")
+    return (tuple(cfg["slots"]), float(cfg["lipschitz"])) if cfg else None
+
+
+def _guards_hold(program, tokens) -> bool:
+    """Do the tokens pass the program's input guards strictly (the run-time check's slack would make a
+    declared Lipschitz constant, e.g. SGD's step condition, slightly larger than declared)?"""
     from ..lang.checks import example_sq_norm_max
 
-    cfg = (getattr(program, "meta", None) or {}).get("contraction")
-    if not cfg:
-        return None
     guards = getattr(program, "guards", ())
-    if guards:  # strictly: the run-time check's slack would make L slightly larger than declared
-        sq = example_sq_norm_max(np.asarray(tokens, dtype=np.float64).reshape((-1,) + np.shape(tokens)[-2:]))
-        # the computed max ‖x‖² is within γ_{d+2} of the exact one; a guard's quantity grows with it
-        sq_hi = None if sq is None else sq * (1 + 2 * _g(np.shape(tokens)[-1] + 2))
-        if sq is not None and any(g.quantity(sq_hi) > g.limit for g in guards):
-            return None
-    return tuple(cfg["slots"]), float(cfg["lipschitz"])
+    if not guards:
+        return True
+    tok = np.asarray(tokens, dtype=np.float64)
+    sq = example_sq_norm_max(tok[None] if tok.ndim == 2 else tok)
+    if sq is None:
+        return True
+    # the computed max ‖x‖² is within γ_{d+2} of the exact one; a guard's quantity grows with it
+    sq_hi = sq * (1 + 2 * _g(np.shape(tokens)[-1] + 2))
+    return not any(g.quantity(sq_hi) > g.limit for g in guards)
+
+
+def _contraction(program, tokens) -> Optional[Tuple[Tuple[str, ...], float]]:
+    """The declared contraction, if the tokens pass the program's input guards (which is what makes the
+    declared Lipschitz constant true); else ``None`` (entrywise propagation)."""
+    hint = _declared_contraction(program)
+    return hint if hint is not None and _guards_hold(program, tokens) else None
 
 
 def bounded_interpret(program, tokens, *, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .recompute import _U, _contraction, _g, _op_error, _up
+from .recompute import _U, _declared_contraction, _g, _guards_hold, _mean_weights, _op_error, _up
 
 __all__ = ["bounded_replay", "loop_iterations", "ReplayState"]
 
@@ -40,17 +40,6 @@ def loop_iterations(model, T: int) -> List[Tuple[int, int, int]]:
     return out
 
 
-def _mean_rows(read_k: int, T: int, cols: np.ndarray) -> np.ndarray:
-    """``(C, T)``: the interpreter's averaging weights for query columns ``cols`` (``apply_op``'s mean read)."""
-    j = np.arange(T)
-    member = np.ones(T, dtype=bool) if read_k == 0 else (j % 2 == read_k - 1)
-    upto = j[None, :] <= cols[:, None]
-    M = member[None, :] & upto
-    empty = ~M.any(axis=1)
-    M = np.where(empty[:, None], upto, M).astype(np.float64)
-    return M / M.sum(axis=1, keepdims=True)
-
-
 def _cells(op, get, lay, cols: np.ndarray, T: int, sub) -> Tuple[np.ndarray, np.ndarray]:
     """``(value, error)`` ``(B, C, size)`` of ``op.dst`` at ``cols``. ``get(name)`` → full ``(values, errors)``
     as the op reads them; ``sub()`` → the ``(H, E)`` of ``cols`` as the op reads them (local ops)."""
@@ -63,7 +52,7 @@ def _cells(op, get, lay, cols: np.ndarray, T: int, sub) -> Tuple[np.ndarray, np.
         if op.read.kind in ("offset", "position"):
             idx = read_sources(op.read, T)[0][cols]
             return S[:, idx].copy(), Es[:, idx].copy()
-        W = _mean_rows(op.read.k, T, cols)
+        W = _mean_weights(op.read.k, T, cols)
         val = np.einsum("cj,bjk->bck", W, S)
         err = _up(np.einsum("cj,bjk->bck", W, Es + _g(T + 2) * np.abs(S)), T) * (1 + 2 * _U)
         return val, err
@@ -125,27 +114,31 @@ class ReplayState:
     :class:`~iclconstruct.runtime.stream.Stream` advances as it runs its own cells (``run``), so that checking a
     streamed prediction costs the cells that prediction adds, not the whole context.
 
-    ``H``, ``E`` ``(B, capacity, D)``: values and error bounds of every column seen; ``e2``: per contraction
-    state slot, the 2-norm bound at each column. Loop iterations are opened and closed as their layers run
-    (the contraction's bookkeeping, module doc); :meth:`snapshot` / :meth:`restore` bracket cells that are
-    to be forgotten (a prediction's query column and the layers after the loop).
+    ``H``, ``E`` ``(B, capacity, D)``: values and error bounds of the ``T`` columns embedded so far (``extend``);
+    ``e2``: per contraction state slot, the 2-norm bound at each column. Loop iterations are opened and closed
+    as their layers run (the contraction's bookkeeping, module doc); :meth:`snapshot` / :meth:`restore`
+    bracket cells that are to be forgotten (a prediction's query column and the layers after the loop).
     """
 
-    def __init__(self, model, tokens, capacity: Optional[int] = None):
+    def __init__(self, model, batch: int, capacity: Optional[int] = None):
         self.m = model
         self.lay = model.layout
-        tok = np.asarray(tokens, dtype=np.float64)
-        tok = tok[None] if tok.ndim == 2 else tok
-        self.B = tok.shape[0]
-        cap = capacity or tok.shape[1]
-        self.H = np.zeros((self.B, cap, self.lay.size))
+        self.B = batch
+        self.H = np.zeros((batch, capacity or model.max_len, self.lay.size))
         self.E = np.zeros_like(self.H)
+        self.tok = np.zeros((batch, 0, self.lay.d + 1))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every cell run: the columns held are embedded afresh, with no error."""
         self.T = 0
-        self.hint = _contraction(model.program, tok)
+        self.H[...], self.E[...] = 0.0, 0.0
+        self.hint = _declared_contraction(self.m.program)
         self.state = self.hint[0] if self.hint is not None else ()
         self.e2: Dict[str, np.ndarray] = {}
         self.open = None  # (segment, first layer, end layer) of the iteration in progress
-        self.extend(tok)
+        self._iter: dict = {}
+        self.extend(self.tok)
 
     def extend(self, tokens) -> None:
         """Embed the columns of ``tokens`` (all of them so far) beyond the ones held; checks the guards again."""
@@ -154,17 +147,12 @@ class ReplayState:
         tok = np.asarray(tokens, dtype=np.float64)
         tok = tok[None] if tok.ndim == 2 else tok
         T = tok.shape[1]
-        if T > self.H.shape[1]:
-            grow = max(T, 2 * self.H.shape[1])
-            self.H = np.concatenate([self.H, np.zeros((self.B, grow - self.H.shape[1], self.lay.size))], axis=1)
-            self.E = np.concatenate([self.E, np.zeros_like(self.H[:, self.E.shape[1]:])], axis=1)
-            self.e2 = {s: np.concatenate([v, np.zeros((self.B, grow - v.shape[1]))], axis=1) for s, v in self.e2.items()}
         if T > self.T:
             H0 = embed_reference(self.m.program, tok, max_len=self.m.max_len, check=False)
             self.H[:, self.T:T] = H0[:, self.T:T]
             self.E[:, self.T:T] = 0.0
-        self.T = T
-        if self.hint is not None and _contraction(self.m.program, tok) is None:
+        self.T, self.tok = T, tok
+        if self.hint is not None and not _guards_hold(self.m.program, tok):
             # a new example leaves the guard that makes the declared Lipschitz constant true (the run-time
             # check has a slack of 1e-12; this one none): go on entrywise, from bounds that stay valid
             self.close()
@@ -172,25 +160,19 @@ class ReplayState:
 
     def snapshot(self):
         return (self.H[:, :self.T].copy(), self.E[:, :self.T].copy(), {s: v.copy() for s, v in self.e2.items()},
-                self.open, self.T, dict(getattr(self, "_iter", {})))
+                self.open, self.T, self.tok, self.hint, self.state, dict(self._iter))
 
     def restore(self, snap) -> None:
-        H, E, e2, self.open, T, it = snap
-        self.H[:, :T], self.E[:, :T] = H, E
-        self.H[:, T:], self.E[:, T:] = 0.0, 0.0
-        self.e2, self.T, self._iter = e2, T, it
+        H, E, self.e2, self.open, self.T, self.tok, self.hint, self.state, self._iter = snap
+        self.H[:, :self.T], self.E[:, :self.T] = H, E
+        self.H[:, self.T:], self.E[:, self.T:] = 0.0, 0.0
 
     def _iteration_of(self, l: int, T: int):
-        key = ("it", T)
-        cache = self.__dict__.setdefault("_its", {})
-        if key not in cache:
-            m = {}
-            for si, a, b in loop_iterations(self.m, T):
-                for k in range(a, b):
-                    m[k] = (si, a, b)
-            cache.clear()
-            cache[key] = m
-        return cache[key].get(l)
+        """``(segment, first layer, end layer)`` of the loop iteration layer ``l`` belongs to, or ``None``."""
+        if getattr(self, "_its_T", None) != T:
+            self._its_T = T
+            self._its = {k: it for it in loop_iterations(self.m, T) for k in range(it[1], it[2])}
+        return self._its.get(l)
 
     def _begin(self, it) -> None:
         lay = self.lay
@@ -251,9 +233,9 @@ def bounded_replay(model, tokens, plan) -> Tuple[np.ndarray, np.ndarray, np.ndar
     tok = np.asarray(tokens, dtype=np.float64)
     tok = tok[None] if tok.ndim == 2 else tok
     T = tok.shape[1]
-    rs = ReplayState(model, tok)
-    for l, (bi, cols) in enumerate(zip(plan.layers, plan.columns)):
-        if len(cols) or (rs.hint is not None and rs._iteration_of(l, T) is not None):
-            rs.run(cols, l, bi, T)
+    rs = ReplayState(model, tok.shape[0], capacity=T)
+    rs.extend(tok)
+    for l in plan.busy:  # a stream runs the same layers: those with cells
+        rs.run(plan.columns[l], l, plan.layers[l], T)
     rs.close()
     return rs.H[:, :T], rs.E[:, :T], np.asarray(plan.readout, dtype=np.int64)

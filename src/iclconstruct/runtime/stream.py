@@ -131,7 +131,6 @@ class Stream:
         #: the recomputation check's state (numerics.replay_bound.ReplayState), advanced with the stream's own
         #: cells, for programs checked by recomputation in this dtype; None otherwise (or until the first add)
         self._ref = None
-        self._ref_host: List[np.ndarray] = []
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -208,11 +207,13 @@ class Stream:
         return bool(self.check and spec is not None and spec["kind"] == "recompute"
                     and accuracy_for(spec, self.model.dtype) is not None)
 
-    def _fresh_ref(self):
-        """A new replay state holding the columns of this call (the examples, and a prediction's query)."""
+    def _replay(self):
+        """The recomputation check's replay state (created at the first call)."""
         from ..numerics.replay_bound import ReplayState
 
-        return ReplayState(self.model, np.stack(self._ref_host, axis=1), capacity=self.model.max_len)
+        if self._ref is None:
+            self._ref = ReplayState(self.model, self.B)
+        return self._ref
 
     def _new_hist(self, tok: torch.Tensor, start: int):
         m = self.model
@@ -251,7 +252,7 @@ class Stream:
             tok = torch.stack(self.tokens[:T_old], dim=1)
             hist[:T_old] = self._new_hist(tok, 0)
             if self._ref is not None:
-                self._ref = self._fresh_ref()
+                self._ref.reset()
             self.sets, T_old = [], 0
         self._advance(plan, T_commit, hist, T_old, mon)
         return plan
@@ -269,10 +270,7 @@ class Stream:
             self.host += [host[:, 0], host[:, 1]]
             T = len(self.tokens)
             if self._recompute_checked():
-                self._ref_host = self.host
-                if self._ref is None:
-                    self._ref = self._fresh_ref()
-                self._ref.extend(np.stack(self.host, axis=1))
+                self._replay().extend(np.stack(self.host, axis=1))
             self._sync(T + 1, T, hist, mon, T0)  # planned as the next prediction will be
             if self._ref is not None:
                 self._ref.close()
@@ -293,12 +291,8 @@ class Stream:
             lens: List[int] = []
             ref_bounds, snap = None, None
             if self._recompute_checked():  # the query's cells are forgotten afterwards: so is their reference
-                self._ref_host = self.host + [host[:, 0]]
-                if self._ref is None:  # a prediction before any example
-                    self._ref = self._fresh_ref()
-                    self._ref.T = len(self.host)  # (the query column is embedded below, like any new column)
-                snap = self._ref.snapshot()
-                self._ref.extend(np.stack(self._ref_host, axis=1))
+                snap = self._replay().snapshot()
+                self._ref.extend(np.stack(self.host + [host[:, 0]], axis=1))
             try:
                 plan = self._sync(T, T - 1, hist, mon, T - 1)
                 Lm = memo_layers(m, T)
