@@ -58,13 +58,32 @@ def newton_iterates(X, y, steps):
     return m_max, w_max
 
 
+def gd_plus_plus_iterates(X, y, lr, gamma, steps):
+    """Per prefix k ≥ 1: the largest |entry| of GD++'s iterate ``w`` (numpy, independent of the front end)."""
+    w_max = 0.0
+    for k in range(1, len(X) + 1):
+        S, b, w = X[:k].T @ X[:k], X[:k].T @ y[:k], np.zeros(X.shape[1])
+        for _ in range(steps):
+            w = w - 2.0 * lr * (S @ w - b)
+            w_max = max(w_max, np.abs(w).max())
+            H = np.eye(len(S)) - gamma * S
+            S, b = H @ S @ H, H @ b
+    return w_max
+
+
 def assert_refusal_justified(name, d, X, y, msg):
-    """Only Newton's declared bounds (m_bound=5, w_bound=4+2√d) can be left by these tasks: the refusal
-    must name that argument, and the exact iterates must really leave it. Returns the relative excess."""
+    """Only Newton's declared bounds (m_bound=5, w_bound=4+2√d) and GD++'s w_bound can be left by these
+    tasks: the refusal must name that argument, and the exact iterates must really leave it. Returns the
+    relative excess."""
+    wb = 4.0 + 2.0 * np.sqrt(d)
+    if name == "gd_plus_plus":
+        assert "w_bound=" in msg, msg
+        w_max = gd_plus_plus_iterates(X, y, 0.001, 0.001, 2)
+        assert w_max > wb, (w_max, msg)
+        return w_max / wb - 1.0
     assert name == "newton", msg
     m_max, w_max = newton_iterates(X, y, 8)
     if "w_bound=" in msg:
-        wb = 4.0 + 2.0 * np.sqrt(d)
         assert w_max > wb, (w_max, msg)
         return w_max / wb - 1.0
     assert "m_bound=" in msg and m_max > 5.0, (m_max, msg)
