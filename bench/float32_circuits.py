@@ -26,8 +26,12 @@ import iclconstruct as ic
 
 ROOT = Path(__file__).resolve().parents[1]
 #: ICL_F32_N=8 measures Constants.float32(product_scale=8) into its own file (a comparison, not the table)
-N_OVERRIDE = os.environ.get("ICL_F32_N")
-OUT = ROOT / "bench" / "results" / ("float32_circuits.jsonl" if not N_OVERRIDE else f"float32_circuits_N{N_OVERRIDE}.jsonl")
+#: ICL_F32_K=3e4 measures Constants.float32(ln_anchor=3e4, div_scale=3e4) likewise (float32_circuits_K3e4.jsonl)
+N_OVERRIDE, K_OVERRIDE = os.environ.get("ICL_F32_N"), os.environ.get("ICL_F32_K")
+OVERRIDES = {**({"product_scale": float(N_OVERRIDE)} if N_OVERRIDE else {}),
+             **({"ln_anchor": float(K_OVERRIDE), "div_scale": float(K_OVERRIDE)} if K_OVERRIDE else {})}
+OUT = ROOT / "bench" / "results" / ("float32_circuits" + (f"_N{N_OVERRIDE}" if N_OVERRIDE else "")
+                                    + (f"_K{K_OVERRIDE}" if K_OVERRIDE else "") + ".jsonl")
 DIMS, NS = (2, 8, 16), (8, 32, 64)
 C, R = ic.circuits, ic.reference
 
@@ -35,8 +39,7 @@ C, R = ic.circuits, ic.reference
 def circuits(d):
     """name -> (make(dtype) -> model, reference(X, y) -> w)."""
     P = np.diag(np.linspace(0.5, 1.5, d))
-    kw = dict(dtype=torch.float32, constants=ic.Constants.float32(**(
-        {"product_scale": float(N_OVERRIDE)} if N_OVERRIDE else {})))
+    kw = dict(dtype=torch.float32, constants=ic.Constants.float32(**OVERRIDES))
     return {
         "sgd lr=0.5/(d·9)": (lambda: C.sgd(d, 0.5 / (9 * d), max_len=129, **kw), lambda X, y: R.sgd(X, y, 0.5 / (9 * d))),
         "ridge lam=0.1": (lambda: C.ridge(d, 0.1, max_len=129, **kw), lambda X, y: R.ridge(X, y, 0.1)),
